@@ -1,0 +1,145 @@
+"""Typed records passed between the pipeline's stages.
+
+Every stage boundary carries a frozen record so that a stage can be tested
+with plain data: the reader yields `Job`s, the client returns an `Outcome`,
+the store keeps `JobRecord`s. Statuses and outcome kinds are `StrEnum`s
+because they are written verbatim into the state file and the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+DEFAULT_MODEL = "gemini-2.5-flash-image"
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+
+#: Aspect ratio -> (width, height) the model returns. All cost 1290 output tokens.
+ASPECT_RATIOS: dict[str, tuple[int, int]] = {
+    "1:1": (1024, 1024),
+    "2:3": (832, 1248),
+    "3:2": (1248, 832),
+    "3:4": (864, 1184),
+    "4:3": (1184, 864),
+    "4:5": (896, 1152),
+    "5:4": (1152, 896),
+    "9:16": (768, 1344),
+    "16:9": (1344, 768),
+    "21:9": (1536, 672),
+}
+
+
+class Status(StrEnum):
+    """A job's state in the store. Only `pending` jobs are (re)sent."""
+
+    PENDING = "pending"
+    DONE = "done"
+    BLOCKED = "blocked"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+FINAL_STATUSES = frozenset({Status.DONE, Status.BLOCKED, Status.FAILED, Status.SKIPPED})
+
+
+class OutcomeKind(StrEnum):
+    """What one HTTP exchange amounted to; see the design's outcomes table."""
+
+    OK = "ok"
+    RATE_LIMITED = "rate_limited"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    SERVER_ERROR = "server_error"
+    BLOCKED = "blocked"
+    NO_IMAGE = "no_image"
+    BAD_REQUEST = "bad_request"
+    FATAL = "fatal"
+
+
+#: Kinds worth another attempt of the same job.
+RETRYABLE_KINDS = frozenset(
+    {OutcomeKind.RATE_LIMITED, OutcomeKind.SERVER_ERROR, OutcomeKind.NO_IMAGE}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One image request, validated. `images` are absolute paths, or `@id`
+    references to another job's output (chained edits)."""
+
+    id: str
+    prompt: str
+    images: tuple[str, ...] = ()
+    aspect_ratio: str | None = None
+    tags: tuple[str, ...] = ()
+    priority: int = 0
+    model: str | None = None
+    #: Distinct-variant number; jobs with different variants are never merged
+    #: by the request cache even when their requests are identical.
+    variant: int | None = None
+    #: Platform size presets (e.g. ``amazon``) resized locally after generation.
+    sizes: tuple[str, ...] = ()
+    #: Where the job came from, for error messages and `failed.jsonl`.
+    source: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    mime_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts from `usageMetadata`; cost is computed from these."""
+
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    output_image_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The classified result of one request. Failures are data, not exceptions."""
+
+    kind: OutcomeKind
+    images: tuple[GeneratedImage, ...] = ()
+    text: str = ""
+    usage: Usage | None = None
+    http_status: int | None = None
+    message: str = ""
+    #: Seconds the server asked us to wait (RetryInfo / Retry-After), if any.
+    retry_after: float | None = None
+    quota_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class ErrorInfo:
+    kind: str
+    http_status: int | None
+    message: str
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """A row of the store: the job's last known state across all runs."""
+
+    id: str
+    fingerprint: str
+    status: Status
+    attempts: int = 0
+    files: list[str] = field(default_factory=list)
+    error: ErrorInfo | None = None
+    text: str = ""
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_source: str = ""
+    tags: list[str] = field(default_factory=list)
+    prompt: str = ""
+    source: str = ""
+    line: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
