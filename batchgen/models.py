@@ -130,6 +130,7 @@ class JobRecord:
     fingerprint: str
     status: Status
     attempts: int = 0
+    requests: int = 0
     files: list[str] = field(default_factory=list)
     error: ErrorInfo | None = None
     text: str = ""

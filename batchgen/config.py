@@ -1,0 +1,139 @@
+"""Run configuration, built once by the CLI (or `batchgen.run`) and validated.
+
+The API key lives only inside `Secret`, whose `repr` and `str` are redacted,
+so that a config object printed in a traceback, a log line or a report can
+never leak it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from batchgen.errors import UsageError
+from batchgen.models import DEFAULT_BASE_URL, DEFAULT_MODEL
+
+AuthMode = Literal["header", "bearer"]
+
+
+class Secret:
+    """A string that refuses to be printed."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def redact(self, text: str) -> str:
+        """Remove the secret from text that may have echoed it (server messages)."""
+        if self._value and self._value in text:
+            return text.replace(self._value, "***")
+        return text
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def key_from_env(environ: dict[str, str] | None = None) -> Secret | None:
+    env = os.environ if environ is None else environ
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        value = env.get(name, "").strip()
+        if value:
+            return Secret(value)
+    return None
+
+
+def is_loopback_host(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str, *, allow_insecure: bool) -> str:
+    """Refuse URLs that would send the key in clear to another machine."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--base-url must be an http(s) URL with a host, got {url!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise UsageError("--base-url must not carry a query, fragment or credentials")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname) and not allow_insecure:
+        raise UsageError(
+            f"refusing plain http:// to {parts.hostname}: the API key would travel in clear; "
+            "use https, or pass --allow-insecure-http if this network is trusted"
+        )
+    return url.rstrip("/")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs besides the job files. Frozen: stages only read it."""
+
+    out: Path
+    api_key: Secret | None = None
+    base_url: str = DEFAULT_BASE_URL
+    auth: AuthMode = "header"
+    model: str = DEFAULT_MODEL
+    concurrency: int = 16
+    rpm: float | None = None
+    max_attempts: int = 5
+    #: Attempts for answers without an image (often random, but rarely worth 5).
+    max_no_image_attempts: int = 3
+    timeout: float = 180.0
+    limit: int | None = None
+    retry_failed: bool = False
+    retry_blocked: bool = False
+    dry_run: bool = False
+    budget: float | None = None
+    prices_file: Path | None = None
+    #: A server asking us to wait longer than this is treated as a quota stop.
+    max_retry_delay: float = 900.0
+    #: Responses larger than this are cut off and count as a server error.
+    max_response_bytes: int = 64 * 1024 * 1024
+    #: How long in-flight requests get to finish after the first Ctrl-C.
+    grace_seconds: float = 10.0
+    progress: bool = True
+    cache_dir: Path | None = None
+    seed: int | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+        if self.rpm is not None and self.rpm <= 0:
+            raise UsageError("--rpm must be positive")
+        if self.max_attempts < 1:
+            raise UsageError("--max-attempts must be at least 1")
+        if self.timeout <= 0:
+            raise UsageError("--timeout must be positive")
+        if self.limit is not None and self.limit < 0:
+            raise UsageError("--limit must not be negative")
+        if self.budget is not None and self.budget < 0:
+            raise UsageError("--budget must not be negative")
+
+    def auth_headers(self) -> dict[str, str]:
+        if self.api_key is None:
+            return {}
+        if self.auth == "bearer":
+            return {"Authorization": f"Bearer {self.api_key.reveal()}"}
+        return {"x-goog-api-key": self.api_key.reveal()}
+
+    def endpoint(self, model: str) -> str:
+        return f"{self.base_url}/v1beta/models/{model}:generateContent"

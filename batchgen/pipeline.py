@@ -1,0 +1,208 @@
+"""pipeline: job files and a `RunConfig` in, a finished (or cleanly stopped) run out.
+
+Wires the stages in the design's order — reader, planner, scheduler (client,
+sink), store, report — and owns the run's lifecycle: the state lock, signal
+handling (first Ctrl-C/SIGTERM drains, the second cancels), and the `finally`
+that always commits the store and rewrites the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from batchgen import reader
+from batchgen.config import RunConfig
+from batchgen.errors import (
+    EXIT_ABORTED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    UsageError,
+)
+from batchgen.limiter import Pacer
+from batchgen.planner import Plan, plan
+from batchgen.pricing import PriceTable
+from batchgen.progress import Progress
+from batchgen.report import write_reports
+from batchgen.scheduler import Budget, Counters, Scheduler, StopReason
+from batchgen.sink import SHARD_THRESHOLD, clean_temporaries
+from batchgen.store import STATE_DIR, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What a run did. `report` is the summary written to report.json."""
+
+    exit_code: int
+    plan: Plan
+    counters: Counters = field(default_factory=Counters)
+    report: dict[str, Any] = field(default_factory=dict)
+    stop: StopReason | None = None
+    message: str = ""
+
+
+def expand_inputs(paths: Sequence[Path], out: Path | None) -> list[Path]:
+    """Recipe files (`.toml`) become expanded JSONL job files; others pass through."""
+    result: list[Path] = []
+    for path in paths:
+        if path.suffix.lower() != ".toml":
+            result.append(path)
+            continue
+        from batchgen.expand import write_expanded
+
+        dest_dir = (out / STATE_DIR / "expanded") if out is not None else None
+        if dest_dir is None:
+            import tempfile
+
+            dest_dir = Path(tempfile.mkdtemp(prefix="batchgen-expand-"))
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / f"{path.stem}.jsonl"
+        write_expanded(path, dest)
+        result.append(dest)
+    return result
+
+
+def dry_run(paths: Sequence[Path], config: RunConfig, prices: PriceTable) -> RunResult:
+    """Count new, changed and done jobs and estimate the cost, without sending or writing."""
+    expected = lambda job: prices.expected(job.model or config.model, job.prompt, len(job.images))  # noqa: E731
+    state = config.out / STATE_DIR / "state.sqlite"
+    if state.exists():
+        with Store(config.out, readonly=True) as store:
+            result = plan(reader.read_jobs(paths), store, default_model=config.model,
+                          retry_failed=config.retry_failed, retry_blocked=config.retry_blocked,
+                          write=False, expected_cost=expected)
+    else:
+        result = Plan()
+        for job in reader.read_jobs(paths):
+            result.total += 1
+            result.new += 1
+            result.expected_cost += expected(job)
+    return RunResult(EXIT_OK, result)
+
+
+@contextlib.asynccontextmanager
+async def _endpoint(config: RunConfig, sim: bool) -> AsyncIterator[RunConfig]:
+    if not sim:
+        yield config
+        return
+    from dataclasses import replace
+
+    from batchgen.sim import SimConfig, Simulator
+
+    async with Simulator(SimConfig(seed=config.seed or 0)) as server:
+        yield replace(config, base_url=server.base_url)
+
+
+async def arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool = False) -> RunResult:
+    """The whole run. Raises `BatchgenError`s for bad input/usage before anything is sent."""
+    paths = expand_inputs(paths, None if config.dry_run else config.out)
+    reader.validate(paths)
+    prices = PriceTable.load(config.prices_file)
+    if config.dry_run:
+        return dry_run(paths, config, prices)
+    if config.api_key is None and not sim:
+        raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or use --sim")
+    config.out.mkdir(parents=True, exist_ok=True)
+    with Store(config.out) as store:
+        clean_temporaries(config.out)
+        store.start_run()
+        sharded_meta = store.meta("sharded")
+        result = RunResult(EXIT_OK, Plan())
+        try:
+            result.plan = plan(reader.read_jobs(paths), store, default_model=config.model,
+                               retry_failed=config.retry_failed,
+                               retry_blocked=config.retry_blocked)
+            if sharded_meta is None:
+                sharded_meta = "1" if result.plan.total > SHARD_THRESHOLD else "0"
+                store.set_meta("sharded", sharded_meta)
+            async with _endpoint(config, sim) as cfg:
+                await _schedule(store, cfg, prices, result, sharded=sharded_meta == "1")
+        finally:
+            result.exit_code = _exit_code(result)
+            store.end_run(result.exit_code)
+            result.report = write_reports(store)
+    return result
+
+
+async def _schedule(store: Store, config: RunConfig, prices: PriceTable, result: RunResult,
+                    *, sharded: bool) -> None:
+    to_run = result.plan.to_run if config.limit is None else min(config.limit,
+                                                                  result.plan.to_run)
+    progress = Progress(to_run, enabled=config.progress)
+    connector = aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=config.concurrency)
+    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+        scheduler = Scheduler(
+            config, store, session, prices=prices, pacer=Pacer(config.rpm),
+            budget=Budget(config.budget, store.spent()), sharded=sharded,
+            on_change=progress.update)
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        interrupts = 0
+
+        def on_signal() -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts == 1:
+                scheduler.request_stop(StopReason(
+                    "interrupted", "interrupted: finishing in-flight requests", EXIT_INTERRUPTED))
+            elif task is not None:
+                task.cancel()
+
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, on_signal)
+                installed.append(sig)
+        try:
+            result.counters = await scheduler.run(store.pending(config.limit))
+        except asyncio.CancelledError:
+            if interrupts < 2:
+                raise
+            scheduler.stop = scheduler.stop or StopReason("interrupted", "interrupted", 130)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            result.stop = scheduler.stop
+            result.counters = scheduler.counters
+            progress.close(scheduler.counters)
+
+
+def _exit_code(result: RunResult) -> int:
+    if result.stop is not None:
+        return result.stop.exit_code
+    c = result.counters
+    if c.failed or c.blocked or c.skipped:
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def describe(result: RunResult, budget: float | None = None) -> str:
+    """The one-paragraph end-of-run message for people."""
+    lines = []
+    if result.stop is not None:
+        lines.append(result.stop.message)
+    r = result.report
+    if r:
+        lines.append(
+            f"{r['done']} done, {r['blocked']} blocked, {r['failed']} failed, "
+            f"{r['skipped']} skipped, {r['pending']} pending of {r['total']}; "
+            f"{result.counters.requests} requests this run; spent ${r['cost_usd']:.4f} in all"
+        )
+    if result.stop is not None and result.stop.kind == "budget" and r:
+        per = PriceTable().price("gemini-2.5-flash-image").per_image
+        lines.append(f"the {r['pending']} jobs left would cost about ${r['pending'] * per:.2f}")
+    return "\n".join(lines)
+
+
+__all__ = ["EXIT_ABORTED", "RunResult", "arun_files", "describe"]

@@ -1,0 +1,138 @@
+"""planner: validated jobs in, this run's work (pending rows in the store) out.
+
+A job is identified by its id plus a fingerprint of everything that shapes its
+request: model, prompt, aspect ratio, variant and the bytes of its reference
+images. Reference files are hashed once and remembered by (path, size, mtime),
+so resuming a million-job folder does not reread every photo. A chained job's
+fingerprint includes its parents' output bytes, so it is only final once the
+parents are done; until then it is planned as pending.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from batchgen.models import Job, Status
+from batchgen.store import Store
+
+
+@dataclass
+class Plan:
+    """What a run will do, counted as the planner goes (nothing is held per job)."""
+
+    total: int = 0
+    new: int = 0
+    changed: int = 0
+    done: int = 0
+    retry: int = 0
+    pending: int = 0
+    final_kept: dict[str, int] = field(default_factory=dict)
+    expected_cost: float = 0.0
+
+    @property
+    def to_run(self) -> int:
+        return self.new + self.changed + self.retry + self.pending
+
+
+def fingerprint(job: Job, model: str, image_digests: Iterable[str]) -> str:
+    """Stable across runs and machines: paths are not part of it, only bytes."""
+    payload = {
+        "model": model,
+        "prompt": job.prompt,
+        "aspect_ratio": job.aspect_ratio,
+        "variant": job.variant,
+        "images": list(image_digests),
+    }
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def file_digest(path: str, store: Store | None) -> str:
+    st = os.stat(path)
+    if store is not None:
+        cached = store.cached_hash(path, st.st_size, st.st_mtime_ns)
+        if cached is not None:
+            return cached
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    if store is not None:
+        store.remember_hash(path, st.st_size, st.st_mtime_ns, digest)
+    return digest
+
+
+def parent_digest(out: Path, store: Store, ref: str) -> str | None:
+    """The digest of a parent job's first output, or None when it is not done."""
+    known = store.lookup(ref[1:])
+    if known is None or known.status is not Status.DONE or not known.files:
+        return None
+    return file_digest(str(out / known.files[0]), store)
+
+
+def job_fingerprint(job: Job, model: str, out: Path, store: Store) -> str | None:
+    """None when a parent is not done yet (the fingerprint cannot be known)."""
+    digests: list[str] = []
+    for ref in job.images:
+        if ref.startswith("@"):
+            d = parent_digest(out, store, ref)
+            if d is None:
+                return None
+            digests.append(d)
+        else:
+            digests.append(file_digest(ref, store))
+    return fingerprint(job, model, digests)
+
+
+def plan(
+    jobs: Iterable[Job],
+    store: Store,
+    *,
+    default_model: str,
+    retry_failed: bool = False,
+    retry_blocked: bool = False,
+    write: bool = True,
+    expected_cost: object = None,
+) -> Plan:
+    """Decide each job's fate and (unless `write` is False, for a dry run) record
+    it in the store. Jobs already done with the same fingerprint are not touched."""
+    result = Plan()
+    out = store.out
+    cost_of = expected_cost if callable(expected_cost) else None
+    for job in jobs:
+        result.total += 1
+        model = job.model or default_model
+        fp = job_fingerprint(job, model, out, store)
+        known = store.lookup(job.id)
+        reset = True
+        if known is None:
+            result.new += 1
+        elif fp is not None and known.fingerprint == fp:
+            if known.status is Status.DONE:
+                result.done += 1
+                continue
+            if known.status is Status.FAILED and not retry_failed:
+                result.final_kept["failed"] = result.final_kept.get("failed", 0) + 1
+                continue
+            if known.status is Status.BLOCKED and not retry_blocked:
+                result.final_kept["blocked"] = result.final_kept.get("blocked", 0) + 1
+                continue
+            if known.status is Status.PENDING:
+                result.pending += 1
+                reset = False
+            else:
+                result.retry += 1
+        elif fp is None and known.status is Status.PENDING:
+            result.pending += 1
+            reset = False
+        else:
+            result.changed += 1
+        if cost_of is not None:
+            result.expected_cost += float(cost_of(job))
+        if write:
+            store.plan(job, fp or "", reset=reset)
+    if write:
+        store.commit()
+    return result

@@ -1,0 +1,194 @@
+"""report: the store in, `report.json` and `failed.jsonl` out (and the gallery).
+
+The report is a pure function of the store, so a resumed run reports on every
+job ever planned in the folder, not only on the last run. Files are written by
+streaming rows from the store (the summary first, from aggregate queries and
+one pass for the tag roll-up), never by holding every row, and atomically.
+
+report.json schema (version 1)::
+
+    {
+      "schema": 1, "generated_at": ISO-8601, "out": str,
+      "total", "done", "blocked", "failed", "skipped", "pending": int,
+      "success_rate": float (done / finished, 0..1; 0 when nothing finished),
+      "requests", "retries": int,
+      "errors": {kind: count},            # final errors of failed/blocked/skipped jobs
+      "tokens": {"prompt": int, "output": int},
+      "cost_usd": float, "cost_sources": {"usage"|"table"|"mixed": jobs},
+      "elapsed_s": float, "images_per_minute": float,
+      "by_tag": {tag: {"jobs", "done", "failed", "blocked", "cost_usd"}},
+      "jobs": [{"id", "status", "attempts", "requests", "files": [str], "error":
+                {"kind", "http_status", "message"} | null, "text", "prompt",
+                "tokens": {"prompt", "output"}, "cost_usd", "cost_source", "tags"}]
+    }
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from batchgen.models import JobRecord, Status
+from batchgen.sink import TEMP_PREFIX
+from batchgen.store import Store
+
+SCHEMA_VERSION = 1
+
+
+def _tag_rollup(store: Store) -> dict[str, dict[str, Any]]:
+    tags: dict[str, dict[str, Any]] = {}
+    for tags_json, status, cost in store.db.execute(
+        "SELECT json_extract(job, '$.tags'), status, cost_usd FROM jobs"
+    ):
+        if not tags_json:
+            continue
+        for tag in json.loads(tags_json):
+            entry = tags.setdefault(
+                tag, {"jobs": 0, "done": 0, "failed": 0, "blocked": 0, "cost_usd": 0.0})
+            entry["jobs"] += 1
+            if status in entry:
+                entry[status] += 1
+            entry["cost_usd"] += cost
+    for entry in tags.values():
+        entry["cost_usd"] = round(entry["cost_usd"], 6)
+    return dict(sorted(tags.items()))
+
+
+def summarize(store: Store) -> dict[str, Any]:
+    """Totals for the top of the report (everything but the job rows)."""
+    counts = store.counts()
+    agg = store.aggregate()
+    finished = counts["done"] + counts["failed"] + counts["blocked"] + counts["skipped"]
+    elapsed = agg["elapsed_s"]
+    return {
+        "schema": SCHEMA_VERSION,
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "out": str(store.out),
+        "total": agg["jobs"],
+        "done": counts["done"],
+        "blocked": counts["blocked"],
+        "failed": counts["failed"],
+        "skipped": counts["skipped"],
+        "pending": counts["pending"],
+        "success_rate": round(counts["done"] / finished, 4) if finished else 0.0,
+        "requests": agg["requests"],
+        "retries": agg["retries"],
+        "errors": agg["errors"],
+        "tokens": {"prompt": agg["prompt_tokens"], "output": agg["output_tokens"]},
+        "cost_usd": round(agg["cost_usd"], 6),
+        "cost_sources": agg["cost_sources"],
+        "elapsed_s": round(elapsed, 3),
+        "images_per_minute": round(counts["done"] * 60 / elapsed, 2) if elapsed > 0 else 0.0,
+        "by_tag": _tag_rollup(store),
+    }
+
+
+def job_row(rec: JobRecord) -> dict[str, Any]:
+    return {
+        "id": rec.id,
+        "status": rec.status.value,
+        "attempts": rec.attempts,
+        "requests": rec.requests,
+        "files": rec.files,
+        "error": None if rec.error is None else {
+            "kind": rec.error.kind, "http_status": rec.error.http_status,
+            "message": rec.error.message},
+        "text": rec.text,
+        "prompt": rec.prompt,
+        "tokens": {"prompt": rec.prompt_tokens, "output": rec.output_tokens},
+        "cost_usd": round(rec.cost_usd, 6),
+        "cost_source": rec.cost_source,
+        "tags": rec.tags,
+        "source": rec.source,
+        "line": rec.line,
+    }
+
+
+class _AtomicText:
+    """A text file that appears under its name only when complete."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{path.name}"
+        self.fh: TextIO
+
+    def __enter__(self) -> TextIO:
+        self.fh = open(self.tmp, "w", encoding="utf-8", newline="")
+        return self.fh
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.fh.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def iter_rows(store: Store) -> Iterator[dict[str, Any]]:
+    for rec in store.records():
+        yield job_row(rec)
+
+
+def write_json(store: Store, summary: dict[str, Any], path: Path) -> None:
+    with _AtomicText(path) as fh:
+        head = json.dumps(summary, indent=2, ensure_ascii=False)
+        fh.write(head[:-2] + ',\n  "jobs": [')
+        first = True
+        for row in iter_rows(store):
+            fh.write("\n    " if first else ",\n    ")
+            fh.write(json.dumps(row, ensure_ascii=False))
+            first = False
+        fh.write("\n  ]\n}\n" if not first else "]\n}\n")
+
+
+def write_failed(store: Store, path: Path) -> int:
+    """Failed and blocked jobs in the input format plus their error: fix and feed back."""
+    n = 0
+    with _AtomicText(path) as fh:
+        for rec in store.records():
+            if rec.status not in (Status.FAILED, Status.BLOCKED):
+                continue
+            job = store.job_json(rec.id) or {"id": rec.id, "prompt": rec.prompt}
+            job.pop("source", None)
+            job.pop("line", None)
+            job["status"] = rec.status.value
+            job["error"] = job_row(rec)["error"]
+            fh.write(json.dumps(job, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def write_reports(store: Store) -> dict[str, Any]:
+    """Rebuild every report file of the folder; returns the summary."""
+    summary = summarize(store)
+    write_json(store, summary, store.out / "report.json")
+    write_failed(store, store.out / "failed.jsonl")
+    try:
+        from batchgen import gallery
+    except ImportError:  # the gallery module is optional at this stage
+        return summary
+    gallery.write_gallery(store, summary)
+    return summary
+
+
+def tag_csv(summary: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["tag", "jobs", "done", "failed", "blocked", "cost_usd"])
+    for tag, e in summary["by_tag"].items():
+        w.writerow([tag, e["jobs"], e["done"], e["failed"], e["blocked"], f"{e['cost_usd']:.6f}"])
+    return buf.getvalue()
+
+
+def status_line(summary: dict[str, Any]) -> str:
+    return (
+        f"{summary['total']} jobs: {summary['done']} done, {summary['blocked']} blocked, "
+        f"{summary['failed']} failed, {summary['skipped']} skipped, {summary['pending']} pending; "
+        f"{summary['requests']} requests, ${summary['cost_usd']:.4f}"
+    )

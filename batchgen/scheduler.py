@@ -1,0 +1,419 @@
+"""scheduler: this run's pending jobs in, finished jobs in the store out.
+
+A feeder streams pending jobs from the store into a queue that is never
+longer than twice the concurrency, and N workers take from it: memory grows
+with concurrency, never with the job file. Admission of every request goes
+through the shared `Pacer` (rate and 429 back-pressure), and a `Budget`
+reserves the worst case of each request before it is sent. A retry does not
+hold a worker while it waits: it is put back on the queue when its delay ends.
+
+A chained job (`@parent` reference) waits, outside the queue, until its
+parents end; it then runs with a fingerprint that includes their output bytes,
+or ends `skipped` if a parent did not end `done`.
+
+Stopping: `request_stop` (first Ctrl-C, a fatal answer, the daily quota, the
+budget) stops admitting requests; in-flight requests finish, or are cancelled
+after the grace period; whatever did not end stays `pending`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from batchgen import client
+from batchgen.config import RunConfig
+from batchgen.errors import AbortError
+from batchgen.limiter import Pacer, backoff
+from batchgen.mime import sniff_mime
+from batchgen.models import ErrorInfo, Job, Outcome, OutcomeKind, Status
+from batchgen.planner import job_fingerprint
+from batchgen.pricing import PriceTable
+from batchgen.sink import write_images, write_sizes
+from batchgen.store import Store
+
+log = logging.getLogger(__name__)
+
+#: 429s do not use up a job's attempts (the quota is not the job's fault), up to this.
+MAX_RATE_LIMITED = 100
+
+
+@dataclass
+class Counters:
+    """Live numbers for the progress display and the end-of-run summary."""
+
+    done: int = 0
+    blocked: int = 0
+    failed: int = 0
+    skipped: int = 0
+    retrying: int = 0
+    requests: int = 0
+    rate_limited: int = 0
+    spent: float = 0.0
+    in_flight: int = 0
+
+    def count(self, status: Status) -> None:
+        if status is Status.DONE:
+            self.done += 1
+        elif status is Status.BLOCKED:
+            self.blocked += 1
+        elif status is Status.FAILED:
+            self.failed += 1
+        elif status is Status.SKIPPED:
+            self.skipped += 1
+
+
+class Budget:
+    """Reserve the worst case before sending, settle on the answer: spend never
+    passes the limit, counting what earlier runs in this folder already spent."""
+
+    def __init__(self, limit: float | None, spent_before: float) -> None:
+        self.limit = limit
+        self.committed = spent_before
+        self.reserved = 0.0
+
+    def reserve(self, amount: float) -> bool:
+        if self.limit is not None and self.committed + self.reserved + amount > self.limit:
+            return False
+        self.reserved += amount
+        return True
+
+    def settle(self, reserved: float, actual: float) -> None:
+        self.reserved -= reserved
+        self.committed += actual
+
+
+@dataclass
+class StopReason:
+    kind: str  # "interrupted" | "fatal" | "quota" | "budget" | "disk"
+    message: str
+    exit_code: int
+
+
+@dataclass
+class WorkItem:
+    job: Job
+    body: bytes | None = None
+    attempts: int = 0
+    rate_limited: int = 0
+    model: str = ""
+    fingerprint: str = ""
+    last: Outcome | None = None
+    sizes_written: list[str] = field(default_factory=list)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: RunConfig,
+        store: Store,
+        session: aiohttp.ClientSession,
+        *,
+        prices: PriceTable,
+        pacer: Pacer,
+        budget: Budget,
+        sharded: bool,
+        on_change: Callable[[Counters], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.session = session
+        self.prices = prices
+        self.pacer = pacer
+        self.budget = budget
+        self.sharded = sharded
+        self.counters = Counters()
+        self.stop: StopReason | None = None
+        self._on_change = on_change or (lambda c: None)
+        self._rng = random.Random(config.seed)
+        self._queue: asyncio.Queue[WorkItem] = asyncio.Queue()
+        self._room = asyncio.Semaphore(2 * config.concurrency)
+        self._outstanding = 0
+        self._feeding = True
+        self._idle = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._waiting: dict[str, list[Job]] = {}
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._headers = {"Content-Type": "application/json", **config.extra_headers,
+                         **config.auth_headers()}
+
+    # -- lifecycle -----------------------------------------------------------
+    def request_stop(self, reason: StopReason) -> None:
+        if self.stop is None:
+            self.stop = reason
+            if reason.kind in ("fatal", "quota", "budget", "disk"):
+                log.warning("stopping: %s", reason.message)
+        self._stopped.set()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    async def run(self, pending: Iterator[Job]) -> Counters:
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.config.concurrency)]
+        feeder = asyncio.create_task(self._feed(pending))
+        try:
+            idle = asyncio.create_task(self._idle.wait())
+            stopped = asyncio.create_task(self._stopped.wait())
+            await asyncio.wait({idle, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not self._idle.is_set():
+                # Stopping: let in-flight requests end within the grace period.
+                await asyncio.wait({idle, *workers}, timeout=self.config.grace_seconds,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                await self._drain(workers)
+            idle.cancel()
+            stopped.cancel()
+        finally:
+            feeder.cancel()
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(feeder, *workers, return_exceptions=True)
+            for timer in self._timers:
+                timer.cancel()
+            self.store.commit()
+        return self.counters
+
+    async def _drain(self, workers: list[asyncio.Task[None]]) -> None:
+        """Wait for in-flight requests (not queued ones) up to the grace period."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.grace_seconds
+        while self.counters.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+
+    def _check_idle(self) -> None:
+        if not self._feeding and self._outstanding == 0:
+            self._idle.set()
+
+    # -- feeding -------------------------------------------------------------
+    async def _feed(self, pending: Iterator[Job]) -> None:
+        try:
+            for job in pending:
+                if self.stop is not None:
+                    break
+                if any(ref.startswith("@") for ref in job.images):
+                    self._admit_chained(job)
+                    continue
+                await self._room.acquire()
+                if self.stop is not None:
+                    self._room.release()
+                    break
+                self._enqueue(WorkItem(job))
+        finally:
+            self._feeding = False
+            self._check_idle()
+
+    def _enqueue(self, item: WorkItem) -> None:
+        self._outstanding += 1
+        self._queue.put_nowait(item)
+
+    def _admit_chained(self, job: Job) -> None:
+        """Run now, skip, or wait for the parents to end."""
+        waiting_on: str | None = None
+        for ref in job.images:
+            if not ref.startswith("@"):
+                continue
+            known = self.store.lookup(ref[1:])
+            if known is None or known.status is Status.PENDING:
+                waiting_on = ref[1:]
+                continue
+            if known.status is not Status.DONE:
+                self._finish_skipped(job, ref[1:], known.status)
+                return
+        if waiting_on is not None:
+            self._waiting.setdefault(waiting_on, []).append(job)
+            return
+        self._enqueue(WorkItem(job))
+
+    def _release_children(self, parent: str) -> None:
+        for child in self._waiting.pop(parent, []):
+            if self.stop is None:
+                self._admit_chained(child)
+
+    def _finish_skipped(self, job: Job, parent: str, status: Status) -> None:
+        error = ErrorInfo("skipped", None, f"parent {parent} ended {status.value}")
+        self.store.finish(job.id, Status.SKIPPED, error=error)
+        self.counters.count(Status.SKIPPED)
+        self._on_change(self.counters)
+        self._release_children(job.id)
+
+    # -- working -------------------------------------------------------------
+    async def _worker(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if self.stop is not None:
+                self._settle_item(item, final=False)
+                continue
+            try:
+                final = await self._attempt(item)
+            except AbortError as exc:
+                self.request_stop(StopReason("disk", str(exc), exc.exit_code))
+                final = False
+            if final or self.stop is not None:
+                self._settle_item(item, final=final)
+
+    def _settle_item(self, item: WorkItem, *, final: bool) -> None:
+        """An item leaves the run: ended, or left pending by a stop."""
+        self._outstanding -= 1
+        if not any(ref.startswith("@") for ref in item.job.images):
+            self._room.release()
+        self._release_children(item.job.id) if final else None
+        self._check_idle()
+
+    async def _prepare(self, item: WorkItem) -> None:
+        job = item.job
+        item.model = job.model or self.config.model
+        refs: list[tuple[str, bytes]] = []
+        for ref in job.images:
+            path = self._ref_path(ref)
+            data = await asyncio.to_thread(path.read_bytes)
+            refs.append((sniff_mime(data[:16]) or "image/png", data))
+        if any(ref.startswith("@") for ref in job.images):
+            fp = await asyncio.to_thread(
+                job_fingerprint, job, item.model, self.store.out, self.store)
+            item.fingerprint = fp or ""
+            self.store.set_fingerprint(job.id, item.fingerprint)
+        item.body = json.dumps(client.build_request(job, refs)).encode()
+
+    def _ref_path(self, ref: str) -> Path:
+        if not ref.startswith("@"):
+            return Path(ref)
+        known = self.store.lookup(ref[1:])
+        if known is None or not known.files:
+            raise AbortError(f"chained input {ref} has no image")
+        return self.store.out / known.files[0]
+
+    async def _attempt(self, item: WorkItem) -> bool:
+        """Send one request for `item`; True when the job ended."""
+        if item.body is None:
+            await self._prepare(item)
+        assert item.body is not None
+        job = item.job
+        reserve = self.prices.worst_case(item.model, job.prompt, len(job.images))
+        if not self.budget.reserve(reserve):
+            self.request_stop(StopReason(
+                "budget", f"budget ${self.budget.limit:.2f} reached (spent "
+                f"${self.budget.committed:.2f})", 3))
+            return False
+        try:
+            await self.pacer.acquire()
+            if self.stop is not None:
+                return False
+            self.counters.in_flight += 1
+            self.counters.requests += 1
+            try:
+                outcome = await client.send(
+                    self.session, self.config.endpoint(item.model), item.body, self._headers,
+                    timeout=self.config.timeout, max_bytes=self.config.max_response_bytes)
+            finally:
+                self.counters.in_flight -= 1
+        except BaseException:
+            self.budget.settle(reserve, 0.0)
+            raise
+        if outcome.kind in (OutcomeKind.FATAL, OutcomeKind.QUOTA_EXHAUSTED):
+            self.budget.settle(reserve, 0.0)
+        else:
+            n_images = len(outcome.images)
+            cost, source = self.prices.cost(item.model, outcome.usage, n_images)
+            if outcome.usage is None and n_images == 0:
+                cost, source = 0.0, ""
+            self.budget.settle(reserve, cost)
+            self.counters.spent += cost
+            usage = outcome.usage
+            self.store.record_attempt(
+                job.id, cost=cost, cost_source=source,
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                output_tokens=usage.output_tokens if usage else 0)
+        item.attempts += 1
+        item.last = outcome
+        return await self._handle(item, outcome)
+
+    async def _handle(self, item: WorkItem, outcome: Outcome) -> bool:
+        job = item.job
+        kind = outcome.kind
+        key = self.config.api_key
+        message = key.redact(outcome.message) if key else outcome.message
+        if kind is OutcomeKind.OK:
+            self.pacer.on_success()
+            files = await asyncio.to_thread(
+                write_images, self.store.out, job.id, outcome.images, sharded=self.sharded)
+            if job.sizes:
+                files += await asyncio.to_thread(
+                    write_sizes, self.store.out, job.id, outcome.images[0].data, job.sizes)
+            return self._end(item, Status.DONE, files=files, text=outcome.text)
+        if kind is OutcomeKind.FATAL:
+            self.request_stop(StopReason(
+                "fatal", f"the API refused the run (HTTP {outcome.http_status}, "
+                f"{outcome.reason or 'error'}): {message}", 3))
+            return False
+        if kind is OutcomeKind.QUOTA_EXHAUSTED:
+            self.request_stop(StopReason(
+                "quota", f"daily quota exhausted ({outcome.quota_id}); it resets at midnight "
+                "Pacific time; run the same command again then", 3))
+            return False
+        error = ErrorInfo(kind.value, outcome.http_status, message)
+        if kind is OutcomeKind.BLOCKED:
+            self.pacer.on_success()
+            return self._end(item, Status.BLOCKED, error=error, text=outcome.text)
+        if kind is OutcomeKind.BAD_REQUEST:
+            return self._end(item, Status.FAILED, error=error, text=outcome.text)
+        # Retryable kinds.
+        if kind is OutcomeKind.RATE_LIMITED:
+            self.counters.rate_limited += 1
+            if outcome.retry_after is not None and outcome.retry_after > self.config.max_retry_delay:
+                self.request_stop(StopReason(
+                    "quota", f"the server asked to wait {outcome.retry_after:.0f}s (more than "
+                    f"{self.config.max_retry_delay:.0f}s): treating it as a quota stop; run the "
+                    "same command again later", 3))
+                return False
+            self.pacer.on_rate_limited(outcome.retry_after)
+            item.attempts -= 1
+            item.rate_limited += 1
+            if item.rate_limited >= MAX_RATE_LIMITED:
+                return self._end(item, Status.FAILED, error=error)
+            delay = (outcome.retry_after or backoff(item.rate_limited, self._rng)) * (
+                1 + 0.1 * self._rng.random())
+        else:
+            if kind is OutcomeKind.SERVER_ERROR:
+                self.pacer.on_server_error()
+            cap = self.config.max_attempts
+            if kind is OutcomeKind.NO_IMAGE:
+                cap = min(cap, self.config.max_no_image_attempts)
+            if item.attempts >= cap:
+                return self._end(item, Status.FAILED, error=error, text=outcome.text)
+            delay = backoff(item.attempts, self._rng)
+        log.info("retry job=%s kind=%s status=%s attempt=%d delay=%.1fs", job.id, kind.value,
+                 outcome.http_status, item.attempts, delay)
+        self._retry_later(item, delay)
+        return False
+
+    def _retry_later(self, item: WorkItem, delay: float) -> None:
+        self.counters.retrying += 1
+        self._on_change(self.counters)
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.discard(timer)
+            self.counters.retrying -= 1
+            self._queue.put_nowait(item)
+
+        timer = loop.call_later(delay, fire)
+        self._timers.add(timer)
+
+    def _end(self, item: WorkItem, status: Status, *, files: list[str] | None = None,
+             error: ErrorInfo | None = None, text: str = "") -> bool:
+        self.store.finish(item.job.id, status, files=files, error=error, text=text)
+        self.counters.count(status)
+        self._on_change(self.counters)
+        return True
+
+
+async def close_quietly(session: aiohttp.ClientSession) -> None:
+    with contextlib.suppress(Exception):
+        await session.close()

@@ -1,0 +1,106 @@
+"""sink: generated image bytes in, files under `OUT/images/` out.
+
+Every file is written to a temporary name in its final folder and renamed
+into place (`os.replace` is atomic on one filesystem), so a crash leaves
+either the whole file or nothing under a final name. Leftover temporaries of a
+killed run start with `.part-` and are removed at the next start.
+
+Layout: `images/<id>.<ext>` for folders planned below `SHARD_THRESHOLD` jobs;
+above it `images/<xy>/<id>.<ext>` with `xy` the first two hex digits of the
+id's SHA-1: 256 folders keep a million images at ~4,000 per folder, which file
+browsers, `ls` and sync tools handle well. The layout is decided once per
+output folder (kept in the state) so an id's path never moves, and every path
+is recorded per job in the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from batchgen.errors import AbortError
+from batchgen.mime import extension_for
+from batchgen.models import GeneratedImage
+
+SHARD_THRESHOLD = 10_000
+TEMP_PREFIX = ".part-"
+
+
+class DiskFullError(AbortError):
+    """Raised when the disk is full: the run stops, nothing is marked done."""
+
+
+def image_dir(out: Path, job_id: str, *, sharded: bool) -> Path:
+    base = out / "images"
+    if sharded:
+        return base / hashlib.sha1(job_id.encode()).hexdigest()[:2]
+    return base
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that no reader ever sees a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(4)}-{path.name}"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"disk full while writing {path}; free some space and run the same "
+                "command again (finished images are kept)"
+            ) from exc
+        raise
+
+
+def write_images(out: Path, job_id: str, images: tuple[GeneratedImage, ...], *,
+                 sharded: bool) -> list[str]:
+    """Write a job's images; return their paths relative to `out`.
+    Extra images of one answer become `<id>-2.<ext>`, `<id>-3.<ext>`, …"""
+    folder = image_dir(out, job_id, sharded=sharded)
+    paths: list[str] = []
+    for n, image in enumerate(images, start=1):
+        suffix = "" if n == 1 else f"-{n}"
+        path = folder / f"{job_id}{suffix}.{extension_for(image.mime_type)}"
+        write_atomic(path, image.data)
+        paths.append(path.relative_to(out).as_posix())
+    return paths
+
+
+def write_sizes(out: Path, job_id: str, data: bytes, sizes: tuple[str, ...]) -> list[str]:
+    """Local platform resizes of the first image, `sizes/<name>/<id>.<ext>`.
+    Returns relative paths, with ` (upscaled)` noted in a separate list by the caller."""
+    from batchgen.sizes import parse_size, resize
+
+    written: list[str] = []
+    for spec_text in sizes:
+        spec = parse_size(spec_text)
+        resized, mime, upscaled = resize(data, spec)
+        path = out / "sizes" / spec.name / f"{job_id}.{extension_for(mime)}"
+        write_atomic(path, resized)
+        rel = path.relative_to(out).as_posix()
+        written.append(f"{rel}#upscaled" if upscaled else rel)
+    return written
+
+
+def clean_temporaries(out: Path) -> int:
+    """Remove `.part-` files a killed run left behind; returns how many."""
+    removed = 0
+    for top in ("images", "sizes", "thumbs"):
+        root = out / top
+        if not root.is_dir():
+            continue
+        for dirpath, _dirs, files in os.walk(root):
+            for name in files:
+                if name.startswith(TEMP_PREFIX):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(dirpath, name))
+                        removed += 1
+    return removed
