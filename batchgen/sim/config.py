@@ -1,0 +1,108 @@
+"""`SimConfig`: everything that shapes the simulator's behaviour, validated.
+
+One frozen record feeds `make_app`, `Simulator`, `SimulatorThread` and the
+``batchgen sim serve`` command alike, so the three ways of running the
+simulator cannot drift apart. Specs given as text (latency, fault kinds) are
+checked here, at construction, so a typo fails before any request is served.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from batchgen.models import DEFAULT_MODEL
+from batchgen.sim.faults import Latency, SpecError, check_faults, validate_kind
+
+#: `small_images=True` divides the model's sizes by this: 1:1 becomes 16×16.
+SMALL_IMAGE_DIVISOR = 64
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """How the simulated Gemini image API behaves.
+
+    Quotas: ``rpm`` is a sliding window of ``quota_window_s`` seconds (60 by
+    default, shorter in tests); ``rpd`` a fixed window of ``quota_day_s``.
+    ``quota_scope`` is ``"project"`` (all keys share one quota, like the real
+    API) or ``"key"``. Faults: ``faults`` maps a kind (see `faults.KINDS`) to a
+    probability; draws are a hash of ``seed``, the prompt and its occurrence
+    number, so a seeded run is reproducible.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    #: Require this key (or one of `api_keys`); None and () accept any key.
+    api_key: str | None = None
+    api_keys: tuple[str, ...] = ()
+    models: tuple[str, ...] = (DEFAULT_MODEL,)
+    #: Seconds, or "uniform:LOW:HIGH", "lognormal:MEDIAN:SIGMA", or a `Latency`.
+    latency: str | float | Latency = 0.0
+    rpm: int | None = None
+    rpd: int | None = None
+    quota_window_s: float = 60.0
+    quota_day_s: float = 86400.0
+    quota_scope: str = "project"
+    #: Beyond this many requests in flight, answer 503 overloaded at once.
+    max_concurrent: int | None = None
+    faults: Mapping[str, float] = field(default_factory=dict)
+    seed: int = 0
+    #: Prompt substring -> kinds to answer in order, then normal answers.
+    script: Mapping[str, Sequence[str]] | None = None
+    #: Multiply the model's pixel sizes (1.0 = realistic 1024×1024 for 1:1).
+    size_scale: float = 1.0
+    #: Shorthand for tiny images (1:1 -> 16×16), for tests and benchmarks.
+    small_images: bool = False
+    #: Random pixels so files weigh like real ones (~1 MB at full size).
+    noise: bool = False
+    #: Add a short text part to answers that asked for TEXT (the default).
+    text_part: bool = True
+    hang_seconds: float = 3600.0
+    #: Pause between bytes of a ``slow`` answer.
+    slow_interval_s: float = 0.5
+    #: Base64 characters in a ``huge`` answer's image.
+    huge_size: int = 30_000_000
+    max_body_bytes: int = 20 * 1024 * 1024
+    #: retryDelay of a forced ``429`` / ``daily``.
+    retry_delay_s: float = 1.0
+    daily_retry_delay_s: float = 6 * 3600.0
+    redirect_url: str = "http://127.0.0.2:1/elsewhere"
+    #: One JSON line per request (never the key itself, only a fingerprint).
+    log_path: str | os.PathLike[str] | None = None
+    #: Grace given to in-flight requests on stop before they are cancelled.
+    shutdown_timeout_s: float = 1.0
+    #: Bound on remembered timestamps and distinct prompts in `SimStats`.
+    stats_cap: int = 100_000
+    #: How many `RequestRecord`s `SimStats.recent` keeps.
+    recent_cap: int = 1000
+
+    def __post_init__(self) -> None:
+        Latency.parse(self.latency)
+        check_faults(self.faults)
+        for kinds in (self.script or {}).values():
+            for kind in kinds:
+                validate_kind(kind)
+        if self.quota_scope not in ("project", "key"):
+            raise SpecError(f"quota_scope must be 'project' or 'key', not {self.quota_scope!r}")
+        for name in ("rpm", "rpd", "max_concurrent"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise SpecError(f"{name} must not be negative")
+        if self.size_scale <= 0 or self.quota_window_s <= 0 or self.quota_day_s <= 0:
+            raise SpecError("size_scale and quota windows must be positive")
+
+    @property
+    def latency_model(self) -> Latency:
+        return Latency.parse(self.latency)
+
+    @property
+    def scale(self) -> float:
+        return 1.0 / SMALL_IMAGE_DIVISOR if self.small_images else self.size_scale
+
+    @property
+    def accepted_keys(self) -> frozenset[str]:
+        keys = set(self.api_keys)
+        if self.api_key is not None:
+            keys.add(self.api_key)
+        return frozenset(keys)
