@@ -83,6 +83,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import InputError, InputProblem, UsageError
+from .reader import validate_id
 from .sizes import parse_size
 from .templates import (
     EmptyFieldError,
@@ -100,7 +101,6 @@ __all__ = ["expand_recipe", "register", "write_expanded"]
 
 MAX_PROBLEMS = 1000
 MAX_VARIANTS = 100
-MAX_ID_LENGTH = 200
 
 _RECIPE_KEYS = frozenset(
     {
@@ -138,7 +138,7 @@ _ENTRY_KEYS = frozenset(
     }
 )
 _STATIC_KEYS = _ENTRY_KEYS | {"id", "fields"}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -347,7 +347,7 @@ class _RecipeLoader:
                 for name, entry in pack.items():
                     where = f"pack.{name}"
                     if not _NAME.match(name):
-                        self.problem(where, "variant names are letters, digits and _ . + -")
+                        self.problem(where, "variant names are letters, digits and _ . -")
                     if isinstance(entry, str):
                         entry = {"template": entry}
                     if not isinstance(entry, dict):
@@ -559,7 +559,7 @@ class _RecipeLoader:
                 if not _NAME.match(slug):
                     self.problem(
                         where,
-                        f"{slug!r} cannot be part of a job id (letters, digits, _ . + -);"
+                        f"{slug!r} cannot be part of a job id (letters, digits, _ . -);"
                         " use a table of slug = value",
                     )
                 elif not value.strip():
@@ -917,8 +917,9 @@ def _spec_jobs(
         return
     unique_tags = list(dict.fromkeys(t for t in tags if t))
     for n, variant_id in enumerate(_variant_ids(job_id, spec.variants), start=1):
-        if len(variant_id) > MAX_ID_LENGTH:
-            problems.append(where.at("id", f"id {variant_id[:40]!r}... is too long"))
+        bad_id = _id_problem(variant_id)
+        if bad_id:
+            problems.append(where.at("id", bad_id))
             return
         job: dict[str, object] = {"id": variant_id, "prompt": prompt, "images": list(images)}
         if spec.aspect_ratio:
@@ -969,17 +970,9 @@ def _field_message(exc: Exception, where: str = "") -> str:
 
 
 def _id_problem(job_id: str) -> str:
-    if not job_id or not job_id.strip():
-        return "the id is empty"
-    if job_id != job_id.strip():
-        return f"id {job_id!r} starts or ends with spaces"
-    if job_id.startswith((".", "@")):
-        return f"id {job_id!r} must not start with '.' or '@'"
-    if any(c in job_id for c in "/\\") or any(ord(c) < 32 for c in job_id):
-        return f"id {job_id!r} contains a path separator or a control character"
-    if len(job_id) > MAX_ID_LENGTH:
-        return f"id {job_id[:40]!r}... is longer than {MAX_ID_LENGTH} characters"
-    return ""
+    """The reader's id rules, checked here so a bad sku is named at its row."""
+    problem = validate_id(job_id)
+    return f"id {job_id[:60]!r}: {problem}" if problem else ""
 
 
 # --------------------------------------------------------------------------- CLI

@@ -35,6 +35,7 @@ PRESETS: dict[str, tuple[int, int]] = {
     "instagram": (1080, 1080),
 }
 
+MIN_SIDE = 10
 MAX_SIDE = 10_000
 MODES = ("fit", "fill")
 JPEG_QUALITY = 92
@@ -81,8 +82,10 @@ def parse_size(spec: str) -> SizeSpec:
                 " optionally followed by ':fit' or ':fill'"
             )
         width, height = int(match[1]), int(match[2])
-        if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
-            raise ValueError(f"size {spec!r}: each side must be between 1 and {MAX_SIDE} pixels")
+        if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+            raise ValueError(
+                f"size {spec!r}: each side must be between {MIN_SIDE} and {MAX_SIDE} pixels"
+            )
         base = f"{width}x{height}"
     name = base if mode == "fit" else f"{base}-fill"
     return SizeSpec(name=name, width=width, height=height, mode="fit" if mode == "fit" else "fill")
