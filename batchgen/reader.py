@@ -63,8 +63,6 @@ _RESERVED = frozenset(
     + [f"com{i}" for i in range(1, 10)]
     + [f"lpt{i}" for i in range(1, 10)]
 )
-SIZE_PRESETS = frozenset({"amazon", "shopify", "instagram"})
-_SIZE_RE = re.compile(r"\A(?:(amazon|shopify|instagram)|(\d{2,5})x(\d{2,5}))(?::(?:fit|fill))?\Z")
 _MODEL_RE = re.compile(r"\A(?:models/)?[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 
@@ -226,17 +224,16 @@ def _images(value: object, row: RawRow, base: str) -> tuple[tuple[str, ...], tup
 
 
 def _sizes(value: object, row: RawRow) -> tuple[str, ...]:
+    """Checked with the sink's own parser, so a size the sink would refuse
+    after paying for the image is refused here instead; kept canonical."""
+    from batchgen.sizes import parse_size  # lazily: it imports Pillow
+
     sizes = []
     for entry in _str_list(value, row):
-        size = entry.lower()
-        m = _SIZE_RE.match(size)
-        if m is None or (m.group(2) and (int(m.group(2)) == 0 or int(m.group(3)) == 0)):
-            presets = ", ".join(sorted(SIZE_PRESETS))
-            raise _Bad(
-                f"{entry!r:.40} is not a size: use {presets}, or WIDTHxHEIGHT like 1000x1000, "
-                "optionally with :fit or :fill"
-            )
-        sizes.append(size)
+        try:
+            sizes.append(parse_size(entry).spec)
+        except ValueError as exc:
+            raise _Bad(f"has a bad entry: {exc}") from None
     return tuple(sizes)
 
 
