@@ -1,0 +1,134 @@
+"""``batchgen sim serve``: the simulator as a standalone process.
+
+Prints exactly one line, ``batchgen simulator serving at http://HOST:PORT``,
+once the port is bound, so that a script or a benchmark can start it with
+``--port 0`` and read the URL. SIGINT and SIGTERM stop it cleanly (exit 0).
+Errors in the options are one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from typing import Any
+
+from batchgen.sim.config import SimConfig
+from batchgen.sim.faults import Latency, SpecError, parse_faults, spread_fault_rate
+from batchgen.sim.server import Simulator
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+def register(subparsers: Any) -> None:
+    """Add ``sim serve`` to an argparse subparsers object."""
+    sim = subparsers.add_parser("sim", help="run the built-in Gemini API simulator")
+    sim_sub = sim.add_subparsers(dest="sim_command", metavar="COMMAND")
+    sim_sub.required = True
+    serve = sim_sub.add_parser(
+        "serve",
+        help="serve the simulated API until Ctrl-C",
+        description="Serve a simulated Gemini image API on loopback. Prompts may force "
+        "outcomes with [[sim:KIND]] or [[sim:KINDxN]] markers.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    serve.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
+    serve.add_argument(
+        "--api-key",
+        default=os.environ.get("BATCHGEN_SIM_KEY"),
+        help="require this key (default: env BATCHGEN_SIM_KEY; none = accept any)",
+    )
+    serve.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="serve this model id too (repeatable); gemini-2.5-flash-image is always served",
+    )
+    serve.add_argument(
+        "--latency",
+        default="0",
+        help="seconds, uniform:LOW:HIGH or lognormal:MEDIAN:SIGMA (default 0)",
+    )
+    serve.add_argument("--rpm", type=int, help="requests per minute (sliding window)")
+    serve.add_argument("--rpd", type=int, help="requests per day (fixed window)")
+    serve.add_argument(
+        "--quota-window", type=float, default=60.0, help="length of the RPM window in seconds"
+    )
+    serve.add_argument(
+        "--quota-scope", choices=("project", "key"), default="project", help="who shares a quota"
+    )
+    serve.add_argument("--max-concurrent", type=int, help="answer 503 beyond this many in flight")
+    serve.add_argument(
+        "--fault-rate", type=float, help="overall random fault rate spread over a default mix"
+    )
+    serve.add_argument(
+        "--faults", default="", help="per-kind rates, e.g. 429=0.02,500=0.01,reset=0.01,hang=0.005"
+    )
+    serve.add_argument("--seed", type=int, default=0, help="seed for faults and latency")
+    serve.add_argument("--noise", action="store_true", help="noisy ~1 MB images, like real ones")
+    serve.add_argument(
+        "--small-images", action="store_true", help="tiny images (1:1 is 16x16) for benchmarks"
+    )
+    serve.add_argument("--hang-seconds", type=float, default=3600.0, help="how long a 'hang' lasts")
+    serve.add_argument("--log", metavar="FILE", help="append one JSON line per request")
+    serve.set_defaults(func=run_serve)
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """Build a validated `SimConfig` from parsed options (raises SpecError)."""
+    faults: dict[str, float] = {}
+    if args.fault_rate:
+        faults.update(spread_fault_rate(args.fault_rate))
+    if args.faults:
+        faults.update(parse_faults(args.faults))
+    models = ("gemini-2.5-flash-image", *args.model)
+    return SimConfig(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or None,
+        models=tuple(dict.fromkeys(models)),
+        latency=Latency.parse(args.latency),
+        rpm=args.rpm,
+        rpd=args.rpd,
+        quota_window_s=args.quota_window,
+        quota_scope=args.quota_scope,
+        max_concurrent=args.max_concurrent,
+        faults=faults,
+        seed=args.seed,
+        noise=args.noise,
+        small_images=args.small_images,
+        hang_seconds=args.hang_seconds,
+        log_path=args.log,
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except SpecError as exc:
+        print(f"batchgen sim: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        print(f"batchgen sim: cannot serve on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+async def serve(config: SimConfig) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with Simulator(config) as sim:
+            print(f"batchgen simulator serving at {sim.base_url}", flush=True)
+            await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
