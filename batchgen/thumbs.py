@@ -1,0 +1,174 @@
+"""thumbs: generated images in, small JPEG previews under `OUT/thumbs/` out.
+
+The gallery must stay light at 100,000 jobs, so it never points the browser at
+the full images (a megabyte each) nor inlines base64: each image gets a
+preview of at most `MAX_SIDE` pixels, written once and reused while it is
+newer than its image. The layout mirrors the image's path, so the name is a
+pure function of the image path and never needs a lookup:
+`images/ab/x.png` -> `thumbs/images/ab/x.jpg`.
+
+Decoding and resizing run in a thread pool: Pillow releases the GIL while it
+works, so the threads really run in parallel while the caller keeps streaming
+rows. Previews are written under a `.part-` temporary name and renamed into
+place, like every other file of the folder; the run start removes leftovers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from PIL import Image, UnidentifiedImageError
+
+from batchgen.sink import TEMP_PREFIX
+
+log = logging.getLogger(__name__)
+
+THUMBS_DIR = "thumbs"
+MAX_SIDE = 256
+QUALITY = 70
+#: Extensions Pillow decodes that the sink may write; anything else gets no preview.
+PREVIEWABLE = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"})
+
+
+def thumb_rel(image_rel: str) -> str | None:
+    """The preview's path relative to OUT for an image path relative to OUT, or
+    None when the path is not a previewable image inside the folder (an absolute
+    or `..` path from a tampered state file must not make us read or write
+    outside it)."""
+    rel = PurePosixPath(image_rel.split("#", 1)[0])
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        return None
+    if rel.suffix.lower() not in PREVIEWABLE:
+        return None
+    return (PurePosixPath(THUMBS_DIR) / rel.with_suffix(".jpg")).as_posix()
+
+
+def is_fresh(src: Path, dst: Path) -> bool:
+    """A preview is reused while it is at least as new as its image."""
+    try:
+        return dst.stat().st_mtime_ns >= src.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False
+
+
+def make_thumb(src: Path, dst: Path, *, max_side: int = MAX_SIDE, quality: int = QUALITY) -> bool:
+    """Write a JPEG preview of `src` to `dst` unless a fresh one exists.
+
+    Returns True when a preview was written. An unreadable or missing image is
+    logged and skipped (the page shows a placeholder): one bad file must not
+    cost the whole report.
+    """
+    if is_fresh(src, dst):
+        return False
+    try:
+        with Image.open(src) as im:
+            # JPEG sources decode at a reduced scale directly: far cheaper than resizing.
+            im.draft("RGB", (max_side, max_side))
+            im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=2.0)
+            rgb = _flatten(im)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        log.warning("no preview for %s: %s", src, exc)
+        return False
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f"{TEMP_PREFIX}{secrets.token_hex(4)}-{dst.name}"
+    try:
+        rgb.save(tmp, "JPEG", quality=quality, optimize=True)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        log.warning("could not write preview %s: %s", dst, exc)
+        return False
+    return True
+
+
+def _flatten(im: Image.Image) -> Image.Image:
+    """JPEG has no alpha: composite transparent images on white, not black."""
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return im.convert("RGB")
+
+
+@dataclass(slots=True)
+class ThumbStats:
+    """How many previews this pass wrote, found fresh, or could not make."""
+
+    made: int = 0
+    fresh: int = 0
+    failed: int = 0
+
+
+class ThumbMaker:
+    """A bounded thread pool making previews while the caller streams rows.
+
+    At most `window` tasks are queued at once, so memory stays flat however
+    many jobs the folder holds; `submit` blocks on the oldest task when full.
+    Use as a context manager; leaving it waits for the remaining tasks.
+    """
+
+    def __init__(self, out: Path, *, workers: int | None = None, window: int = 256) -> None:
+        self.out = out
+        self.stats = ThumbStats()
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers or min(8, (os.cpu_count() or 1) + 1),
+            thread_name_prefix="thumbs",
+        )
+        self._window = window
+        self._pending: deque[tuple[Path, Future[bool]]] = deque()
+
+    def __enter__(self) -> ThumbMaker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, image_rel: str) -> str | None:
+        """Schedule the preview of one image; returns its path relative to OUT
+        (None when the image gets no preview at all)."""
+        rel = thumb_rel(image_rel)
+        if rel is None:
+            return None
+        src = self.out / image_rel.split("#", 1)[0]
+        dst = self.out / rel
+        if is_fresh(src, dst):  # the common case on a re-run: no task at all
+            self.stats.fresh += 1
+            return rel
+        while len(self._pending) >= self._window:
+            self._collect()
+        self._pending.append((dst, self._pool.submit(make_thumb, src, dst)))
+        return rel
+
+    def _collect(self) -> None:
+        dst, future = self._pending.popleft()
+        if future.result():
+            self.stats.made += 1
+        elif dst.exists():
+            self.stats.fresh += 1
+        else:
+            self.stats.failed += 1
+
+    def close(self) -> None:
+        try:
+            while self._pending:
+                self._collect()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def make_thumbs(out: Path, image_rels: Iterable[str], *, workers: int | None = None) -> ThumbStats:
+    """Previews for every image in `image_rels` (paths relative to `out`)."""
+    with ThumbMaker(out, workers=workers) as maker:
+        for rel in image_rels:
+            maker.submit(rel)
+    return maker.stats
