@@ -14,41 +14,73 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchgen import __version__
 from batchgen.errors import EXIT_OK, EXIT_USAGE, BatchgenError, InputError
 from batchgen.models import DEFAULT_BASE_URL, DEFAULT_MODEL
 
+if TYPE_CHECKING:
+    from batchgen.config import RunConfig
+
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("jobs", nargs="+", type=Path, help="job files (.jsonl, .csv, .parquet, .toml)")
     p.add_argument("--out", "-o", type=Path, required=True, help="output folder")
-    p.add_argument("--sim", action="store_true",
-                   help="use the built-in simulator on a free loopback port (no key needed)")
-    p.add_argument("--base-url", default=None,
-                   help=f"API root (default $GEMINI_BASE_URL or {DEFAULT_BASE_URL})")
-    p.add_argument("--auth", choices=("header", "bearer"), default="header",
-                   help="send the key as x-goog-api-key (default) or Authorization: Bearer")
-    p.add_argument("--allow-insecure-http", action="store_true",
-                   help="allow a plain http:// base URL to a non-loopback host")
+    p.add_argument(
+        "--sim",
+        action="store_true",
+        help="use the built-in simulator on a free loopback port (no key needed)",
+    )
+    p.add_argument(
+        "--base-url",
+        default=None,
+        help=f"API root (default $GEMINI_BASE_URL or {DEFAULT_BASE_URL})",
+    )
+    p.add_argument(
+        "--auth",
+        choices=("header", "bearer"),
+        default="header",
+        help="send the key as x-goog-api-key (default) or Authorization: Bearer",
+    )
+    p.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow a plain http:// base URL to a non-loopback host",
+    )
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"default model ({DEFAULT_MODEL})")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
-    p.add_argument("--rpm", type=float, default=None,
-                   help="never more than N requests in any 60 s window, evenly spread")
-    p.add_argument("--max-attempts", type=int, default=5,
-                   help="attempts per job for retryable outcomes (default 5)")
+    p.add_argument(
+        "--rpm",
+        type=float,
+        default=None,
+        help="never more than N requests in any 60 s window, evenly spread",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=5,
+        help="attempts per job for retryable outcomes (default 5)",
+    )
     p.add_argument("--timeout", type=float, default=180.0, help="seconds per request (180)")
     p.add_argument("--limit", type=int, default=None, help="only the first N pending jobs")
     p.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
     p.add_argument("--retry-blocked", action="store_true", help="run blocked jobs again")
-    p.add_argument("--dry-run", action="store_true",
-                   help="validate, count and estimate cost; send nothing")
-    p.add_argument("--budget", type=float, default=None,
-                   help="never spend more than USD in this output folder")
-    p.add_argument("--prices", type=Path, default=None,
-                   help="JSON file of negotiated prices per model")
-    p.add_argument("--max-retry-delay", type=float, default=900.0,
-                   help="a server asking to wait longer than this stops the run (900 s)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate, count and estimate cost; send nothing"
+    )
+    p.add_argument(
+        "--budget", type=float, default=None, help="never spend more than USD in this output folder"
+    )
+    p.add_argument(
+        "--prices", type=Path, default=None, help="JSON file of negotiated prices per model"
+    )
+    p.add_argument(
+        "--max-retry-delay",
+        type=float,
+        default=900.0,
+        help="a server asking to wait longer than this stops the run (900 s)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for retry jitter")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
 
@@ -57,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchgen",
         description="Generate thousands of images with Gemini from job files: "
-        "resumable, rate-limited, reported.")
+        "resumable, rate-limited, reported.",
+    )
     parser.add_argument("--version", action="version", version=f"batchgen {__version__}")
     parser.add_argument("--debug", action="store_true", help="tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _config(args: argparse.Namespace) -> RunConfig:
     from batchgen.config import RunConfig, check_base_url, key_from_env
 
     key = key_from_env()
@@ -100,12 +133,25 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if not args.sim:
         base = check_base_url(base, allow_insecure=args.allow_insecure_http)
     return RunConfig(
-        out=args.out, api_key=key, base_url=base, auth=args.auth, model=args.model,
-        concurrency=args.concurrency, rpm=args.rpm, max_attempts=args.max_attempts,
-        timeout=args.timeout, limit=args.limit, retry_failed=args.retry_failed,
-        retry_blocked=args.retry_blocked, dry_run=args.dry_run, budget=args.budget,
-        prices_file=args.prices, max_retry_delay=args.max_retry_delay, seed=args.seed,
-        progress=not args.no_progress)
+        out=args.out,
+        api_key=key,
+        base_url=base,
+        auth=args.auth,
+        model=args.model,
+        concurrency=args.concurrency,
+        rpm=args.rpm,
+        max_attempts=args.max_attempts,
+        timeout=args.timeout,
+        limit=args.limit,
+        retry_failed=args.retry_failed,
+        retry_blocked=args.retry_blocked,
+        dry_run=args.dry_run,
+        budget=args.budget,
+        prices_file=args.prices,
+        max_retry_delay=args.max_retry_delay,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -115,14 +161,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = asyncio.run(arun_files(args.jobs, config, sim=args.sim))
     if config.dry_run:
         p = result.plan
-        print(f"{p.total} jobs: {p.new} new, {p.changed} changed, {p.retry} to retry, "
-              f"{p.pending} pending, {p.done} already done"
-              + "".join(f", {n} {k} (kept)" for k, n in p.final_kept.items()))
+        print(
+            f"{p.total} jobs: {p.new} new, {p.changed} changed, {p.retry} to retry, "
+            f"{p.pending} pending, {p.done} already done"
+            + "".join(f", {n} {k} (kept)" for k, n in p.final_kept.items())
+        )
         to_run = p.to_run if config.limit is None else min(config.limit, p.to_run)
         allowance = 1.1
-        print(f"would send {to_run} requests; estimated cost ${p.expected_cost:.2f} "
-              f"(up to ${p.expected_cost * allowance:.2f} with a 10% allowance for retries); "
-              "nothing was sent")
+        print(
+            f"would send {to_run} requests; estimated cost ${p.expected_cost:.2f} "
+            f"(up to ${p.expected_cost * allowance:.2f} with a 10% allowance for retries); "
+            "nothing was sent"
+        )
         return EXIT_OK
     print(describe(result), file=sys.stderr)
     print(f"report: {config.out / 'report.json'}", file=sys.stderr)
@@ -170,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         code: int = args.func(args)
     except InputError as exc:

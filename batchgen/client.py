@@ -95,11 +95,17 @@ def parse_success(body: Mapping[str, Any]) -> Outcome:
     if isinstance(feedback, dict) and feedback.get("blockReason") and not candidates:
         reason = str(feedback["blockReason"])
         message = str(feedback.get("blockReasonMessage") or f"prompt blocked: {reason}")
-        return Outcome(OutcomeKind.BLOCKED, usage=usage, http_status=200, message=_short(message),
-                       reason=reason)
+        return Outcome(
+            OutcomeKind.BLOCKED,
+            usage=usage,
+            http_status=200,
+            message=_short(message),
+            reason=reason,
+        )
     if not isinstance(candidates, list) or not candidates:
-        return Outcome(OutcomeKind.NO_IMAGE, usage=usage, http_status=200,
-                       message="answer had no candidates")
+        return Outcome(
+            OutcomeKind.NO_IMAGE, usage=usage, http_status=200, message="answer had no candidates"
+        )
     images: list[GeneratedImage] = []
     texts: list[str] = []
     invalid: list[str] = []
@@ -135,20 +141,38 @@ def parse_success(body: Mapping[str, Any]) -> Outcome:
                 images.append(GeneratedImage(sniffed, raw))
     text = "\n".join(texts).strip()
     if images:
-        return Outcome(OutcomeKind.OK, images=tuple(images), text=text, usage=usage,
-                       http_status=200, reason=finish or None)
+        return Outcome(
+            OutcomeKind.OK,
+            images=tuple(images),
+            text=text,
+            usage=usage,
+            http_status=200,
+            reason=finish or None,
+        )
     if finish in BLOCK_REASONS:
         message = finish_message or f"image blocked: {finish}"
-        return Outcome(OutcomeKind.BLOCKED, text=text, usage=usage, http_status=200,
-                       message=_short(message), reason=finish)
+        return Outcome(
+            OutcomeKind.BLOCKED,
+            text=text,
+            usage=usage,
+            http_status=200,
+            message=_short(message),
+            reason=finish,
+        )
     if invalid:
         message = "; ".join(invalid)
     elif text:
         message = "the model answered with text only"
     else:
         message = f"no image in the answer (finishReason {finish or 'missing'})"
-    return Outcome(OutcomeKind.NO_IMAGE, text=text, usage=usage, http_status=200,
-                   message=_short(message), reason=finish or None)
+    return Outcome(
+        OutcomeKind.NO_IMAGE,
+        text=text,
+        usage=usage,
+        http_status=200,
+        message=_short(message),
+        reason=finish or None,
+    )
 
 
 _DELAY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
@@ -176,11 +200,17 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
             parsed = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             hint = "truncated" if body[:1] in (b"{", b"[") else "not JSON"
-            return Outcome(OutcomeKind.SERVER_ERROR, http_status=200,
-                           message=f"answer body is {hint} ({len(body)} bytes)")
+            return Outcome(
+                OutcomeKind.SERVER_ERROR,
+                http_status=200,
+                message=f"answer body is {hint} ({len(body)} bytes)",
+            )
         if not isinstance(parsed, dict):
-            return Outcome(OutcomeKind.SERVER_ERROR, http_status=200,
-                           message="answer body is not a JSON object")
+            return Outcome(
+                OutcomeKind.SERVER_ERROR,
+                http_status=200,
+                message="answer body is not a JSON object",
+            )
         return parse_success(parsed)
     error: dict[str, Any] = {}
     try:
@@ -219,8 +249,14 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     message = _short(message)
 
     def out(kind: OutcomeKind) -> Outcome:
-        return Outcome(kind, http_status=status, message=message, retry_after=retry_after,
-                       quota_id=quota_id, reason=reason)
+        return Outcome(
+            kind,
+            http_status=status,
+            message=message,
+            retry_after=retry_after,
+            quota_id=quota_id,
+            reason=reason,
+        )
 
     if status == 429:
         if quota_id and "PerDay" in quota_id:
@@ -236,9 +272,12 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         return out(OutcomeKind.SERVER_ERROR)
     if 300 <= status < 400:
         location = {k.lower(): v for k, v in headers.items()}.get("location", "?")
-        return Outcome(OutcomeKind.BAD_REQUEST, http_status=status,
-                       message=f"server redirected to {_short(location)}; redirects are not "
-                       "followed (point --base-url at the final address)")
+        return Outcome(
+            OutcomeKind.BAD_REQUEST,
+            http_status=status,
+            message=f"server redirected to {_short(location)}; redirects are not "
+            "followed (point --base-url at the final address)",
+        )
     return out(OutcomeKind.BAD_REQUEST)
 
 
@@ -263,7 +302,7 @@ async def send(
     body: bytes,
     headers: Mapping[str, str],
     *,
-    timeout: float,
+    timeout_s: float,
     max_bytes: int,
 ) -> Outcome:
     """POST one request and classify the answer. Never raises for network trouble;
@@ -274,19 +313,26 @@ async def send(
             data=body,
             headers=headers,
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
         ) as resp:
             data = await _read_capped(resp, max_bytes)
             if data is None:
-                return Outcome(OutcomeKind.SERVER_ERROR, http_status=resp.status,
-                               message=f"answer larger than the {max_bytes} byte cap; dropped")
+                return Outcome(
+                    OutcomeKind.SERVER_ERROR,
+                    http_status=resp.status,
+                    message=f"answer larger than the {max_bytes} byte cap; dropped",
+                )
             return classify(resp.status, resp.headers, data)
     except TimeoutError:
-        return Outcome(OutcomeKind.SERVER_ERROR, message=f"no complete answer within {timeout:g}s")
+        return Outcome(
+            OutcomeKind.SERVER_ERROR, message=f"no complete answer within {timeout_s:g}s"
+        )
     except aiohttp.ClientPayloadError as exc:
         return Outcome(OutcomeKind.SERVER_ERROR, message=f"answer cut off ({type(exc).__name__})")
     except (aiohttp.ClientError, OSError) as exc:
-        return Outcome(OutcomeKind.SERVER_ERROR,
-                       message=f"connection failed: {type(exc).__name__}: {_short(str(exc))}")
+        return Outcome(
+            OutcomeKind.SERVER_ERROR,
+            message=f"connection failed: {type(exc).__name__}: {_short(str(exc))}",
+        )
     except asyncio.IncompleteReadError:
         return Outcome(OutcomeKind.SERVER_ERROR, message="connection closed mid-answer")

@@ -109,6 +109,9 @@ class RunConfig:
     max_response_bytes: int = 64 * 1024 * 1024
     #: How long in-flight requests get to finish after the first Ctrl-C.
     grace_seconds: float = 10.0
+    #: Retry delay formula `backoff`: base and cap in seconds (tests shrink them).
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
     progress: bool = True
     cache_dir: Path | None = None
     seed: int | None = None

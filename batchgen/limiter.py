@@ -38,7 +38,7 @@ def backoff(attempt: int, rng: random.Random, *, base: float = 1.0, cap: float =
     """Delay before retry number `attempt` (1 = first retry):
     ``min(cap, base * 2**(attempt-1)) * U(0.5, 1.5)``, never above ``1.5 * cap``."""
     exp = min(cap, base * 2 ** max(0, attempt - 1))
-    return exp * (0.5 + rng.random())
+    return float(exp * (0.5 + rng.random()))
 
 
 class Pacer:
@@ -124,10 +124,12 @@ class Pacer:
         if not self.adaptive:
             return
         self._trim(now)
-        if now - self._last_429 > 1.0 or math.isinf(self.rate):
+        # One burst of 429s (the requests that were in flight together) is one signal.
+        # With nothing accepted in the window there is no rate to learn from: the
+        # pause alone paces the pool.
+        if (now - self._last_429 > 1.0 or math.isinf(self.rate)) and self._accepted:
             accepted = len(self._accepted) / self.window
-            floor = 1.0 / self.window
-            self.rate = max(floor, min(self.rate, accepted) * 0.97 if accepted else floor)
+            self.rate = max(1.0 / self.window, min(self.rate, accepted) * 0.97)
         self._last_429 = now
 
     def on_server_error(self) -> None:

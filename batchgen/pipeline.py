@@ -29,6 +29,7 @@ from batchgen.errors import (
     UsageError,
 )
 from batchgen.limiter import Pacer
+from batchgen.models import Job
 from batchgen.planner import Plan, plan
 from batchgen.pricing import PriceTable
 from batchgen.progress import Progress
@@ -75,13 +76,20 @@ def expand_inputs(paths: Sequence[Path], out: Path | None) -> list[Path]:
 
 def dry_run(paths: Sequence[Path], config: RunConfig, prices: PriceTable) -> RunResult:
     """Count new, changed and done jobs and estimate the cost, without sending or writing."""
-    expected = lambda job: prices.expected(job.model or config.model, job.prompt, len(job.images))  # noqa: E731
+    def expected(job: Job) -> float:
+        return prices.expected(job.model or config.model, job.prompt, len(job.images))
     state = config.out / STATE_DIR / "state.sqlite"
     if state.exists():
         with Store(config.out, readonly=True) as store:
-            result = plan(reader.read_jobs(paths), store, default_model=config.model,
-                          retry_failed=config.retry_failed, retry_blocked=config.retry_blocked,
-                          write=False, expected_cost=expected)
+            result = plan(
+                reader.read_jobs(paths),
+                store,
+                default_model=config.model,
+                retry_failed=config.retry_failed,
+                retry_blocked=config.retry_blocked,
+                write=False,
+                expected_cost=expected,
+            )
     else:
         result = Plan()
         for job in reader.read_jobs(paths):
@@ -120,9 +128,13 @@ async def arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool = Fa
         sharded_meta = store.meta("sharded")
         result = RunResult(EXIT_OK, Plan())
         try:
-            result.plan = plan(reader.read_jobs(paths), store, default_model=config.model,
-                               retry_failed=config.retry_failed,
-                               retry_blocked=config.retry_blocked)
+            result.plan = plan(
+                reader.read_jobs(paths),
+                store,
+                default_model=config.model,
+                retry_failed=config.retry_failed,
+                retry_blocked=config.retry_blocked,
+            )
             if sharded_meta is None:
                 sharded_meta = "1" if result.plan.total > SHARD_THRESHOLD else "0"
                 store.set_meta("sharded", sharded_meta)
@@ -135,17 +147,23 @@ async def arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool = Fa
     return result
 
 
-async def _schedule(store: Store, config: RunConfig, prices: PriceTable, result: RunResult,
-                    *, sharded: bool) -> None:
-    to_run = result.plan.to_run if config.limit is None else min(config.limit,
-                                                                  result.plan.to_run)
+async def _schedule(
+    store: Store, config: RunConfig, prices: PriceTable, result: RunResult, *, sharded: bool
+) -> None:
+    to_run = result.plan.to_run if config.limit is None else min(config.limit, result.plan.to_run)
     progress = Progress(to_run, enabled=config.progress)
     connector = aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=config.concurrency)
     async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
         scheduler = Scheduler(
-            config, store, session, prices=prices, pacer=Pacer(config.rpm),
-            budget=Budget(config.budget, store.spent()), sharded=sharded,
-            on_change=progress.update)
+            config,
+            store,
+            session,
+            prices=prices,
+            pacer=Pacer(config.rpm),
+            budget=Budget(config.budget, store.spent()),
+            sharded=sharded,
+            on_change=progress.update,
+        )
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         interrupts = 0
@@ -154,8 +172,11 @@ async def _schedule(store: Store, config: RunConfig, prices: PriceTable, result:
             nonlocal interrupts
             interrupts += 1
             if interrupts == 1:
-                scheduler.request_stop(StopReason(
-                    "interrupted", "interrupted: finishing in-flight requests", EXIT_INTERRUPTED))
+                scheduler.request_stop(
+                    StopReason(
+                        "interrupted", "interrupted: finishing in-flight requests", EXIT_INTERRUPTED
+                    )
+                )
             elif task is not None:
                 task.cancel()
 

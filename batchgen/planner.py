@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,13 +94,12 @@ def plan(
     retry_failed: bool = False,
     retry_blocked: bool = False,
     write: bool = True,
-    expected_cost: object = None,
+    expected_cost: Callable[[Job], float] | None = None,
 ) -> Plan:
     """Decide each job's fate and (unless `write` is False, for a dry run) record
     it in the store. Jobs already done with the same fingerprint are not touched."""
     result = Plan()
     out = store.out
-    cost_of = expected_cost if callable(expected_cost) else None
     for job in jobs:
         result.total += 1
         model = job.model or default_model
@@ -129,8 +128,8 @@ def plan(
             reset = False
         else:
             result.changed += 1
-        if cost_of is not None:
-            result.expected_cost += float(cost_of(job))
+        if expected_cost is not None:
+            result.expected_cost += expected_cost(job)
         if write:
             store.plan(job, fp or "", reset=reset)
     if write:

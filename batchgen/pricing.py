@@ -23,10 +23,12 @@ MAX_TOKENS_PER_INPUT_IMAGE = 1100
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per million tokens."""
+    """USD per million tokens. `output_per_m` is for image tokens; output text
+    tokens (the optional caption) are billed at the model's text rate."""
 
     input_per_m: float
     output_per_m: float
+    text_output_per_m: float = 2.50
 
     @property
     def per_image(self) -> float:
@@ -54,7 +56,11 @@ class PriceTable:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
             for model, entry in raw.items():
-                prices[model] = Price(float(entry["input_per_m"]), float(entry["output_per_m"]))
+                prices[model] = Price(
+                    float(entry["input_per_m"]),
+                    float(entry["output_per_m"]),
+                    float(entry.get("text_output_per_m", 2.50)),
+                )
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UsageError(f"{path}: cannot read prices ({exc})") from exc
         return cls(prices)
@@ -67,8 +73,13 @@ class PriceTable:
         price = self.price(model)
         if usage is None or (usage.prompt_tokens == 0 and usage.output_tokens == 0):
             return images * price.per_image, "table"
+        # Without a per-modality split every output token is billed as image.
+        image_tokens = usage.output_image_tokens or usage.output_tokens
+        text_tokens = max(0, usage.output_tokens - image_tokens)
         usd = (
-            usage.prompt_tokens * price.input_per_m + usage.output_tokens * price.output_per_m
+            usage.prompt_tokens * price.input_per_m
+            + image_tokens * price.output_per_m
+            + text_tokens * price.text_output_per_m
         ) / 1e6
         return usd, "usage"
 

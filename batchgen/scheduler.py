@@ -140,10 +140,14 @@ class Scheduler:
         self._feeding = True
         self._idle = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._quiet = asyncio.Event()
         self._waiting: dict[str, list[Job]] = {}
         self._timers: set[asyncio.TimerHandle] = set()
-        self._headers = {"Content-Type": "application/json", **config.extra_headers,
-                         **config.auth_headers()}
+        self._headers = {
+            "Content-Type": "application/json",
+            **config.extra_headers,
+            **config.auth_headers(),
+        }
 
     # -- lifecycle -----------------------------------------------------------
     def request_stop(self, reason: StopReason) -> None:
@@ -165,8 +169,11 @@ class Scheduler:
             await asyncio.wait({idle, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not self._idle.is_set():
                 # Stopping: let in-flight requests end within the grace period.
-                await asyncio.wait({idle, *workers}, timeout=self.config.grace_seconds,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {idle, *workers},
+                    timeout=self.config.grace_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 await self._drain(workers)
             idle.cancel()
             stopped.cancel()
@@ -182,10 +189,9 @@ class Scheduler:
 
     async def _drain(self, workers: list[asyncio.Task[None]]) -> None:
         """Wait for in-flight requests (not queued ones) up to the grace period."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.grace_seconds
-        while self.counters.in_flight and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        if self.counters.in_flight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), self.config.grace_seconds)
 
     def _check_idle(self) -> None:
         if not self._feeding and self._outstanding == 0:
@@ -263,7 +269,8 @@ class Scheduler:
         self._outstanding -= 1
         if not any(ref.startswith("@") for ref in item.job.images):
             self._room.release()
-        self._release_children(item.job.id) if final else None
+        if final:
+            self._release_children(item.job.id)
         self._check_idle()
 
     async def _prepare(self, item: WorkItem) -> None:
@@ -276,7 +283,8 @@ class Scheduler:
             refs.append((sniff_mime(data[:16]) or "image/png", data))
         if any(ref.startswith("@") for ref in job.images):
             fp = await asyncio.to_thread(
-                job_fingerprint, job, item.model, self.store.out, self.store)
+                job_fingerprint, job, item.model, self.store.out, self.store
+            )
             item.fingerprint = fp or ""
             self.store.set_fingerprint(job.id, item.fingerprint)
         item.body = json.dumps(client.build_request(job, refs)).encode()
@@ -297,9 +305,13 @@ class Scheduler:
         job = item.job
         reserve = self.prices.worst_case(item.model, job.prompt, len(job.images))
         if not self.budget.reserve(reserve):
-            self.request_stop(StopReason(
-                "budget", f"budget ${self.budget.limit:.2f} reached (spent "
-                f"${self.budget.committed:.2f})", 3))
+            self.request_stop(
+                StopReason(
+                    "budget",
+                    f"budget ${self.budget.limit:.2f} reached (spent ${self.budget.committed:.2f})",
+                    3,
+                )
+            )
             return False
         try:
             await self.pacer.acquire()
@@ -307,12 +319,20 @@ class Scheduler:
                 return False
             self.counters.in_flight += 1
             self.counters.requests += 1
+            self._quiet.clear()
             try:
                 outcome = await client.send(
-                    self.session, self.config.endpoint(item.model), item.body, self._headers,
-                    timeout=self.config.timeout, max_bytes=self.config.max_response_bytes)
+                    self.session,
+                    self.config.endpoint(item.model),
+                    item.body,
+                    self._headers,
+                    timeout_s=self.config.timeout,
+                    max_bytes=self.config.max_response_bytes,
+                )
             finally:
                 self.counters.in_flight -= 1
+                if not self.counters.in_flight:
+                    self._quiet.set()
         except BaseException:
             self.budget.settle(reserve, 0.0)
             raise
@@ -327,9 +347,12 @@ class Scheduler:
             self.counters.spent += cost
             usage = outcome.usage
             self.store.record_attempt(
-                job.id, cost=cost, cost_source=source,
+                job.id,
+                cost=cost,
+                cost_source=source,
                 prompt_tokens=usage.prompt_tokens if usage else 0,
-                output_tokens=usage.output_tokens if usage else 0)
+                output_tokens=usage.output_tokens if usage else 0,
+            )
         item.attempts += 1
         item.last = outcome
         return await self._handle(item, outcome)
@@ -342,20 +365,32 @@ class Scheduler:
         if kind is OutcomeKind.OK:
             self.pacer.on_success()
             files = await asyncio.to_thread(
-                write_images, self.store.out, job.id, outcome.images, sharded=self.sharded)
+                write_images, self.store.out, job.id, outcome.images, sharded=self.sharded
+            )
             if job.sizes:
                 files += await asyncio.to_thread(
-                    write_sizes, self.store.out, job.id, outcome.images[0].data, job.sizes)
+                    write_sizes, self.store.out, job.id, outcome.images[0].data, job.sizes
+                )
             return self._end(item, Status.DONE, files=files, text=outcome.text)
         if kind is OutcomeKind.FATAL:
-            self.request_stop(StopReason(
-                "fatal", f"the API refused the run (HTTP {outcome.http_status}, "
-                f"{outcome.reason or 'error'}): {message}", 3))
+            self.request_stop(
+                StopReason(
+                    "fatal",
+                    f"the API refused the run (HTTP {outcome.http_status}, "
+                    f"{outcome.reason or 'error'}): {message}",
+                    3,
+                )
+            )
             return False
         if kind is OutcomeKind.QUOTA_EXHAUSTED:
-            self.request_stop(StopReason(
-                "quota", f"daily quota exhausted ({outcome.quota_id}); it resets at midnight "
-                "Pacific time; run the same command again then", 3))
+            self.request_stop(
+                StopReason(
+                    "quota",
+                    f"daily quota exhausted ({outcome.quota_id}); it resets at midnight "
+                    "Pacific time; run the same command again then",
+                    3,
+                )
+            )
             return False
         error = ErrorInfo(kind.value, outcome.http_status, message)
         if kind is OutcomeKind.BLOCKED:
@@ -366,19 +401,26 @@ class Scheduler:
         # Retryable kinds.
         if kind is OutcomeKind.RATE_LIMITED:
             self.counters.rate_limited += 1
-            if outcome.retry_after is not None and outcome.retry_after > self.config.max_retry_delay:
-                self.request_stop(StopReason(
-                    "quota", f"the server asked to wait {outcome.retry_after:.0f}s (more than "
-                    f"{self.config.max_retry_delay:.0f}s): treating it as a quota stop; run the "
-                    "same command again later", 3))
+            too_long = self.config.max_retry_delay
+            if outcome.retry_after is not None and outcome.retry_after > too_long:
+                self.request_stop(
+                    StopReason(
+                        "quota",
+                        f"the server asked to wait {outcome.retry_after:.0f}s (more than "
+                        f"{self.config.max_retry_delay:.0f}s): treating it as a quota stop; run the "
+                        "same command again later",
+                        3,
+                    )
+                )
                 return False
             self.pacer.on_rate_limited(outcome.retry_after)
             item.attempts -= 1
             item.rate_limited += 1
             if item.rate_limited >= MAX_RATE_LIMITED:
                 return self._end(item, Status.FAILED, error=error)
-            delay = (outcome.retry_after or backoff(item.rate_limited, self._rng)) * (
-                1 + 0.1 * self._rng.random())
+            delay = (outcome.retry_after or self._backoff(item.rate_limited)) * (
+                1 + 0.1 * self._rng.random()
+            )
         else:
             if kind is OutcomeKind.SERVER_ERROR:
                 self.pacer.on_server_error()
@@ -387,11 +429,22 @@ class Scheduler:
                 cap = min(cap, self.config.max_no_image_attempts)
             if item.attempts >= cap:
                 return self._end(item, Status.FAILED, error=error, text=outcome.text)
-            delay = backoff(item.attempts, self._rng)
-        log.info("retry job=%s kind=%s status=%s attempt=%d delay=%.1fs", job.id, kind.value,
-                 outcome.http_status, item.attempts, delay)
+            delay = self._backoff(item.attempts)
+        log.info(
+            "retry job=%s kind=%s status=%s attempt=%d delay=%.1fs",
+            job.id,
+            kind.value,
+            outcome.http_status,
+            item.attempts,
+            delay,
+        )
         self._retry_later(item, delay)
         return False
+
+    def _backoff(self, attempt: int) -> float:
+        return backoff(
+            attempt, self._rng, base=self.config.backoff_base, cap=self.config.backoff_cap
+        )
 
     def _retry_later(self, item: WorkItem, delay: float) -> None:
         self.counters.retrying += 1
@@ -406,8 +459,15 @@ class Scheduler:
         timer = loop.call_later(delay, fire)
         self._timers.add(timer)
 
-    def _end(self, item: WorkItem, status: Status, *, files: list[str] | None = None,
-             error: ErrorInfo | None = None, text: str = "") -> bool:
+    def _end(
+        self,
+        item: WorkItem,
+        status: Status,
+        *,
+        files: list[str] | None = None,
+        error: ErrorInfo | None = None,
+        text: str = "",
+    ) -> bool:
         self.store.finish(item.job.id, status, files=files, error=error, text=text)
         self.counters.count(status)
         self._on_change(self.counters)

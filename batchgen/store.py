@@ -30,8 +30,16 @@ DB_NAME = "state.sqlite"
 APPLICATION_ID = 0x62676E31  # "bgn1"
 
 
+def _script(db: sqlite3.Connection, script: str) -> None:
+    """Statements one by one: `executescript` would commit the migration's transaction."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 def _m001_initial(db: sqlite3.Connection) -> None:
-    db.executescript(
+    _script(
+        db,
         """
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         CREATE TABLE runs (
@@ -60,7 +68,7 @@ def _m001_initial(db: sqlite3.Connection) -> None:
         CREATE TABLE image_hashes (
             path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
             sha256 TEXT NOT NULL);
-        """
+        """,
     )
 
 
@@ -91,10 +99,16 @@ def job_to_dict(job: Job) -> dict[str, Any]:
 def job_from_json(text: str, source: str = "", line: int = 0) -> Job:
     d = json.loads(text)
     return Job(
-        id=d["id"], prompt=d["prompt"], images=tuple(d.get("images", ())),
-        aspect_ratio=d.get("aspect_ratio"), tags=tuple(d.get("tags", ())),
-        priority=int(d.get("priority", 0)), model=d.get("model"), variant=d.get("variant"),
-        sizes=tuple(d.get("sizes", ())), source=d.get("source", source),
+        id=d["id"],
+        prompt=d["prompt"],
+        images=tuple(d.get("images", ())),
+        aspect_ratio=d.get("aspect_ratio"),
+        tags=tuple(d.get("tags", ())),
+        priority=int(d.get("priority", 0)),
+        model=d.get("model"),
+        variant=d.get("variant"),
+        sizes=tuple(d.get("sizes", ())),
+        source=d.get("source", source),
         line=int(d.get("line", line)),
     )
 
@@ -155,8 +169,7 @@ class Store:
 
     def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
         try:
-            db = sqlite3.connect(target, uri=uri, isolation_level=None,
-                                 check_same_thread=False)
+            db = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA busy_timeout=5000")
         except sqlite3.DatabaseError as exc:
             self._corrupt(exc)
@@ -303,13 +316,16 @@ class Store:
             if last is None:
                 rows = self.db.execute(
                     "SELECT priority, seq, job FROM jobs WHERE status='pending' AND plan_run=? "
-                    "ORDER BY priority DESC, seq LIMIT ?", (self.run_id, size)).fetchall()
+                    "ORDER BY priority DESC, seq LIMIT ?",
+                    (self.run_id, size),
+                ).fetchall()
             else:
                 rows = self.db.execute(
                     "SELECT priority, seq, job FROM jobs WHERE status='pending' AND plan_run=? "
                     "AND (priority < ? OR (priority = ? AND seq > ?)) "
                     "ORDER BY priority DESC, seq LIMIT ?",
-                    (self.run_id, last[0], last[0], last[1], size)).fetchall()
+                    (self.run_id, last[0], last[0], last[1], size),
+                ).fetchall()
             if not rows:
                 return
             for priority, seq, text in rows:
@@ -322,8 +338,9 @@ class Store:
         self.db.execute("UPDATE jobs SET fingerprint=? WHERE id=?", (fingerprint, job_id))
 
     # -- results -------------------------------------------------------------
-    def record_attempt(self, job_id: str, *, cost: float, prompt_tokens: int,
-                       output_tokens: int, cost_source: str) -> None:
+    def record_attempt(
+        self, job_id: str, *, cost: float, prompt_tokens: int, output_tokens: int, cost_source: str
+    ) -> None:
         """One request made. Joins the next commit (a job's end) rather than
         committing on its own: a crash loses at most in-flight attempts' counts."""
         self._run_requests += 1
@@ -334,20 +351,42 @@ class Store:
                cost_source=CASE WHEN ?='' THEN cost_source WHEN cost_source IN ('', ?)
                  THEN ? ELSE 'mixed' END,
                started_at=coalesce(started_at, ?) WHERE id=?""",
-            (cost, prompt_tokens, output_tokens, cost_source, cost_source, cost_source,
-             time.time(), job_id),
+            (
+                cost,
+                prompt_tokens,
+                output_tokens,
+                cost_source,
+                cost_source,
+                cost_source,
+                time.time(),
+                job_id,
+            ),
         )
 
-    def finish(self, job_id: str, status: Status, *, files: list[str] | None = None,
-               error: ErrorInfo | None = None, text: str = "") -> None:
+    def finish(
+        self,
+        job_id: str,
+        status: Status,
+        *,
+        files: list[str] | None = None,
+        error: ErrorInfo | None = None,
+        text: str = "",
+    ) -> None:
         """A job's end, committed at once (after its image is on disk)."""
         self._begin()
         self.db.execute(
             """UPDATE jobs SET status=?, files=?, error_kind=?, http_status=?, error_message=?,
                text=?, finished_at=? WHERE id=?""",
-            (status.value, json.dumps(files or []), error.kind if error else None,
-             error.http_status if error else None, error.message if error else None,
-             text, time.time(), job_id),
+            (
+                status.value,
+                json.dumps(files or []),
+                error.kind if error else None,
+                error.http_status if error else None,
+                error.message if error else None,
+                text,
+                time.time(),
+                job_id,
+            ),
         )
         self.commit()
 
@@ -355,15 +394,18 @@ class Store:
     def cached_hash(self, path: str, size: int, mtime_ns: int) -> str | None:
         row = self.db.execute(
             "SELECT sha256 FROM image_hashes WHERE path=? AND size=? AND mtime_ns=?",
-            (path, size, mtime_ns)).fetchone()
+            (path, size, mtime_ns),
+        ).fetchone()
         return None if row is None else str(row[0])
 
     def remember_hash(self, path: str, size: int, mtime_ns: int, digest: str) -> None:
         if self.readonly:
             return
         self._begin()
-        self.db.execute("INSERT OR REPLACE INTO image_hashes VALUES (?, ?, ?, ?)",
-                        (path, size, mtime_ns, digest))
+        self.db.execute(
+            "INSERT OR REPLACE INTO image_hashes VALUES (?, ?, ?, ?)",
+            (path, size, mtime_ns, digest),
+        )
 
     # -- reading for reports -------------------------------------------------
     def spent(self) -> float:
@@ -379,17 +421,30 @@ class Store:
         cur = self.db.execute(
             """SELECT id, fingerprint, status, attempts, files, error_kind, http_status,
                error_message, text, prompt_tokens, output_tokens, cost_usd, cost_source, job,
-               started_at, finished_at, requests FROM jobs ORDER BY seq""")
+               started_at, finished_at, requests FROM jobs ORDER BY seq"""
+        )
         for row in cur:
             job = json.loads(row[13])
             error = ErrorInfo(row[5], row[6], row[7] or "") if row[5] else None
             rec = JobRecord(
-                id=row[0], fingerprint=row[1], status=Status(row[2]), attempts=row[3],
-                files=json.loads(row[4]), error=error, text=row[8], prompt_tokens=row[9],
-                output_tokens=row[10], cost_usd=row[11], cost_source=row[12],
-                tags=list(job.get("tags", [])), prompt=job["prompt"],
-                source=job.get("source", ""), line=int(job.get("line", 0)),
-                started_at=row[14], finished_at=row[15], requests=row[16],
+                id=row[0],
+                fingerprint=row[1],
+                status=Status(row[2]),
+                attempts=row[3],
+                files=json.loads(row[4]),
+                error=error,
+                text=row[8],
+                prompt_tokens=row[9],
+                output_tokens=row[10],
+                cost_usd=row[11],
+                cost_source=row[12],
+                tags=list(job.get("tags", [])),
+                prompt=job["prompt"],
+                source=job.get("source", ""),
+                line=int(job.get("line", 0)),
+                started_at=row[14],
+                finished_at=row[15],
+                requests=row[16],
             )
             yield rec
 
@@ -403,19 +458,33 @@ class Store:
                coalesce(sum(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END),0),
                coalesce(sum(prompt_tokens),0), coalesce(sum(output_tokens),0),
                coalesce(sum(cost_usd),0), min(started_at), max(finished_at)
-               FROM jobs""").fetchone()
-        kinds = dict(self.db.execute(
-            "SELECT error_kind, count(*) FROM jobs WHERE error_kind IS NOT NULL "
-            "AND status != 'pending' GROUP BY error_kind").fetchall())
-        sources = dict(self.db.execute(
-            "SELECT cost_source, count(*) FROM jobs WHERE cost_source != '' "
-            "GROUP BY cost_source").fetchall())
+               FROM jobs"""
+        ).fetchone()
+        kinds = dict(
+            self.db.execute(
+                "SELECT error_kind, count(*) FROM jobs WHERE error_kind IS NOT NULL "
+                "AND status != 'pending' GROUP BY error_kind"
+            ).fetchall()
+        )
+        sources = dict(
+            self.db.execute(
+                "SELECT cost_source, count(*) FROM jobs WHERE cost_source != '' "
+                "GROUP BY cost_source"
+            ).fetchall()
+        )
         elapsed = self.db.execute(
             "SELECT coalesce(sum(coalesce(finished_at, started_at) - started_at), 0) FROM runs"
         ).fetchone()[0]
         return {
-            "jobs": row[0], "requests": row[1], "retries": row[2], "prompt_tokens": row[3],
-            "output_tokens": row[4], "cost_usd": row[5], "first_started": row[6],
-            "last_finished": row[7], "errors": kinds, "cost_sources": sources,
+            "jobs": row[0],
+            "requests": row[1],
+            "retries": row[2],
+            "prompt_tokens": row[3],
+            "output_tokens": row[4],
+            "cost_usd": row[5],
+            "first_started": row[6],
+            "last_finished": row[7],
+            "errors": kinds,
+            "cost_sources": sources,
             "elapsed_s": float(elapsed),
         }

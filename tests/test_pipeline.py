@@ -1,0 +1,249 @@
+"""End-to-end runs through the real simulator, one per outcome kind, with exact counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from batchgen.errors import InputError, StateError, UsageError
+from batchgen.models import Status
+from batchgen.pipeline import arun_files
+from batchgen.sim import Simulator
+from batchgen.store import Store
+from tests.conftest import make_config, write_jobs
+
+
+async def run_one(tmp_path: Path, sim: Simulator, prompt: str, **options: Any) -> dict[str, Any]:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"id": "j1", "prompt": prompt}])
+    out = tmp_path / "out"
+    result = await arun_files([jobs], make_config(out, sim.base_url, **options))
+    report = json.loads((out / "report.json").read_text())
+    report["exit_code"] = result.exit_code
+    report["row"] = report["jobs"][0]
+    return report
+
+
+async def test_ok_writes_a_decodable_image(tmp_path: Path, sim: Simulator) -> None:
+    r = await run_one(tmp_path, sim, "a red cube")
+    assert (r["exit_code"], r["done"], r["requests"], sim.stats.total) == (0, 1, 1, 1)
+    assert r["row"]["files"] == ["images/j1.png"]
+    with Image.open(tmp_path / "out" / "images" / "j1.png") as im:
+        im.verify()
+    assert r["row"]["cost_source"] == "usage"
+    tokens = r["row"]["tokens"]
+    text_tokens = tokens["output"] - 1290
+    expected = (tokens["prompt"] * 0.30 + 1290 * 30.0 + text_tokens * 2.50) / 1e6
+    assert r["cost_usd"] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["503", "500", "502", "504", "reset", "truncate", "nonjson"])
+async def test_server_errors_are_retried(tmp_path: Path, sim: Simulator, kind: str) -> None:
+    r = await run_one(tmp_path, sim, f"cube [[sim:{kind}x2]]")
+    assert r["row"]["status"] == "done"
+    assert r["row"]["attempts"] == 3
+    assert sim.stats.total == 3
+
+
+async def test_hang_is_cut_by_the_timeout_and_retried(tmp_path: Path, sim: Simulator) -> None:
+    r = await run_one(tmp_path, sim, "cube [[sim:hangx1]]", timeout=0.3)
+    assert (r["row"]["status"], r["row"]["attempts"], sim.stats.total) == ("done", 2, 2)
+
+
+async def test_server_error_gives_up_after_max_attempts(tmp_path: Path, sim: Simulator) -> None:
+    r = await run_one(tmp_path, sim, "cube [[sim:500]]", max_attempts=3)
+    assert (r["exit_code"], r["failed"], sim.stats.total) == (1, 1, 3)
+    assert r["row"]["error"]["kind"] == "server_error"
+    assert r["row"]["error"]["http_status"] == 500
+
+
+async def test_rate_limited_waits_and_does_not_use_attempts(tmp_path: Path, sim: Simulator) -> None:
+    r = await run_one(tmp_path, sim, "cube [[sim:429-delay=0.05x3]]", max_attempts=2)
+    assert (r["row"]["status"], sim.stats.total) == ("done", 4)
+    assert r["row"]["attempts"] == 4
+
+
+@pytest.mark.parametrize("kind", ["block", "block-prohibited", "imagesafety"])
+async def test_policy_blocks_are_never_retried(tmp_path: Path, sim: Simulator, kind: str) -> None:
+    r = await run_one(tmp_path, sim, f"cube [[sim:{kind}]]")
+    assert (r["exit_code"], r["blocked"], sim.stats.total) == (1, 1, 1)
+    assert r["row"]["error"]["kind"] == "blocked"
+
+
+@pytest.mark.parametrize("kind", ["text", "empty", "noimage"])
+async def test_no_image_retried_a_few_times(tmp_path: Path, sim: Simulator, kind: str) -> None:
+    r = await run_one(tmp_path, sim, f"cube [[sim:{kind}]]")
+    assert (r["row"]["status"], r["row"]["error"]["kind"], sim.stats.total) == (
+        "failed",
+        "no_image",
+        3,
+    )
+    if kind == "text":
+        assert "describe" in r["row"]["text"] or r["row"]["text"]
+
+
+@pytest.mark.parametrize("kind", ["400", "413"])
+async def test_bad_requests_are_not_retried(tmp_path: Path, sim: Simulator, kind: str) -> None:
+    r = await run_one(tmp_path, sim, f"cube [[sim:{kind}]]")
+    assert (r["row"]["status"], r["row"]["error"]["kind"], sim.stats.total) == (
+        "failed",
+        "bad_request",
+        1,
+    )
+
+
+async def test_multi_and_jpeg_answers(tmp_path: Path, sim: Simulator) -> None:
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl",
+        [{"id": "two", "prompt": "x [[sim:multi]]"}, {"id": "jp", "prompt": "y [[sim:jpeg]]"}],
+    )
+    out = tmp_path / "out"
+    await arun_files([jobs], make_config(out, sim.base_url))
+    rows = {r["id"]: r for r in json.loads((out / "report.json").read_text())["jobs"]}
+    assert rows["two"]["files"] == ["images/two.png", "images/two-2.png"]
+    assert rows["jp"]["files"] == ["images/jp.jpg"]
+
+
+@pytest.mark.parametrize("kind", ["badkey", "401", "403", "404"])
+async def test_fatal_aborts_the_run_without_failing_jobs(
+    tmp_path: Path, sim: Simulator, kind: str
+) -> None:
+    rows = [{"id": f"j{i}", "prompt": f"p{i} [[sim:{kind}]]"} for i in range(50)]
+    jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    result = await arun_files([jobs], make_config(out, sim.base_url, concurrency=4))
+    report = json.loads((out / "report.json").read_text())
+    assert result.exit_code == 3
+    assert (report["pending"], report["failed"]) == (50, 0)
+    assert sim.stats.total <= 4  # no more than were in flight
+
+
+async def test_daily_quota_stops_cleanly(tmp_path: Path, sim: Simulator) -> None:
+    rows = [{"id": "a", "prompt": "fine"}, {"id": "b", "prompt": "x [[sim:daily]]"}]
+    rows += [{"id": f"c{i}", "prompt": f"later {i} [[sim:daily]]"} for i in range(20)]
+    out = tmp_path / "out"
+    result = await arun_files(
+        [write_jobs(tmp_path / "j.jsonl", rows)], make_config(out, sim.base_url, concurrency=1)
+    )
+    assert result.exit_code == 3
+    assert result.stop is not None
+    assert "daily quota" in result.stop.message
+    report = json.loads((out / "report.json").read_text())
+    assert (report["done"], report["failed"], report["pending"]) == (1, 0, 21)
+
+
+async def test_absurd_retry_delay_is_a_quota_stop(tmp_path: Path, sim: Simulator) -> None:
+    r = await run_one(tmp_path, sim, "x [[sim:429-delay=7200]]")
+    assert (r["exit_code"], r["pending"], sim.stats.total) == (3, 1, 1)
+
+
+async def test_resume_sends_nothing_then_only_the_changed_job(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    rows = [{"id": f"j{i}", "prompt": f"product {i}"} for i in range(20)]
+    jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    await arun_files([jobs], make_config(out, sim.base_url))
+    assert sim.stats.total == 20
+    again = await arun_files([jobs], make_config(out, sim.base_url))
+    assert (again.exit_code, sim.stats.total, again.plan.done) == (0, 20, 20)
+    rows[7]["prompt"] = "product 7, now in red"
+    write_jobs(jobs, rows)
+    changed = await arun_files([jobs], make_config(out, sim.base_url))
+    assert (changed.plan.changed, sim.stats.total) == (1, 21)
+    assert sim.stats.by_prompt["product 7, now in red"] == 1
+
+
+async def test_retry_failed_and_blocked(tmp_path: Path, sim: Simulator) -> None:
+    rows = [{"id": "f", "prompt": "x [[sim:400x1]]"}, {"id": "b", "prompt": "y [[sim:blockx1]]"}]
+    jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    await arun_files([jobs], make_config(out, sim.base_url))
+    plain = await arun_files([jobs], make_config(out, sim.base_url))
+    assert (plain.plan.to_run, sim.stats.total) == (0, 2)
+    retried = await arun_files([jobs], make_config(out, sim.base_url, retry_failed=True))
+    assert (retried.plan.retry, retried.counters.done, sim.stats.total) == (1, 1, 3)
+    unblocked = await arun_files([jobs], make_config(out, sim.base_url, retry_blocked=True))
+    assert (unblocked.exit_code, sim.stats.total) == (0, 4)
+
+
+async def test_limit_and_priority(tmp_path: Path, sim: Simulator) -> None:
+    rows = [{"id": f"j{i}", "prompt": f"p{i}", "priority": i % 3} for i in range(9)]
+    jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    r = await arun_files([jobs], make_config(out, sim.base_url, limit=3, concurrency=1))
+    assert r.counters.done == 3
+    assert sorted(sim.stats.by_prompt) == ["p2", "p5", "p8"]
+
+
+async def test_dry_run_sends_and_writes_nothing(tmp_path: Path, sim: Simulator) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"id": f"j{i}", "prompt": "p"} for i in range(4)])
+    out = tmp_path / "out"
+    r = await arun_files([jobs], make_config(out, sim.base_url, dry_run=True))
+    assert (r.plan.new, sim.stats.total, out.exists()) == (4, 0, False)
+    assert r.plan.expected_cost == pytest.approx(4 * 0.039, rel=0.05)
+
+
+async def test_bad_input_sends_nothing(tmp_path: Path, sim: Simulator) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(
+        '{"id": "a", "prompt": "ok"}\n{"id": "b"}\nnot json\n{"id": "a", "prompt": "x"}\n'
+    )
+    with pytest.raises(InputError) as exc:
+        await arun_files([jobs], make_config(tmp_path / "out", sim.base_url))
+    lines = sorted(p.line for p in exc.value.problems)
+    assert lines == [2, 3, 4]
+    assert sim.stats.total == 0
+
+
+async def test_missing_key_is_a_usage_error(tmp_path: Path, sim: Simulator) -> None:
+    from dataclasses import replace
+
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"id": "a", "prompt": "p"}])
+    config = replace(make_config(tmp_path / "out", sim.base_url), api_key=None)
+    with pytest.raises(UsageError, match="GEMINI_API_KEY"):
+        await arun_files([jobs], config)
+    assert sim.stats.total == 0
+
+
+async def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with Store(out), pytest.raises(StateError, match="in use"), Store(out):
+        pass
+
+
+async def test_chain_runs_after_parent_and_skips_after_failure(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    rows = [
+        {"id": "sheet", "prompt": "a mascot character sheet"},
+        {"id": "scene1", "prompt": "the mascot at the beach", "images": ["@sheet"]},
+        {"id": "bad", "prompt": "broken [[sim:400]]"},
+        {"id": "child", "prompt": "edit of bad", "images": ["@bad"]},
+        {"id": "grandchild", "prompt": "edit of child", "images": ["@child"]},
+    ]
+    jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    r = await arun_files([jobs], make_config(out, sim.base_url))
+    report = {row["id"]: row for row in json.loads((out / "report.json").read_text())["jobs"]}
+    assert report["scene1"]["status"] == "done"
+    assert report["child"]["status"] == "skipped"
+    assert "bad" in report["child"]["error"]["message"]
+    assert report["grandchild"]["status"] == "skipped"
+    assert r.exit_code == 1
+    # The edit request carried the parent's output bytes.
+    assert any(rec.images_in == 1 for rec in sim.stats.recent)
+    # Resume: nothing new; a regenerated parent reruns its child.
+    again = await arun_files([jobs], make_config(out, sim.base_url))
+    assert again.counters.requests == 0
+    rows[0]["prompt"] = "a mascot character sheet, blue"
+    write_jobs(jobs, rows)
+    third = await arun_files([jobs], make_config(out, sim.base_url))
+    assert third.counters.done == 2
+
+
+def test_status_values_are_stable() -> None:
+    assert [s.value for s in Status] == ["pending", "done", "blocked", "failed", "skipped"]
