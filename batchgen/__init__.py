@@ -26,7 +26,21 @@ _EXPORTS = {
     "run": "batchgen.api",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "AbortError",
+    "BatchgenError",
+    "InputError",
+    "Job",
+    "RunConfig",
+    "RunResult",
+    "Secret",
+    "StateError",
+    "Status",
+    "UsageError",
+    "__version__",
+    "arun",
+    "run",
+]
 
 if TYPE_CHECKING:
     from batchgen.api import arun, run

@@ -407,8 +407,8 @@ class Scheduler:
                     StopReason(
                         "quota",
                         f"the server asked to wait {outcome.retry_after:.0f}s (more than "
-                        f"{self.config.max_retry_delay:.0f}s): treating it as a quota stop; run the "
-                        "same command again later",
+                        f"{self.config.max_retry_delay:.0f}s): treating it as a quota stop; "
+                        "run the same command again later",
                         3,
                     )
                 )
