@@ -61,7 +61,7 @@ async def test_sdk_gets_an_image(client: genai.Client, sim: Simulator) -> None:
 async def test_sdk_edit_with_reference_image(client: genai.Client) -> None:
     buf = io.BytesIO()
     Image.new("RGB", (48, 27), (10, 200, 30)).save(buf, "PNG")
-    contents = [
+    contents: list[types.PartUnionDict] = [
         "make it pop",
         types.Part.from_bytes(data=buf.getvalue(), mime_type="image/png"),
     ]
