@@ -53,8 +53,10 @@ Ids: ``<base>`` then ``-<pack entry>`` then ``-<matrix slugs joined by ->``
 then ``-<n>`` for variants (only when ``variants > 1``; the job's ``variant``
 field is then ``n``). Tags: the recipe's and entry's tags, ``pack:<entry>``,
 and ``<matrix key>:<slug>`` per combination, so cost per campaign falls out
-of the report. Matrix values are also fields (``{season}``) and ``{id}`` is
-the row's base id, e.g. ``images = ["@{id}-white_bg-{season}"]``.
+of the report. Matrix values are also fields: ``{persona}`` is the value
+("a professional chef"), ``{persona_slug}`` the slug ("chef"; the same as the
+value for a list). ``{id}`` is the row's base id, so a chained edit inside a
+matrix reads ``images = ["@{id}-white_bg-{season_slug}"]``.
 
 Validation: a first pass reads the whole sheet and collects *every* problem
 (missing column, empty field, unknown template or size, missing photo, bad
@@ -71,6 +73,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import itertools
 import json
 import os
@@ -92,6 +95,7 @@ from .templates import (
     builtin_dir,
     check_aspect_ratio,
     fill_pattern,
+    join_style,
     list_templates,
     load_template,
     pattern_fields,
@@ -224,7 +228,7 @@ def expand_recipe(path: Path) -> Iterator[dict[str, object]]:
     """
     recipe = _load_recipe(Path(path))
     problems: list[InputProblem] = []
-    for _job in _expand(recipe, problems):
+    for _job in _Expander(recipe, problems).run():
         if len(problems) >= MAX_PROBLEMS:
             break
     if problems:
@@ -259,7 +263,7 @@ def write_expanded(recipe: Path, dest: Path) -> int:
 
 def _stream(recipe: _Recipe) -> Iterator[dict[str, object]]:
     problems: list[InputProblem] = []
-    yield from _expand(recipe, problems)
+    yield from _Expander(recipe, problems).run()
     if problems:  # the sheet changed between the two passes
         raise InputError(problems)
 
@@ -378,7 +382,7 @@ class _RecipeLoader:
             vars=variables,
             statics=statics,
         )
-        matrix_keys = {key for key, _values in matrix}
+        matrix_keys = {key for key, _values in matrix} | {f"{key}_slug" for key, _v in matrix}
         needed = {name: "id" for name in pattern_fields(id_pattern)}
         for spec in specs:
             for name, user in spec.fields().items():
@@ -663,6 +667,8 @@ def _cell(value: object) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value != value:  # NaN: an empty parquet cell
+        return ""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, list | tuple):
@@ -740,92 +746,6 @@ def _read_parquet(path: Path) -> Iterator[_Row]:
 # --------------------------------------------------------------------------- expansion
 
 
-def _expand(recipe: _Recipe, problems: list[InputProblem]) -> Iterator[dict[str, object]]:
-    """Yield every job; append problems instead of raising. Used by both passes."""
-    static_ids = {static.id for static in recipe.statics}
-    for static in recipe.statics:
-        yield from _spec_jobs(
-            recipe,
-            static.spec,
-            static.id,
-            static.values,
-            (),
-            _Where(str(recipe.path), 0),
-            recipe.path.parent,
-            static_ids,
-            problems,
-            own_ids=None,
-        )
-    if not recipe.specs:
-        return
-    if recipe.sheet is None:
-        rows: Iterator[_Row] = iter([_Row(0, {})])
-        file, columns = str(recipe.path), None
-    else:
-        rows = _read_rows(recipe.sheet)
-        file = str(recipe.sheet)
-        columns = None
-        if _sheet_kind(recipe.sheet) in ("csv", "tsv"):
-            delimiter = "\t" if _sheet_kind(recipe.sheet) == "tsv" else ","
-            columns = set(_csv_columns(recipe.sheet, delimiter))
-    base = recipe.sheet.parent if recipe.sheet is not None else recipe.path.parent
-    missing_columns: set[str] = set()
-    if columns is not None:
-        for name, user in recipe.needed.items():
-            if name not in columns and name not in recipe.vars:
-                missing_columns.add(name)
-                problems.append(
-                    InputProblem(file, 1, name, f"column {name!r} is missing (needed by {user})")
-                )
-    seen_base: set[str] = set()
-    for row in rows:
-        where = _Where(file, row.line)
-        if row.problem:
-            problems.append(InputProblem(file, row.line, "", row.problem))
-            continue
-        values = dict(recipe.vars)
-        values.update({k: v for k, v in row.values.items() if v.strip() or k not in values})
-        bad = False
-        for name, user in recipe.needed.items():
-            if name in missing_columns:
-                bad = True
-            elif name not in values:
-                problems.append(where.at(name, f"field {name!r} is missing (needed by {user})"))
-                bad = True
-            elif not values[name].strip():
-                problems.append(where.at(name, f"{name!r} is empty (needed by {user})"))
-                bad = True
-        if bad:
-            continue
-        base_id = fill_pattern(recipe.id_pattern, values)
-        id_field = _first_field(recipe.id_pattern, "id")
-        bad_id = _id_problem(base_id)
-        if bad_id:
-            problems.append(where.at(id_field, bad_id))
-            continue
-        if base_id in seen_base or base_id in static_ids:
-            problems.append(where.at(id_field, f"duplicate id {base_id!r}"))
-            continue
-        seen_base.add(base_id)
-        values["id"] = base_id
-        own_ids = set(_row_ids(recipe, base_id))
-        for spec in recipe.specs:
-            job_base = f"{base_id}-{spec.suffix}" if spec.suffix else base_id
-            for combo in recipe.combos():
-                yield from _spec_jobs(
-                    recipe,
-                    spec,
-                    job_base,
-                    values,
-                    combo,
-                    where,
-                    base,
-                    static_ids,
-                    problems,
-                    own_ids=(base_id, own_ids),
-                )
-
-
 @dataclass(frozen=True)
 class _Where:
     file: str
@@ -835,14 +755,203 @@ class _Where:
         return InputProblem(self.file, self.line, field, message)
 
 
-def _row_ids(recipe: _Recipe, base_id: str) -> Iterator[str]:
-    for spec in recipe.specs:
-        job_base = f"{base_id}-{spec.suffix}" if spec.suffix else base_id
-        for combo in recipe.combos():
-            yield from _variant_ids(_combo_id(job_base, combo), spec.variants)
+Combo = tuple[tuple[str, str, str], ...]
 
 
-def _combo_id(job_base: str, combo: tuple[tuple[str, str, str], ...]) -> str:
+class _Expander:
+    """Turns a recipe's rows into jobs. Problems are appended, never raised, so
+    the same code serves the validation pass and the streaming pass."""
+
+    def __init__(self, recipe: _Recipe, problems: list[InputProblem]) -> None:
+        self.recipe = recipe
+        self.problems = problems
+        self.static_ids = {static.id for static in recipe.statics}
+        self.combos = recipe.combos()
+        # Many rows share a photo: remember recent answers, within a fixed size.
+        self.is_file = functools.lru_cache(maxsize=4096)(os.path.isfile)
+
+    def run(self) -> Iterator[dict[str, object]]:
+        recipe = self.recipe
+        here = _Where(str(recipe.path), 0)
+        for static in recipe.statics:
+            yield from self.jobs(
+                static.spec, static.id, static.values, (), here, recipe.path.parent
+            )
+        if not recipe.specs:
+            return
+        if recipe.sheet is None:  # no sheet: one row made of [vars]
+            yield from self.row_jobs(_Row(0, {}), here, recipe.path.parent, set(), set())
+            return
+        file = str(recipe.sheet)
+        missing = self.missing_columns(recipe.sheet)
+        seen: set[str] = set()
+        for row in _read_rows(recipe.sheet):
+            yield from self.row_jobs(
+                row, _Where(file, row.line), recipe.sheet.parent, missing, seen
+            )
+
+    def missing_columns(self, sheet: Path) -> set[str]:
+        """Needed columns a CSV/TSV header lacks, each reported once at line 1."""
+        kind = _sheet_kind(sheet)
+        if kind not in ("csv", "tsv"):
+            return set()
+        columns = set(_csv_columns(sheet, "\t" if kind == "tsv" else ","))
+        missing: set[str] = set()
+        for name, user in self.recipe.needed.items():
+            if name not in columns and name not in self.recipe.vars:
+                missing.add(name)
+                message = f"column {name!r} is missing (needed by {user})"
+                self.problems.append(InputProblem(str(sheet), 1, name, message))
+        return missing
+
+    def row_jobs(
+        self, row: _Row, where: _Where, base: Path, missing: set[str], seen: set[str]
+    ) -> Iterator[dict[str, object]]:
+        recipe = self.recipe
+        if row.problem:
+            self.problems.append(where.at("", row.problem))
+            return
+        values = dict(recipe.vars)
+        values.update({k: v for k, v in row.values.items() if v.strip() or k not in values})
+        bad: set[str] = set()
+        for name, user in recipe.needed.items():
+            if name in missing:
+                bad.add(name)
+            elif name not in values:
+                self.problems.append(
+                    where.at(name, f"field {name!r} is missing (needed by {user})")
+                )
+                bad.add(name)
+            elif not values[name].strip():
+                self.problems.append(where.at(name, f"{name!r} is empty (needed by {user})"))
+                bad.add(name)
+        # Stand-ins let the rest of the row be checked; a bad row yields no job.
+        values.update({name: name for name in bad})
+        base_id = fill_pattern(recipe.id_pattern, values)
+        id_fields = _fields(recipe.id_pattern)
+        if not bad & set(id_fields):
+            id_field = id_fields[0] if len(id_fields) == 1 else "id"
+            problem = _id_problem(base_id)
+            if not problem and (base_id in seen or base_id in self.static_ids):
+                problem = f"duplicate id {base_id!r}"
+            if problem:
+                self.problems.append(where.at(id_field, problem))
+                return
+            if row.line:
+                seen.add(base_id)
+        values["id"] = base_id
+        own = (base_id, set(self.row_ids(base_id)))
+        for spec in recipe.specs:
+            job_base = f"{base_id}-{spec.suffix}" if spec.suffix else base_id
+            for combo in self.combos:
+                yield from self.jobs(spec, job_base, values, combo, where, base, own, bad)
+
+    def row_ids(self, base_id: str) -> Iterator[str]:
+        for spec in self.recipe.specs:
+            job_base = f"{base_id}-{spec.suffix}" if spec.suffix else base_id
+            for combo in self.combos:
+                yield from _variant_ids(_combo_id(job_base, combo), spec.variants)
+
+    def jobs(
+        self,
+        spec: _Spec,
+        job_base: str,
+        row_values: Mapping[str, str],
+        combo: Combo,
+        where: _Where,
+        base: Path,
+        own: tuple[str, set[str]] | None = None,
+        bad: set[str] | frozenset[str] = frozenset(),
+    ) -> Iterator[dict[str, object]]:
+        """The jobs of one spec for one row and matrix combination."""
+        values = dict(row_values)
+        for key, slug, value in combo:
+            values[key] = value
+            values[f"{key}_slug"] = slug
+        job_id = _combo_id(job_base, combo)
+        count = len(self.problems)
+
+        def fill(pattern: str, default_field: str) -> str | None:
+            try:
+                return fill_pattern(pattern, values).strip()
+            except (KeyError, ValueError) as exc:
+                field = str(getattr(exc, "field", "")) or default_field
+                self.problems.append(where.at(field, _field_message(exc, spec.where)))
+                return None
+
+        prompt = fill(spec.template.pattern, "prompt")
+        if prompt is not None and spec.style:
+            style = fill(spec.style, "style")
+            prompt = join_style(prompt, style or "")
+        images: list[str] = []
+        for pattern in spec.images:
+            text = fill(pattern, "images")
+            if text is None or bad & set(_fields(pattern)):
+                continue
+            problem, image = self.image(text, job_id, base, own)
+            if problem:
+                self.problems.append(where.at(_one_field(pattern, "images"), problem))
+            images.append(image)
+        tags = [tag for tag in (fill(pattern, "tags") for pattern in spec.tags) if tag]
+        if spec.suffix:
+            tags.append(f"pack:{spec.suffix}")
+        tags.extend(f"{key}:{slug}" for key, slug, _value in combo)
+        priority = spec.priority
+        if isinstance(spec.priority, str):
+            text = fill(spec.priority, "priority")
+            if text is not None and not bad & set(_fields(spec.priority)):
+                try:
+                    priority = int(text)
+                except ValueError:
+                    message = f"priority must be a whole number, got {text!r:.40}"
+                    self.problems.append(where.at(_one_field(spec.priority, "priority"), message))
+        if len(self.problems) > count or bad or prompt is None or isinstance(priority, str):
+            return
+        unique_tags = list(dict.fromkeys(tags))
+        for n, variant_id in enumerate(_variant_ids(job_id, spec.variants), start=1):
+            problem = _id_problem(variant_id)
+            if problem:
+                self.problems.append(where.at("id", problem))
+                return
+            job: dict[str, object] = {"id": variant_id, "prompt": prompt, "images": list(images)}
+            if spec.aspect_ratio:
+                job["aspect_ratio"] = spec.aspect_ratio
+            job["tags"] = unique_tags
+            job["priority"] = priority
+            if spec.model:
+                job["model"] = spec.model
+            if spec.variants > 1:
+                job["variant"] = n
+            job["sizes"] = list(spec.sizes)
+            yield job
+
+    def image(
+        self, text: str, job_id: str, base: Path, own: tuple[str, set[str]] | None
+    ) -> tuple[str, str]:
+        """(problem or "", the image as written to the job: absolute path or @ref)."""
+        if text.startswith("@"):
+            target = text[1:].strip()
+            return self.ref_problem(target, job_id, own), "@" + target
+        full = os.path.abspath(os.path.join(base, os.path.expanduser(text)))
+        if not self.is_file(full):
+            return f"image {text!r} not found ({full})", full
+        return "", full
+
+    def ref_problem(self, target: str, job_id: str, own: tuple[str, set[str]] | None) -> str:
+        """Catch chain refs that cannot work; refs to jobs elsewhere are left to the run."""
+        if not target:
+            return "an @ reference needs a job id"
+        if target == job_id or target.startswith(job_id + "-"):
+            return f"job {job_id!r} cannot use its own output (@{target})"
+        if target in self.static_ids or own is None:
+            return ""
+        base_id, ids = own
+        if target.startswith(base_id + "-") and target not in ids:
+            return f"@{target} is not a job of this row (it makes: {', '.join(sorted(ids))})"
+        return ""
+
+
+def _combo_id(job_base: str, combo: Combo) -> str:
     return "-".join([job_base, *(slug for _key, slug, _value in combo)])
 
 
@@ -850,114 +959,15 @@ def _variant_ids(job_id: str, variants: int) -> list[str]:
     return [job_id] if variants == 1 else [f"{job_id}-{n}" for n in range(1, variants + 1)]
 
 
-def _spec_jobs(
-    recipe: _Recipe,
-    spec: _Spec,
-    job_base: str,
-    row_values: Mapping[str, str],
-    combo: tuple[tuple[str, str, str], ...],
-    where: _Where,
-    base: Path,
-    static_ids: set[str],
-    problems: list[InputProblem],
-    *,
-    own_ids: tuple[str, set[str]] | None,
-) -> Iterator[dict[str, object]]:
-    values = dict(row_values)
-    values.update({key: value for key, _slug, value in combo})
-    job_id = _combo_id(job_base, combo)
-    count = len(problems)
-    try:
-        prompt = spec.template.render(values, style=spec.style)
-    except (KeyError, ValueError) as exc:
-        problems.append(where.at(_exc_field(exc), _field_message(exc, spec.where)))
-        return
-    images: list[str] = []
-    for pattern in spec.images:
-        column = _first_field(pattern, "images")
-        try:
-            text = fill_pattern(pattern, values).strip()
-        except (KeyError, ValueError) as exc:
-            problems.append(where.at(_exc_field(exc), _field_message(exc, spec.where)))
-            continue
-        if text.startswith("@"):
-            target = text[1:].strip()
-            message = _ref_problem(target, job_id, static_ids, own_ids)
-            if message:
-                problems.append(where.at(column, message))
-            images.append("@" + target)
-            continue
-        image = Path(text).expanduser()
-        full = os.path.abspath(image if image.is_absolute() else base / image)
-        if not os.path.isfile(full):
-            problems.append(where.at(column, f"image {text!r} not found ({full})"))
-        images.append(full)
-    tags: list[str] = []
-    for pattern in spec.tags:
-        try:
-            tags.append(fill_pattern(pattern, values).strip())
-        except (KeyError, ValueError) as exc:
-            problems.append(where.at(_exc_field(exc), _field_message(exc, spec.where)))
-    if spec.suffix:
-        tags.append(f"pack:{spec.suffix}")
-    tags.extend(f"{key}:{slug}" for key, slug, _value in combo)
-    priority = spec.priority
-    if isinstance(priority, str):
-        column = _first_field(priority, "priority")
-        try:
-            priority = int(fill_pattern(priority, values).strip())
-        except (KeyError, ValueError) as exc:
-            message = (
-                _field_message(exc, spec.where)
-                if isinstance(exc, MissingFieldError | EmptyFieldError)
-                else "priority must be an integer"
-            )
-            problems.append(where.at(column, message))
-    if len(problems) > count:
-        return
-    unique_tags = list(dict.fromkeys(t for t in tags if t))
-    for n, variant_id in enumerate(_variant_ids(job_id, spec.variants), start=1):
-        bad_id = _id_problem(variant_id)
-        if bad_id:
-            problems.append(where.at("id", bad_id))
-            return
-        job: dict[str, object] = {"id": variant_id, "prompt": prompt, "images": list(images)}
-        if spec.aspect_ratio:
-            job["aspect_ratio"] = spec.aspect_ratio
-        job["tags"] = unique_tags
-        job["priority"] = priority
-        if spec.model:
-            job["model"] = spec.model
-        if spec.variants > 1:
-            job["variant"] = n
-        job["sizes"] = list(spec.sizes)
-        yield job
+@functools.lru_cache(maxsize=1024)
+def _fields(pattern: str) -> tuple[str, ...]:
+    return pattern_fields(pattern)
 
 
-def _ref_problem(
-    target: str, job_id: str, static_ids: set[str], own_ids: tuple[str, set[str]] | None
-) -> str:
-    """Catch chain refs that cannot work; refs to jobs elsewhere are left to the run."""
-    if not target:
-        return "an @ reference needs a job id"
-    if target == job_id or target.startswith(job_id + "-"):
-        return f"job {job_id!r} cannot use its own output (@{target})"
-    if target in static_ids or own_ids is None:
-        return ""
-    base_id, ids = own_ids
-    if target.startswith(base_id + "-") and target not in ids:
-        made = ", ".join(sorted(ids))
-        return f"@{target} is not a job of this row (it makes: {made})"
-    return ""
-
-
-def _first_field(pattern: str, default: str) -> str:
-    fields = pattern_fields(pattern)
+def _one_field(pattern: str, default: str) -> str:
+    """The column a problem belongs to: the pattern's only field, else `default`."""
+    fields = _fields(pattern)
     return fields[0] if len(fields) == 1 else default
-
-
-def _exc_field(exc: Exception) -> str:
-    return str(getattr(exc, "field", "")) or (str(exc.args[0]) if exc.args else "")
 
 
 def _field_message(exc: Exception, where: str = "") -> str:

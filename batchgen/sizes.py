@@ -132,19 +132,13 @@ def resize(data: bytes, spec: SizeSpec) -> tuple[bytes, str, bool]:
 
 
 def _normalise_mode(image: Image.Image, fmt: str) -> Image.Image:
-    """Bring the image to RGB, or RGBA when the format can keep transparency."""
+    """RGB, or RGBA when the source has transparency and the format keeps it."""
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (
         image.mode == "P" and "transparency" in image.info
     )
-    if fmt == "JPEG" or not has_alpha:
-        if has_alpha:
-            # JPEG has no alpha: flatten onto white rather than onto black.
-            rgba = image.convert("RGBA")
-            flat = Image.new("RGB", rgba.size, _WHITE)
-            flat.paste(rgba, mask=rgba.getchannel("A"))
-            return flat
-        return image if image.mode == "RGB" else image.convert("RGB")
-    return image if image.mode == "RGBA" else image.convert("RGBA")
+    if has_alpha and fmt != "JPEG":
+        return image if image.mode == "RGBA" else image.convert("RGBA")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _white_for(mode: str) -> tuple[int, ...]:
