@@ -1,6 +1,6 @@
 /* batchgen gallery: filters, search and paging over window.BATCHGEN_DATA.
  * Job data is user text: it only ever reaches the page through textContent
- * and setAttribute, never innerHTML. Only one page of cards is in the DOM. */
+ * and setAttribute, never parsed as markup. Only one page of cards is in the DOM. */
 (function () {
   "use strict";
   var PAGE = 100;
