@@ -106,41 +106,9 @@ __all__ = ["expand_recipe", "register", "write_expanded"]
 MAX_PROBLEMS = 1000
 MAX_VARIANTS = 100
 
-_RECIPE_KEYS = frozenset(
-    {
-        "sheet",
-        "id",
-        "template",
-        "prompt",
-        "images",
-        "style",
-        "sizes",
-        "tags",
-        "aspect_ratio",
-        "priority",
-        "model",
-        "variants",
-        "templates_dir",
-        "vars",
-        "pack",
-        "matrix",
-        "jobs",
-    }
-)
-_ENTRY_KEYS = frozenset(
-    {
-        "template",
-        "prompt",
-        "images",
-        "style",
-        "sizes",
-        "tags",
-        "aspect_ratio",
-        "priority",
-        "model",
-        "variants",
-    }
-)
+_ENTRY_KEYS = frozenset(("template", "prompt", "images", "style", "sizes", "tags"))
+_ENTRY_KEYS |= {"aspect_ratio", "priority", "model", "variants"}
+_RECIPE_KEYS = _ENTRY_KEYS | {"sheet", "id", "templates_dir", "vars", "pack", "matrix", "jobs"}
 _STATIC_KEYS = _ENTRY_KEYS | {"id", "fields"}
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -303,12 +271,7 @@ class _RecipeLoader:
     def load(self) -> _Recipe | None:
         data = self.data
         for key in sorted(set(data) - _RECIPE_KEYS):
-            hint = (
-                " (top-level keys must come before the first [table])"
-                if key in ("variants", "sizes", "tags", "style")
-                else ""
-            )
-            self.problem(key, f"unknown key{hint}; allowed: {', '.join(sorted(_RECIPE_KEYS))}")
+            self.problem(key, f"unknown key; allowed: {', '.join(sorted(_RECIPE_KEYS))}")
 
         tdir = self.opt_str(data, "templates_dir")
         if tdir is not None:
@@ -355,7 +318,8 @@ class _RecipeLoader:
                     if isinstance(entry, str):
                         entry = {"template": entry}
                     if not isinstance(entry, dict):
-                        self.problem(where, "must be a template name or a table { template = ... }")
+                        message = "must be a template name or a table { template = ... }"
+                        self.problem(where, message + _top_level_hint(name))
                         continue
                     self.check_keys(entry, _ENTRY_KEYS, where)
                     settings = self.entry_settings(entry, where, defaults)
@@ -554,7 +518,8 @@ class _RecipeLoader:
             elif isinstance(values, dict):
                 pairs = [(str(slug), _cell(v)) for slug, v in values.items()]
             else:
-                self.problem(where, "must be a list of values or a table of slug = value")
+                message = "must be a list of values or a table of slug = value"
+                self.problem(where, message + _top_level_hint(key))
                 continue
             if not pairs:
                 self.problem(where, "needs at least one value")
@@ -651,6 +616,13 @@ def _key(where: str, key: str) -> str:
     return key if where in ("", "recipe") else f"{where}.{key}"
 
 
+def _top_level_hint(key: str) -> str:
+    """TOML puts keys written after [pack] or [matrix] inside that table."""
+    if key in _RECIPE_KEYS:
+        return f"; to set the recipe's {key!r}, move it above the first [table]"
+    return ""
+
+
 # --------------------------------------------------------------------------- sheets
 
 
@@ -685,21 +657,33 @@ class _Row:
     problem: str = ""
 
 
-def _csv_columns(path: Path, delimiter: str) -> list[str]:
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        header = next(csv.reader(fh, delimiter=delimiter), [])
+def _csv_columns(path: Path, delimiter: str) -> list[str] | None:
+    """The header's column names; None if unreadable (the row pass says why)."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            header = next(csv.reader(fh, delimiter=delimiter), [])
+    except (csv.Error, OSError, ValueError):
+        return None
     return [name.strip() for name in header]
 
 
 def _read_rows(path: Path) -> Iterator[_Row]:
-    """Stream rows with their line numbers; never loads the whole sheet."""
+    """Stream rows with their line numbers; never loads the whole sheet.
+
+    A sheet that cannot be read to the end becomes a last row carrying the
+    problem (line 0: the reader does not know where it stopped)."""
     kind = _sheet_kind(path)
-    if kind in ("csv", "tsv"):
-        yield from _read_csv(path, "\t" if kind == "tsv" else ",")
-    elif kind == "jsonl":
-        yield from _read_jsonl(path)
-    else:
-        yield from _read_parquet(path)
+    try:
+        if kind in ("csv", "tsv"):
+            yield from _read_csv(path, "\t" if kind == "tsv" else ",")
+        elif kind == "jsonl":
+            yield from _read_jsonl(path)
+        else:
+            yield from _read_parquet(path)
+    except UnicodeDecodeError:
+        yield _Row(0, {}, 'the sheet is not UTF-8 text; save it as UTF-8 ("CSV UTF-8")')
+    except (csv.Error, OSError, ValueError) as exc:
+        yield _Row(0, {}, f"cannot read the sheet: {exc}")
 
 
 def _read_csv(path: Path, delimiter: str) -> Iterator[_Row]:
@@ -795,7 +779,10 @@ class _Expander:
         kind = _sheet_kind(sheet)
         if kind not in ("csv", "tsv"):
             return set()
-        columns = set(_csv_columns(sheet, "\t" if kind == "tsv" else ","))
+        header = _csv_columns(sheet, "\t" if kind == "tsv" else ",")
+        if header is None:
+            return set()
+        columns = set(header)
         missing: set[str] = set()
         for name, user in self.recipe.needed.items():
             if name not in columns and name not in self.recipe.vars:
@@ -1049,9 +1036,14 @@ def _cmd_templates_list(args: argparse.Namespace) -> int:
         origin = "" if t.path is not None and t.path.parent == _builtin_parent() else " (user)"
         if t.name in builtin and origin:
             origin = " (user, overrides built-in)"
-        kind = "style" if t.kind == "style" else ", ".join(t.fields) or "-"
+        if t.kind == "style":
+            detail = f'style preset: recipes append it with style = "{t.name}"'
+        else:
+            detail = f"fields: {', '.join(t.fields) or '-'}"
+            detail += "; edits a reference photo" if t.edit else ""
+            detail += f"; aspect {t.aspect_ratio}" if t.aspect_ratio else ""
         sys.stdout.write(f"{t.name:<{width}}  v{t.version}  {t.description}{origin}\n")
-        sys.stdout.write(f"{'':<{width}}      fields: {kind}\n")
+        sys.stdout.write(f"{'':<{width}}      {detail}\n")
     return 0
 
 

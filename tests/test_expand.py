@@ -354,7 +354,8 @@ def test_chain_ref_elsewhere_is_left_to_the_run(shop: Path) -> None:
         (PACK.replace("[pack]", 'template = "sticker"\n[pack]'), "pack", "not both"),
         (PACK.replace("[pack]", 'style = "white_bg"\n[pack]'), "style", "not a style preset"),
         (PACK.replace("[pack]", 'shets = "x"\n[pack]'), "shets", "unknown key"),
-        (PACK + "\n[matrix]\nvariants = 2\n", "matrix.variants", "must be a list"),
+        (PACK + "\n[matrix]\nvariants = 2\n", "matrix.variants", "move it above the first"),
+        (PACK + 'sizes = ["amazon"]\n', "pack.sizes", "move it above the first [table]"),
         (PACK.replace('"products.csv"', '"gone.csv"'), "sheet", "not found"),
         (PACK.replace('detail = "detail"', "detail = { tags = [] }"), "pack.detail", "needs a"),
         (PACK.replace('id = "{sku}"', 'id = "{sku!r}"'), "id", "plain field name"),
@@ -411,6 +412,19 @@ def test_multiline_cell_keeps_the_row_start_line(shop: Path) -> None:
     )
     found = problems(recipe(shop, PACK))
     assert [(p.line, p.field) for p in found] == [(4, "name")]
+
+
+def test_unreadable_sheet_is_a_problem_not_a_crash(shop: Path) -> None:
+    (shop / "products.csv").write_bytes("sku,name\nA1,caf\xe9\n".encode("latin-1"))
+    found = problems(recipe(shop, PACK))
+    assert any("not UTF-8" in p.message for p in found)
+
+
+def test_tsv_sheet(shop: Path) -> None:
+    lines = ["\t".join(COLUMNS), "\t".join(product("A1"))]
+    (shop / "products.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    jobs = expand(recipe(shop, PACK.replace("products.csv", "products.tsv")))
+    assert len(jobs) == 3
 
 
 def test_parquet_sheet(shop: Path) -> None:
