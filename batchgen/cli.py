@@ -81,6 +81,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         default=900.0,
         help="a server asking to wait longer than this stops the run (900 s)",
     )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="answer cache shared across output folders (pays once per request)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for retry jitter")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
 
@@ -151,6 +158,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
         max_retry_delay=args.max_retry_delay,
         seed=args.seed,
         progress=not args.no_progress,
+        cache_dir=args.cache,
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from batchgen import reader
+from batchgen.cache import SharedCache
 from batchgen.config import RunConfig
 from batchgen.errors import (
     EXIT_ABORTED,
@@ -76,8 +77,10 @@ def expand_inputs(paths: Sequence[Path], out: Path | None) -> list[Path]:
 
 def dry_run(paths: Sequence[Path], config: RunConfig, prices: PriceTable) -> RunResult:
     """Count new, changed and done jobs and estimate the cost, without sending or writing."""
+
     def expected(job: Job) -> float:
         return prices.expected(job.model or config.model, job.prompt, len(job.images))
+
     state = config.out / STATE_DIR / "state.sqlite"
     if state.exists():
         with Store(config.out, readonly=True) as store:
@@ -153,6 +156,7 @@ async def _schedule(
     to_run = result.plan.to_run if config.limit is None else min(config.limit, result.plan.to_run)
     progress = Progress(to_run, enabled=config.progress)
     connector = aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=config.concurrency)
+    shared = SharedCache(config.cache_dir) if config.cache_dir is not None else None
     async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
         scheduler = Scheduler(
             config,
@@ -163,6 +167,7 @@ async def _schedule(
             budget=Budget(config.budget, store.spent()),
             sharded=sharded,
             on_change=progress.update,
+            shared_cache=shared,
         )
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -197,6 +202,8 @@ async def _schedule(
             result.stop = scheduler.stop
             result.counters = scheduler.counters
             progress.close(scheduler.counters)
+            if shared is not None:
+                shared.close()
 
 
 def _exit_code(result: RunResult) -> int:

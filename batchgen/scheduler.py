@@ -30,11 +30,12 @@ from pathlib import Path
 import aiohttp
 
 from batchgen import client
+from batchgen.cache import CachedAnswer, Coalescer, SharedCache, request_key
 from batchgen.config import RunConfig
 from batchgen.errors import AbortError
 from batchgen.limiter import Pacer, backoff
 from batchgen.mime import sniff_mime
-from batchgen.models import ErrorInfo, Job, Outcome, OutcomeKind, Status
+from batchgen.models import ErrorInfo, GeneratedImage, Job, Outcome, OutcomeKind, Status
 from batchgen.planner import job_fingerprint
 from batchgen.pricing import PriceTable
 from batchgen.sink import write_images, write_sizes
@@ -59,6 +60,7 @@ class Counters:
     rate_limited: int = 0
     spent: float = 0.0
     in_flight: int = 0
+    cache_hits: int = 0
 
     def count(self, status: Status) -> None:
         if status is Status.DONE:
@@ -108,6 +110,10 @@ class WorkItem:
     fingerprint: str = ""
     last: Outcome | None = None
     sizes_written: list[str] = field(default_factory=list)
+    cache_key: str = ""
+    #: This item is the one request in flight for its cache key.
+    claimed: bool = False
+    last_cost: float = 0.0
 
 
 class Scheduler:
@@ -122,6 +128,7 @@ class Scheduler:
         budget: Budget,
         sharded: bool,
         on_change: Callable[[Counters], None] | None = None,
+        shared_cache: SharedCache | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -131,6 +138,8 @@ class Scheduler:
         self.budget = budget
         self.sharded = sharded
         self.counters = Counters()
+        self.shared_cache = shared_cache
+        self._coalescer = Coalescer()
         self.stop: StopReason | None = None
         self._on_change = on_change or (lambda c: None)
         self._rng = random.Random(config.seed)
@@ -266,6 +275,9 @@ class Scheduler:
 
     def _settle_item(self, item: WorkItem, *, final: bool) -> None:
         """An item leaves the run: ended, or left pending by a stop."""
+        if item.claimed:
+            self._coalescer.release(item.cache_key)
+            item.claimed = False
         self._outstanding -= 1
         if not any(ref.startswith("@") for ref in item.job.images):
             self._room.release()
@@ -288,6 +300,7 @@ class Scheduler:
             item.fingerprint = fp or ""
             self.store.set_fingerprint(job.id, item.fingerprint)
         item.body = json.dumps(client.build_request(job, refs)).encode()
+        item.cache_key = request_key(job, item.model, [data for _mime, data in refs])
 
     def _ref_path(self, ref: str) -> Path:
         if not ref.startswith("@"):
@@ -303,6 +316,8 @@ class Scheduler:
             await self._prepare(item)
         assert item.body is not None
         job = item.job
+        if not item.claimed and await self._from_cache(item):
+            return True
         reserve = self.prices.worst_case(item.model, job.prompt, len(job.images))
         if not self.budget.reserve(reserve):
             self.request_stop(
@@ -344,6 +359,7 @@ class Scheduler:
             if outcome.usage is None and n_images == 0:
                 cost, source = 0.0, ""
             self.budget.settle(reserve, cost)
+            item.last_cost = cost
             self.counters.spent += cost
             usage = outcome.usage
             self.store.record_attempt(
@@ -367,6 +383,7 @@ class Scheduler:
             files = await asyncio.to_thread(
                 write_images, self.store.out, job.id, outcome.images, sharded=self.sharded
             )
+            await self._remember(item, outcome, files)
             if job.sizes:
                 files += await asyncio.to_thread(
                     write_sizes, self.store.out, job.id, outcome.images[0].data, job.sizes
@@ -440,6 +457,54 @@ class Scheduler:
         )
         self._retry_later(item, delay)
         return False
+
+    async def _from_cache(self, item: WorkItem) -> bool:
+        """Finish `item` from an identical earlier answer, waiting for one in flight;
+        False (with the key claimed) when this item has to send the request itself."""
+        while True:
+            answer = await self._cached_answer(item.cache_key)
+            if answer is not None:
+                job = item.job
+                files = await asyncio.to_thread(
+                    write_images, self.store.out, job.id, answer.images, sharded=self.sharded
+                )
+                if job.sizes:
+                    files += await asyncio.to_thread(
+                        write_sizes, self.store.out, job.id, answer.images[0].data, job.sizes
+                    )
+                self.store.mark_cache_hit(job.id, answer.cost_usd)
+                self.counters.cache_hits += 1
+                return self._end(item, Status.DONE, files=files, text=answer.text)
+            if await self._coalescer.claim(item.cache_key):
+                item.claimed = True
+                return False
+
+    async def _cached_answer(self, key: str) -> CachedAnswer | None:
+        local = self.store.cached_request(key)
+        if local is not None:
+            files, text, cost = local
+            paths = [self.store.out / f for f in files]
+            try:
+                datas = await asyncio.to_thread(lambda: [p.read_bytes() for p in paths])
+            except OSError:
+                datas = []
+            images = tuple(GeneratedImage(sniff_mime(d[:16]) or "image/png", d) for d in datas)
+            if images and all(sniff_mime(i.data[:16]) for i in images):
+                return CachedAnswer(images, text, cost)
+        if self.shared_cache is not None:
+            return await asyncio.to_thread(self.shared_cache.get, key)
+        return None
+
+    async def _remember(self, item: WorkItem, outcome: Outcome, files: list[str]) -> None:
+        if not item.cache_key:
+            return
+        images_only = files[: len(outcome.images)]
+        self.store.remember_request(
+            item.cache_key, item.job.id, images_only, outcome.text, item.last_cost
+        )
+        if self.shared_cache is not None:
+            answer = CachedAnswer(outcome.images, outcome.text, item.last_cost)
+            await asyncio.to_thread(self.shared_cache.put, item.cache_key, answer)
 
     def _backoff(self, attempt: int) -> float:
         return backoff(

@@ -72,7 +72,20 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
+def _m002_request_cache(db: sqlite3.Connection) -> None:
+    _script(
+        db,
+        """
+        ALTER TABLE jobs ADD COLUMN cache_hit INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE jobs ADD COLUMN saved_usd REAL NOT NULL DEFAULT 0;
+        CREATE TABLE request_cache (
+            key TEXT PRIMARY KEY, job_id TEXT NOT NULL, files TEXT NOT NULL,
+            text TEXT NOT NULL DEFAULT '', cost_usd REAL NOT NULL DEFAULT 0);
+        """,
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_request_cache]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -296,8 +309,8 @@ class Store:
                    ON CONFLICT(id) DO UPDATE SET fingerprint=excluded.fingerprint,
                      status='pending', priority=excluded.priority, plan_run=excluded.plan_run,
                      job=excluded.job, attempts=0, files='[]', error_kind=NULL,
-                     http_status=NULL, error_message=NULL, text='', started_at=NULL,
-                     finished_at=NULL""",
+                     cache_hit=0, saved_usd=0, http_status=NULL, error_message=NULL, text='',
+                     started_at=NULL, finished_at=NULL""",
                 (job.id, fingerprint, job.priority, self.run_id, _job_json(job)),
             )
         else:
@@ -390,6 +403,30 @@ class Store:
         )
         self.commit()
 
+    # -- request cache (this folder) ------------------------------------------
+    def cached_request(self, key: str) -> tuple[list[str], str, float] | None:
+        """Files (relative to OUT), text and original cost of a finished identical request."""
+        row = self.db.execute(
+            "SELECT files, text, cost_usd FROM request_cache WHERE key=?", (key,)
+        ).fetchone()
+        return None if row is None else (json.loads(row[0]), row[1], float(row[2]))
+
+    def remember_request(
+        self, key: str, job_id: str, files: list[str], text: str, cost: float
+    ) -> None:
+        self._begin()
+        self.db.execute(
+            "INSERT OR REPLACE INTO request_cache VALUES (?, ?, ?, ?, ?)",
+            (key, job_id, json.dumps(files), text, cost),
+        )
+
+    def mark_cache_hit(self, job_id: str, saved: float) -> None:
+        self._begin()
+        self.db.execute(
+            "UPDATE jobs SET cache_hit=1, saved_usd=?, cost_source='cache' WHERE id=?",
+            (saved, job_id),
+        )
+
     # -- image hashes --------------------------------------------------------
     def cached_hash(self, path: str, size: int, mtime_ns: int) -> str | None:
         row = self.db.execute(
@@ -457,7 +494,8 @@ class Store:
             """SELECT count(*), coalesce(sum(requests),0),
                coalesce(sum(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END),0),
                coalesce(sum(prompt_tokens),0), coalesce(sum(output_tokens),0),
-               coalesce(sum(cost_usd),0), min(started_at), max(finished_at)
+               coalesce(sum(cost_usd),0), min(started_at), max(finished_at),
+               coalesce(sum(cache_hit),0), coalesce(sum(saved_usd),0)
                FROM jobs"""
         ).fetchone()
         kinds = dict(
@@ -487,4 +525,6 @@ class Store:
             "errors": kinds,
             "cost_sources": sources,
             "elapsed_s": float(elapsed),
+            "cache_hits": int(row[8]),
+            "saved_usd": float(row[9]),
         }
