@@ -13,13 +13,16 @@ from batchgen.scheduler import Counters
 
 
 def _fields(c: Counters) -> str:
-    return (f"done={c.done} blocked={c.blocked} failed={c.failed} retrying={c.retrying} "
-            f"requests={c.requests} spend=${c.spent:.2f}")
+    return (
+        f"done={c.done} blocked={c.blocked} failed={c.failed} retrying={c.retrying} "
+        f"requests={c.requests} spend=${c.spent:.2f}"
+    )
 
 
 class Progress:
-    def __init__(self, total: int, *, enabled: bool = True, stream: TextIO | None = None,
-                 every: float = 5.0) -> None:
+    def __init__(
+        self, total: int, *, enabled: bool = True, stream: TextIO | None = None, every: float = 5.0
+    ) -> None:
         self.total = total
         self.stream = stream or sys.stderr
         self.enabled = enabled

@@ -50,7 +50,8 @@ def _tag_rollup(store: Store) -> dict[str, dict[str, Any]]:
             continue
         for tag in json.loads(tags_json):
             entry = tags.setdefault(
-                tag, {"jobs": 0, "done": 0, "failed": 0, "blocked": 0, "cost_usd": 0.0})
+                tag, {"jobs": 0, "done": 0, "failed": 0, "blocked": 0, "cost_usd": 0.0}
+            )
             entry["jobs"] += 1
             if status in entry:
                 entry[status] += 1
@@ -85,6 +86,7 @@ def summarize(store: Store) -> dict[str, Any]:
         "cost_sources": agg["cost_sources"],
         "elapsed_s": round(elapsed, 3),
         "images_per_minute": round(counts["done"] * 60 / elapsed, 2) if elapsed > 0 else 0.0,
+        "cache": {"hits": agg["cache_hits"], "saved_usd": round(agg["saved_usd"], 6)},
         "by_tag": _tag_rollup(store),
     }
 
@@ -96,9 +98,13 @@ def job_row(rec: JobRecord) -> dict[str, Any]:
         "attempts": rec.attempts,
         "requests": rec.requests,
         "files": rec.files,
-        "error": None if rec.error is None else {
-            "kind": rec.error.kind, "http_status": rec.error.http_status,
-            "message": rec.error.message},
+        "error": None
+        if rec.error is None
+        else {
+            "kind": rec.error.kind,
+            "http_status": rec.error.http_status,
+            "message": rec.error.message,
+        },
         "text": rec.text,
         "prompt": rec.prompt,
         "tokens": {"prompt": rec.prompt_tokens, "output": rec.output_tokens},

@@ -60,8 +60,9 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def write_images(out: Path, job_id: str, images: tuple[GeneratedImage, ...], *,
-                 sharded: bool) -> list[str]:
+def write_images(
+    out: Path, job_id: str, images: tuple[GeneratedImage, ...], *, sharded: bool
+) -> list[str]:
     """Write a job's images; return their paths relative to `out`.
     Extra images of one answer become `<id>-2.<ext>`, `<id>-3.<ext>`, …"""
     folder = image_dir(out, job_id, sharded=sharded)
