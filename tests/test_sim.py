@@ -5,10 +5,12 @@ Each test starts a real simulator on loopback and talks to it with aiohttp.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -490,3 +492,33 @@ async def test_script_answers_in_order(session: aiohttp.ClientSession) -> None:
         _, _, doc = await post(session, scripted, "another fox")
     assert statuses == [503, 200, 200]
     assert image_parts(doc)
+
+
+async def test_transport_tricks_log_no_server_errors(
+    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aiohttp")
+    quick = aiohttp.ClientTimeout(total=0.2)
+    async with Simulator(SimConfig(small_images=True, slow_interval_s=0.005)) as sim:
+        for kind in ("reset", "truncate", "slow", "hang", "slow", "reset", "slow"):
+            with pytest.raises((aiohttp.ClientError, TimeoutError)):
+                async with session.post(
+                    sim.base_url + PATH, json=request_body(f"x [[sim:{kind}]]"), timeout=quick
+                ) as resp:
+                    await resp.read()
+        # A slow answer's next byte (5 ms later) meets the closed connection.
+        await asyncio.sleep(0.05)
+        status, _, _ = await post(session, sim)  # still serving
+    assert status == 200
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_stats_endpoint_for_other_processes(
+    session: aiohttp.ClientSession, sim: Simulator
+) -> None:
+    await post(session, sim, "x [[sim:500]]")
+    async with session.get(sim.base_url + "/_sim/stats") as resp:
+        doc = await resp.json()
+    assert doc["total"] == 1
+    assert doc["by_status"] == {"500": 1}
+    assert doc["forced"] == {"500": 1}

@@ -394,12 +394,15 @@ class SimState:
         """Send a valid answer one byte per `slow_interval_s` (a slowloris)."""
         response = web.StreamResponse(status=200, headers={"Content-Type": JSON_TYPE})
         response.content_length = len(body)
-        await response.prepare(request)
-        for i in range(len(body)):
-            await response.write(body[i : i + 1])
-            if await self._stopped_within(self.config.slow_interval_s):
-                return _drop(request)
-        await response.write_eof()
+        try:
+            await response.prepare(request)
+            for i in range(len(body)):
+                await response.write(body[i : i + 1])
+                if await self._stopped_within(self.config.slow_interval_s):
+                    return _drop(request)
+            await response.write_eof()
+        except ConnectionError:  # the client gave up: the usual end of a slowloris
+            pass
         return response
 
     async def _read_body(self, request: web.Request) -> bytes | None:

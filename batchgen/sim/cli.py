@@ -113,6 +113,8 @@ def run_serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         asyncio.run(serve(config))
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        return EXIT_OK
     except OSError as exc:
         print(f"batchgen sim: cannot serve on {config.host}:{config.port}: {exc}", file=sys.stderr)
         return EXIT_USAGE
