@@ -182,6 +182,8 @@ def _stat(
     label: str, testid: str, value: str, *, cls: str = "", unit: str = "", pre: str = ""
 ) -> str:
     dot = '<span class="dot"></span>' if cls else ""
+    if cls and value == "0":
+        cls += " zero"
     before = f'<span class="unit">{_e(pre)}</span>' if pre else ""
     after = f' <span class="unit">{_e(unit)}</span>' if unit else ""
     return (
