@@ -78,7 +78,7 @@ async def test_twice_the_rpm_gets_per_minute_429s(session: aiohttp.ClientSession
 
 
 async def test_short_window_frees_a_slot_after_retry_delay(session: aiohttp.ClientSession) -> None:
-    async with Simulator(SimConfig(small_images=True, rpm=2, quota_window_s=0.3)) as sim:
+    async with Simulator(SimConfig(small_images=True, rpm=2, quota_window_s=1.0)) as sim:
         assert [(await send(session, sim))[0] for _ in range(3)] == [200, 200, 429]
         status, doc = await send(session, sim)
         if status == 429:  # the server says how long; trusting it must work
