@@ -52,9 +52,11 @@ MAX_LINE_BYTES: int = 32 * 1024 * 1024
 MAX_PROBLEMS: int = 10_000
 
 ID_MAX_LEN = 128
-#: What an id may look like. It becomes a file name in the output folder,
-#: so only characters that are safe on every file system, and no leading
-#: `.` (hidden files, `..`) or `-` (read as an option by shell tools).
+#: The characters an id may use. It becomes a file name in the output
+#: folder, so only characters safe on every file system, and no leading `.`
+#: (hidden files, `..`) or `-` (read as an option by shell tools). A match is
+#: necessary, not sufficient: `validate_id` also refuses Windows device names
+#: (`con`, `nul.png`) and a trailing `.`.
 ID_PATTERN: re.Pattern[str] = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
 
 # Windows opens the device, not a file, for these names with any extension.
@@ -331,8 +333,9 @@ def read_jobs(paths: Sequence[Path]) -> Iterator[Job]:
     dropped without a word. Image files, duplicates and chains are not
     re-checked here: that is `validate`'s whole-run pass.
     """
-    for path in paths:
-        name, base = str(path), _base_dir(path)
+    for given in paths:
+        path = Path(given)  # callers sometimes pass str; the name stays as given
+        name, base = str(given), _base_dir(path)
         for item in iter_source(path, MAX_LINE_BYTES):
             if isinstance(item, InputProblem):
                 raise InputError([item])
@@ -354,7 +357,8 @@ def validate(paths: Sequence[Path], *, check_images: bool = True) -> int:
     names = [str(p) for p in paths]
     count = 0
     seen_files: dict[str, str] = {}
-    for index, path in enumerate(paths):
+    for index, given in enumerate(paths):
+        path = Path(given)
         name, base = names[index], _base_dir(path)
         real = os.path.realpath(path)
         if real in seen_files:

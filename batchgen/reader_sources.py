@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 from batchgen.errors import InputProblem
 from batchgen.reader_checks import human_size as _size
@@ -44,6 +44,9 @@ FORMATS = {
 }
 
 _BOM = b"\xef\xbb\xbf"
+# Excel's "Unicode Text" export; one problem for the file beats one per line.
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_UTF16 = "file is UTF-16 encoded; save it as UTF-8"
 _JSON_BLANK = " \t\r\n"
 _BATCH_ROWS = 4096
 
@@ -63,6 +66,10 @@ class RawRow:
 
 
 SourceItem = RawRow | InputProblem
+
+
+class _Utf16(Exception):
+    pass
 
 
 class _LineTooLong(Exception):
@@ -122,17 +129,17 @@ def _json_type(value: object) -> str:
     return type(value).__name__
 
 
-def _read_line(f: Any, max_line_bytes: int) -> tuple[bytes, bool]:
+def _read_line(f: BinaryIO, max_line_bytes: int) -> tuple[bytes, bool]:
     """Read one physical line, never more than the cap into memory.
 
     Returns the line and whether it was cut; a cut line's remainder is
     consumed so the next read starts on the next line.
     """
-    raw: bytes = f.readline(max_line_bytes + 1)
+    raw = f.readline(max_line_bytes + 1)
     if len(raw) <= max_line_bytes or (raw.endswith(b"\n") and len(raw) == max_line_bytes + 1):
         return raw, False
     while True:
-        rest: bytes = f.readline(1 << 20)
+        rest = f.readline(1 << 20)
         if not rest or rest.endswith(b"\n"):
             return raw, True
 
@@ -151,6 +158,9 @@ def _iter_jsonl(path: Path, name: str, max_line_bytes: int) -> Iterator[SourceIt
                 continue
             if line == 1 and raw.startswith(_BOM):
                 raw = raw[len(_BOM) :]
+            if line == 1 and raw.startswith(_UTF16_BOMS):
+                yield InputProblem(name, 1, "", _UTF16)
+                return
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -198,12 +208,16 @@ def _iter_csv(path: Path, name: str, max_line_bytes: int) -> Iterator[SourceItem
                     raise _LineTooLong(n)
                 if n == 1 and raw.startswith(_BOM):
                     raw = raw[len(_BOM) :]
+                if n == 1 and raw.startswith(_UTF16_BOMS):
+                    raise _Utf16
                 try:
                     yield raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     bad_lines[n] = _utf8_problem(raw, exc)
                     yield raw.decode("utf-8", "replace")
 
+    # The limit is module-wide: raise it (never lower it) so one quoted field
+    # may be as long as a line may be, instead of the default 128 KB.
     if csv.field_size_limit() < max_line_bytes:
         csv.field_size_limit(max_line_bytes)
     reader = csv.reader(physical_lines(), strict=True)
@@ -215,6 +229,9 @@ def _iter_csv(path: Path, name: str, max_line_bytes: int) -> Iterator[SourceItem
         try:
             cells = next(reader)
         except StopIteration:
+            return
+        except _Utf16:
+            yield InputProblem(name, 1, "", _UTF16)
             return
         except _LineTooLong as exc:
             limit = _size(max_line_bytes)

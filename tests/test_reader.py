@@ -153,6 +153,30 @@ def test_mixed_files_stream_in_order(tmp_path: Path) -> None:
     assert [j.source for j in read_jobs([b, a])] == [str(b), str(a), str(a)]
 
 
+def test_paths_given_as_str_are_accepted_and_named_as_given(tmp_path: Path) -> None:
+    path = jsonl(tmp_path / "j.jsonl", {"id": "a", "prompt": "p"})
+    assert validate([str(path)]) == 1  # type: ignore[list-item]
+    (job,) = read_jobs([str(path)])  # type: ignore[list-item]
+    assert job.source == str(path)
+
+
+def test_old_mac_line_endings_are_a_problem_not_a_crash(tmp_path: Path) -> None:
+    path = write(tmp_path / "j.csv", "id,prompt\ra,p\rb,q\r")
+    (found,) = problems([path])
+    assert (found.line, found.field) == (1, "")
+    assert found.message.startswith("broken CSV")
+
+
+def test_utf16_file_is_one_problem(tmp_path: Path) -> None:
+    row = '{"id": "a", "prompt": "p"}\n'
+    j = write(tmp_path / "j.jsonl", (row * 3).encode("utf-16"))
+    c = write(tmp_path / "c.csv", "id,prompt\na,p\n".encode("utf-16"))
+    found = problems([j, c])
+    assert [(p.line, p.message) for p in found] == [
+        (1, "file is UTF-16 encoded; save it as UTF-8")
+    ] * 2
+
+
 def test_sample_fixtures_validate() -> None:
     paths = [DATA / "products.csv", DATA / "chained.jsonl"]
     assert validate(paths) == 5
