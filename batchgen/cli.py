@@ -89,6 +89,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="answer cache shared across output folders (pays once per request)",
     )
     p.add_argument("--seed", type=int, default=None, help="seed for retry jitter")
+    # Advanced (tests and chaos runs shrink the retry delays): base and cap of the backoff.
+    p.add_argument("--backoff-base", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.add_argument("--backoff-cap", type=float, default=60.0, help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress display")
 
 
@@ -157,6 +160,8 @@ def _config(args: argparse.Namespace) -> RunConfig:
         prices_file=args.prices,
         max_retry_delay=args.max_retry_delay,
         seed=args.seed,
+        backoff_base=args.backoff_base,
+        backoff_cap=args.backoff_cap,
         progress=not args.no_progress,
         cache_dir=args.cache,
     )
