@@ -6,7 +6,9 @@ produces job dicts in the JSONL job-file format (``id``, ``prompt``,
 ``sizes``). Everything is expanded before a run starts, so resume, retries,
 reports and the budget treat these jobs like any others.
 
-Recipe schema (top-level keys must come before the first ``[table]``)::
+Recipe schema (top-level keys must come before the first ``[table]``; only
+``variants`` and ``templates_dir`` are also understood below ``[pack]`` or
+``[matrix]``, where they cannot be anything else)::
 
     sheet = "products.csv"      # optional; relative to the recipe. Without a sheet
                                 # the recipe expands one row made of [vars].
@@ -55,8 +57,11 @@ field is then ``n``). Tags: the recipe's and entry's tags, ``pack:<entry>``,
 and ``<matrix key>:<slug>`` per combination, so cost per campaign falls out
 of the report. Matrix values are also fields: ``{persona}`` is the value
 ("a professional chef"), ``{persona_slug}`` the slug ("chef"; the same as the
-value for a list). ``{id}`` is the row's base id, so a chained edit inside a
-matrix reads ``images = ["@{id}-white_bg-{season_slug}"]``.
+value for a list). ``{id}`` is the row's base id. Inside a matrix, a chain
+ref that names one of the row's pack jobs without the matrix part
+(``@{sku}-white_bg``) means the same combination's job
+(``@<sku>-white_bg-winter``); spell it out (``@{id}-white_bg-{season_slug}``)
+to pick another combination.
 
 Validation: a first pass reads the whole sheet and collects *every* problem
 (missing column, empty field, unknown template or size, missing photo, bad
@@ -270,6 +275,7 @@ class _RecipeLoader:
 
     def load(self) -> _Recipe | None:
         data = self.data
+        self.hoist_settings()
         for key in sorted(set(data) - _RECIPE_KEYS):
             self.problem(key, f"unknown key; allowed: {', '.join(sorted(_RECIPE_KEYS))}")
 
@@ -357,6 +363,20 @@ class _RecipeLoader:
         return recipe
 
     # -- pieces
+
+    def hoist_settings(self) -> None:
+        """Read ``variants = N`` and ``templates_dir = "..."`` written below
+        [pack] or [matrix] as the recipe's own: in TOML they land inside that
+        table, yet as a scalar they cannot be a pack entry or a matrix axis."""
+        for table_name in ("pack", "matrix"):
+            table = self.data.get(table_name)
+            if not isinstance(table, dict):
+                continue
+            for key, kind in (("variants", int), ("templates_dir", str)):
+                if key in table and isinstance(table[key], kind):
+                    if key in self.data:
+                        self.problem(f"{table_name}.{key}", f"{key!r} is set twice")
+                    self.data[key] = table.pop(key)
 
     def entry_settings(
         self, entry: Mapping[str, object], where: str, defaults: _Settings
@@ -875,7 +895,7 @@ class _Expander:
             text = fill(pattern, "images")
             if text is None or bad & set(_fields(pattern)):
                 continue
-            problem, image = self.image(text, job_id, base, own)
+            problem, image = self.image(text, job_id, base, own, combo)
             if problem:
                 self.problems.append(where.at(_one_field(pattern, "images"), problem))
             images.append(image)
@@ -913,11 +933,20 @@ class _Expander:
             yield job
 
     def image(
-        self, text: str, job_id: str, base: Path, own: tuple[str, set[str]] | None
+        self,
+        text: str,
+        job_id: str,
+        base: Path,
+        own: tuple[str, set[str]] | None,
+        combo: Combo = (),
     ) -> tuple[str, str]:
         """(problem or "", the image as written to the job: absolute path or @ref)."""
         if text.startswith("@"):
             target = text[1:].strip()
+            if own is not None and combo and target not in own[1]:
+                # "@{sku}-white_bg" inside a matrix means this combination's white_bg.
+                same = _combo_id(target, combo)
+                target = same if same in own[1] else target
             return self.ref_problem(target, job_id, own), "@" + target
         full = os.path.abspath(os.path.join(base, os.path.expanduser(text)))
         if not self.is_file(full):

@@ -354,7 +354,7 @@ def test_chain_ref_elsewhere_is_left_to_the_run(shop: Path) -> None:
         (PACK.replace("[pack]", 'template = "sticker"\n[pack]'), "pack", "not both"),
         (PACK.replace("[pack]", 'style = "white_bg"\n[pack]'), "style", "not a style preset"),
         (PACK.replace("[pack]", 'shets = "x"\n[pack]'), "shets", "unknown key"),
-        (PACK + "\n[matrix]\nvariants = 2\n", "matrix.variants", "move it above the first"),
+        (PACK + '\n[matrix]\ntags = "x"\n', "matrix.tags", "move it above the first"),
         (PACK + 'sizes = ["amazon"]\n', "pack.sizes", "move it above the first [table]"),
         (PACK.replace('"products.csv"', '"gone.csv"'), "sheet", "not found"),
         (PACK.replace('detail = "detail"', "detail = { tags = [] }"), "pack.detail", "needs a"),
@@ -492,6 +492,51 @@ def test_memory_stays_flat_as_the_sheet_grows(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- samples and CLI
+
+
+BRIEF_EXAMPLE = """
+sheet = "products.csv"          # relative to the recipe
+id = "{sku}"                    # id pattern for the base id
+images = ["{photo}"]            # reference images (paths relative to the sheet); optional
+style = "house_style"           # optional style preset appended to every prompt
+sizes = ["amazon", "shopify", "instagram"]
+tags = ["brand:{brand}", "line:{line}"]
+[pack]                          # product pack: variant name -> template
+white_bg = "white_bg"
+scene = { template = "scene", images = ["@{sku}-white_bg"] }   # optional chain
+detail = { template = "detail", aspect_ratio = "4:5" }
+[matrix]                        # optional: one job per combination
+season = ["summer", "winter"]
+variants = 1                    # optional N distinct images per job
+templates_dir = "templates"     # optional user template folder
+"""
+
+
+def test_the_schema_example_from_the_design_works_verbatim(tmp_path: Path) -> None:
+    (tmp_path / "products.csv").write_bytes((SAMPLES / "products.csv").read_bytes())
+    (tmp_path / "photos").mkdir()
+    for photo in (SAMPLES / "photos").iterdir():
+        (tmp_path / "photos" / photo.name).write_bytes(photo.read_bytes())
+    (tmp_path / "templates").mkdir()
+    jobs = {j["id"]: j for j in expand(recipe(tmp_path, BRIEF_EXAMPLE))}
+    assert len(jobs) == 12 * 3 * 2
+    job = jobs["MUG-001-detail-winter"]
+    assert job["aspect_ratio"] == "4:5"
+    assert job["tags"] == ["brand:Hearth & Co", "line:kitchen", "pack:detail", "season:winter"]
+    assert "variant" not in job
+    # The chain names the white_bg job without the season: it means the
+    # white_bg of the same season.
+    assert jobs["MUG-001-scene-summer"]["images"] == ["@MUG-001-white_bg-summer"]
+    assert jobs["MUG-001-scene-winter"]["images"] == ["@MUG-001-white_bg-winter"]
+
+
+def test_variants_below_a_table_are_read_as_the_recipes(shop: Path) -> None:
+    body = 'sheet = "products.csv"\nid = "{sku}"\nprompt = "A {name}"\n[matrix]\n'
+    body += 'season = ["summer"]\nvariants = 2\n'
+    ids = [j["id"] for j in expand(recipe(shop, body))]
+    assert ids == ["A1-summer-1", "A1-summer-2", "B2-summer-1", "B2-summer-2"]
+    twice = body.replace('prompt = "A {name}"', 'prompt = "A {name}"\nvariants = 3')
+    assert "set twice" in problems(recipe(shop, twice))[0].message
 
 
 def test_sample_catalogue_expands_to_36_jobs() -> None:
