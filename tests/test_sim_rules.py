@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import random
 import statistics
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import batchgen.sim
-from batchgen.sim import images
+from batchgen.sim import images, wire
 from batchgen.sim.faults import (
     KINDS,
     Latency,
@@ -285,3 +286,27 @@ def test_closest_ratio_and_reference_inspection() -> None:
     Image.new("RGB", (40, 20), (10, 20, 30)).save(buf, "PNG")
     assert images.inspect_reference(buf.getvalue()) == ((10, 20, 30), (40, 20))
     assert images.inspect_reference(b"not an image") is None
+
+
+# -- wire ------------------------------------------------------------------
+
+
+@given(
+    text=st.one_of(st.none(), st.text(max_size=40)),
+    n_images=st.integers(min_value=0, max_value=3),
+    prompt=st.text(max_size=60),
+)
+def test_fast_answer_is_the_documented_answer(text: str | None, n_images: int, prompt: str) -> None:
+    images_ = [("image/png", f"iVBOR{i}==") for i in range(n_images)]
+    usage = wire.usage(prompt, 1, n_images, text or "")
+    usage_text = wire.usage_json(
+        wire.text_tokens(prompt), 1, n_images, wire.text_tokens(text or "")
+    )
+    fast = wire.fast_answer(
+        text, images_, model="gemini-2.5-flash-image", response_id="r-1", usage=usage_text
+    )
+    parts = ([{"text": text}] if text is not None else []) + [
+        wire.image_part(m, d) for m, d in images_
+    ]
+    slow = wire.answer(parts, model="gemini-2.5-flash-image", response_id="r-1", usage_meta=usage)
+    assert json.loads(fast) == slow

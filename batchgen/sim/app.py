@@ -21,6 +21,7 @@ import socket
 import struct
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import IO, Any
 
 from aiohttp import web
@@ -43,6 +44,7 @@ from batchgen.sim.stats import RequestRecord, SimStats
 JSON_TYPE = "application/json; charset=UTF-8"
 HTML_TYPE = "text/html; charset=UTF-8"
 DEFAULT_TEXT = "Here is the image you asked for."
+_DEFAULT_TEXT_TOKENS = wire.text_tokens(DEFAULT_TEXT)
 BAD_BASE64 = "@@not*base64!!"
 
 #: Kinds answered after the configured latency, as if the model had worked.
@@ -52,6 +54,7 @@ _SLOW_KINDS = frozenset(
 )  # fmt: skip
 
 
+@lru_cache(maxsize=256)
 def key_id(key: str | None) -> str:
     """A short, stable fingerprint so logs can tell keys apart without
     revealing them."""
@@ -218,7 +221,7 @@ class SimState:
             if delay > 0:
                 await asyncio.sleep(delay)
         if kind is None or kind == "ok":
-            return self._json(ex, 200, "ok", self._success(parsed, model))
+            return self._body(ex, 200, "ok", self._success(parsed, model))
         return await self._forced(request, ex, kind, parsed, model)
 
     def _decide(self, prompt: str, occurrence: int) -> str | None:
@@ -271,18 +274,19 @@ class SimState:
     def _response_id(self) -> str:
         return f"sim-{self.config.seed:x}-{next(self._ids):08x}"
 
-    def _text_parts(self, parsed: ParsedRequest) -> list[wire.Json]:
-        if self.config.text_part and "TEXT" in parsed.modalities:
-            return [{"text": DEFAULT_TEXT}]
-        return []
-
-    def _success(self, parsed: ParsedRequest, model: str, count: int = 1) -> wire.Json:
-        parts = self._text_parts(parsed)
-        for variant in range(count):
-            parts.append(wire.image_part("image/png", self._image(parsed, model, variant)[0]))
-        text = parts[0]["text"] if parts and "text" in parts[0] else ""
-        usage = wire.usage(parsed.prompt, len(parsed.images), count, text)
-        return wire.answer(parts, model=model, response_id=self._response_id(), usage_meta=usage)
+    def _success(self, parsed: ParsedRequest, model: str, count: int = 1) -> bytes:
+        """The bytes of a normal answer with `count` images."""
+        text = DEFAULT_TEXT if self.config.text_part and "TEXT" in parsed.modalities else None
+        pictures = [("image/png", self._image(parsed, model, v)[0]) for v in range(count)]
+        usage = wire.usage_json(
+            wire.text_tokens(parsed.prompt),
+            len(parsed.images),
+            count,
+            _DEFAULT_TEXT_TOKENS if text else 0,
+        )
+        return wire.fast_answer(
+            text, pictures, model=model, response_id=self._response_id(), usage=usage
+        )
 
     def _with_image(self, parsed: ParsedRequest, model: str, mime: str, data: str) -> wire.Json:
         usage = wire.usage(parsed.prompt, len(parsed.images), 1)
@@ -336,10 +340,10 @@ class SimState:
             return _drop(request)
         if kind == "truncate":
             ex.status, ex.outcome = 200, kind
-            return _truncate(request, _dump(self._success(parsed, model)))
+            return _truncate(request, self._success(parsed, model))
         if kind == "slow":
             ex.status, ex.outcome = 200, kind
-            return await self._slow(request, _dump(self._success(parsed, model)))
+            return await self._slow(request, self._success(parsed, model))
         docs: dict[str, Any] = {
             "text": lambda: wire.answer(
                 [{"text": wire.TEXT_ANSWER}],
@@ -371,7 +375,7 @@ class SimState:
                 finish_reason="IMAGE_SAFETY",
                 finish_message=wire.IMAGE_SAFETY_MESSAGE,
             ),
-            "multi": lambda: self._success(parsed, model, count=2),
+            "multi": lambda: json.loads(self._success(parsed, model, count=2)),
             "jpeg": lambda: self._with_image(
                 parsed, model, "image/jpeg", self._jpeg(parsed, model)
             ),
@@ -426,8 +430,11 @@ class SimState:
     # -- answers and records -------------------------------------------------
 
     def _json(self, ex: _Exchange, status: int, outcome: str, doc: wire.Json) -> web.Response:
+        return self._body(ex, status, outcome, _dump(doc))
+
+    def _body(self, ex: _Exchange, status: int, outcome: str, body: bytes) -> web.Response:
         ex.status, ex.outcome = status, outcome
-        return web.Response(status=status, body=_dump(doc), headers={"Content-Type": JSON_TYPE})
+        return web.Response(status=status, body=body, headers={"Content-Type": JSON_TYPE})
 
     def _error(self, ex: _Exchange, outcome: str, doc: wire.Json) -> web.Response:
         return self._json(ex, int(doc["error"]["code"]), outcome, doc)
