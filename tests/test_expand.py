@@ -6,11 +6,14 @@ import argparse
 import csv
 import json
 import os
+import tempfile
 import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from batchgen.errors import InputError, InputProblem
@@ -265,6 +268,51 @@ season = ["summer"]
     ids = [j["id"] for j in expand(recipe(shop, body))]
     assert ids[:4] == ["A1-white_bg-summer", "A1-scene-summer", "A1-detail-summer-1",
                        "A1-detail-summer-2"]  # fmt: skip
+
+
+def test_literal_jobs_come_first_with_their_own_fields(shop: Path) -> None:
+    make_photo(shop / "refs" / "logo.png")
+    body = """
+sheet = "products.csv"
+id = "{sku}"
+prompt = "Create a photo of {name}, in the style of the {brand} board"
+images = ["@moodboard"]
+tags = ["brand:{brand}"]
+[vars]
+brand = "Acme"
+[[jobs]]
+id = "moodboard"
+template = "logo_text"
+fields = { subject = "the Acme shop", text = "Acme & Sons, est. 1921" }
+images = ["refs/logo.png"]
+"""
+    jobs = expand(recipe(shop, body))
+    assert [j["id"] for j in jobs] == ["moodboard", "A1", "B2"]
+    board = jobs[0]
+    assert board["images"] == [str(shop / "refs" / "logo.png")]  # relative to the recipe
+    assert '"Acme & Sons, est. 1921"' in str(board["prompt"])
+    assert board["tags"] == ["brand:Acme"]
+    assert jobs[1]["images"] == ["@moodboard"]
+
+
+_cell_text = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\x00"), min_size=1
+).filter(lambda text: text.strip() != "")
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=_cell_text, features=_cell_text)
+def test_any_cell_text_survives_csv_to_jsonl(name: str, features: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        base = Path(folder)
+        make_photo(base / "photos" / "mug.png")
+        write_csv(base / "products.csv", [product("A1", name=name, features=features)])
+        dest = base / "jobs.jsonl"
+        assert write_expanded(recipe(base, PACK), dest) == 3
+        jobs = [json.loads(line) for line in dest.read_text(encoding="utf-8").splitlines()]
+        assert len(jobs) == 3
+        assert f"this {name} " in jobs[0]["prompt"]
+        assert features in jobs[2]["prompt"]
 
 
 # --------------------------------------------------------------------------- problems
