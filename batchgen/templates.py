@@ -44,7 +44,7 @@ _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEYS = frozenset(
     {"name", "version", "kind", "description", "edit", "aspect_ratio", "prompt", "style"}
 )
-_SENTENCE_END = (".", "!", "?", "…", '"', "'", ")")
+_SENTENCE_END = (".", "!", "?", "…")
 
 
 class MissingFieldError(KeyError):
