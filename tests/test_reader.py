@@ -687,6 +687,30 @@ def test_parquet_round_trip(tmp_path: Path) -> None:
     ]
 
 
+def test_parquet_typed_cells_read_as_a_person_typed_them(tmp_path: Path) -> None:
+    import datetime
+
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "id": [1.0, 2.5, 3.0],
+            "prompt": ["a", "b", None],
+            "priority": [2.0, float("nan"), 1.5],
+            "model": [None, datetime.datetime(2025, 1, 1), None],
+        }
+    )
+    path = tmp_path / "typed.parquet"
+    frame.to_parquet(path)
+    assert where([path]) == [
+        ("typed.parquet", 2, "model"),
+        ("typed.parquet", 3, "prompt"),
+        ("typed.parquet", 3, "priority"),
+    ]
+    first = next(iter(read_jobs([path])))
+    assert (first.id, first.priority) == ("1", 2)
+
+
 def test_parquet_problems(tmp_path: Path) -> None:
     import pandas as pd
 

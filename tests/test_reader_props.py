@@ -1,6 +1,7 @@
 """Property tests for the reader: round trips, hostile bytes, and no row lost.
 
-Each property runs an explicit number of examples (`EXAMPLES`); the number
+Each property runs an explicit number of examples (`EXAMPLES`,
+`ROUND_TRIP_EXAMPLES`); the number
 actually tried is printed at the end of each test (run with `-s` to see it,
 or `--hypothesis-show-statistics`).
 """
@@ -24,11 +25,14 @@ from batchgen.models import ASPECT_RATIOS, Job
 from batchgen.reader import read_jobs, validate, validate_id
 
 EXAMPLES = 250
+#: Round trips draw whole tables of rows: fewer examples keep them under ~10 s.
+ROUND_TRIP_EXAMPLES = 200
 PROPS = settings(
     max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+ROUND_TRIPS = settings(PROPS, max_examples=ROUND_TRIP_EXAMPLES)
 TRIED: dict[str, int] = {}
 
 
@@ -135,7 +139,7 @@ def write_csv(path: Path, table: list[dict[str, Any]], as_json: bool) -> list[in
 # --- (a) round trip ------------------------------------------------------------------
 
 
-@PROPS
+@ROUND_TRIPS
 @given(table=job_rows())
 def test_jsonl_round_trip(table: list[dict[str, Any]]) -> None:
     tried("jsonl_round_trip")
@@ -147,7 +151,7 @@ def test_jsonl_round_trip(table: list[dict[str, Any]]) -> None:
         assert list(read_jobs([path])) == expected
 
 
-@PROPS
+@ROUND_TRIPS
 @given(table=job_rows(), as_json=st.booleans())
 def test_csv_round_trip(table: list[dict[str, Any]], as_json: bool) -> None:
     tried("csv_round_trip")
