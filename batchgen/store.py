@@ -354,8 +354,9 @@ class Store:
     def record_attempt(
         self, job_id: str, *, cost: float, prompt_tokens: int, output_tokens: int, cost_source: str
     ) -> None:
-        """One request made. Joins the next commit (a job's end) rather than
-        committing on its own: a crash loses at most in-flight attempts' counts."""
+        """One request made, committed at once: a retry may wait long before any
+        job ends, and a crash must lose only the counts (and cost) of requests
+        still in flight, never those of answered ones."""
         self._run_requests += 1
         self._begin()
         self.db.execute(
@@ -375,6 +376,7 @@ class Store:
                 job_id,
             ),
         )
+        self.commit()
 
     def finish(
         self,
