@@ -4,6 +4,7 @@ shutdown, the thread runner and the ``serve`` command."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -300,3 +301,47 @@ def test_serve_command_rejects_bad_options() -> None:
     assert proc.returncode == 2
     assert "fault" in err
     assert "Traceback" not in err
+
+
+async def test_transport_faults_at_full_rate(session: aiohttp.ClientSession) -> None:
+    quick = aiohttp.ClientTimeout(total=0.3)
+    for kind in ("reset", "hang", "truncate"):
+        async with Simulator(SimConfig(small_images=True, faults={kind: 1.0})) as sim:
+            with pytest.raises((aiohttp.ClientError, TimeoutError)):
+                async with session.post(sim.base_url + PATH, json=body("a"), timeout=quick) as r:
+                    await r.read()
+            assert sim.stats.injected == {kind: 1}
+
+
+async def test_default_body_limit_is_20_mb(session: aiohttp.ClientSession) -> None:
+    async with Simulator(SimConfig(small_images=True)) as sim:
+        big = b'{"contents": [{"parts": [{"text": "' + b"a" * (20 * 1024 * 1024) + b'"}]}]}'
+        async with session.post(sim.base_url + PATH, data=io.BytesIO(big)) as resp:
+            assert resp.status == 413
+            assert "text/html" in resp.headers["Content-Type"]
+        status, _ = await send(session, sim)
+        assert status == 200
+
+
+def test_cli_options_build_the_config() -> None:
+    import argparse
+
+    from batchgen.sim.cli import config_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(
+        ["sim", "serve", "--latency", "lognormal:8:0.5", "--rpm", "10", "--rpd", "500",
+         "--max-concurrent", "4", "--fault-rate", "0.1", "--faults", "hang=0.005,500=0.02",
+         "--seed", "3", "--noise", "--model", "gemini-3-pro-image-preview", "--api-key", "k"]
+    )  # fmt: skip
+    config = config_from_args(args)
+    assert config.latency_model.kind == "lognormal"
+    assert (config.rpm, config.rpd, config.max_concurrent, config.seed) == (10, 500, 4, 3)
+    assert config.faults["hang"] == 0.005
+    assert config.faults["500"] == 0.02  # the explicit rate wins over the spread
+    assert sum(config.faults.values()) == pytest.approx(0.1 - 0.015 + 0.02 + 0.005)
+    assert config.noise
+    assert config.models == ("gemini-2.5-flash-image", "gemini-3-pro-image-preview")
+    assert config.api_key == "k"
+    assert args.func is not None
