@@ -162,7 +162,7 @@ class ImageChecker:
             return f"image cannot be read ({exc.strerror or exc}): {path}"
         mime = sniff_mime(head)
         if mime is None:
-            return f"not an image (content is not PNG, JPEG or WEBP): {path}"
+            return f"{_describe(path, head)}: {path}"
         if mime not in ACCEPTED_INPUT_TYPES:
             return f"image type {mime} is not accepted (use PNG, JPEG or WEBP): {path}"
         if size > self.limit:
@@ -171,6 +171,27 @@ class ImageChecker:
                 f"inline request limit: {path}"
             )
         return size
+
+
+def _describe(path: str, head: bytes) -> str:
+    """Name what a rejected reference file is, so the fix is obvious: a
+    BMP/TIFF/HEIC export needs converting, a text file is the wrong path."""
+    from PIL import Image, UnidentifiedImageError  # only on this failure path
+
+    try:
+        with Image.open(path) as image:
+            if image.format:
+                return f"image type {image.format} is not accepted (use PNG, JPEG or WEBP)"
+    except (OSError, UnidentifiedImageError, ValueError):
+        pass
+    if not head:
+        found = "the file is empty"
+    else:
+        try:
+            found = f"looks like text: {head.decode('utf-8')[:12]!r}"
+        except UnicodeDecodeError:
+            found = f"starts with bytes {head[:8].hex(' ')}"
+    return f"not an image ({found}); expected PNG, JPEG or WEBP"
 
 
 @dataclass(frozen=True, slots=True)

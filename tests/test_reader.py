@@ -474,7 +474,7 @@ def test_image_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     found = problems([path])
     assert [(p.line, p.field) for p in found] == [(n, "images") for n in range(2, 7)]
     assert found[0].message == f"image not found: {tmp_path / 'missing.png'}"
-    assert found[1].message.startswith("not an image")
+    assert found[1].message.startswith("not an image (looks like text: 'just text, n')")
     assert "image/gif is not accepted" in found[2].message
     assert f"is {limit + 1} bytes, over the {limit} bytes inline request limit" in found[3].message
     assert "directory" in found[4].message
@@ -483,6 +483,25 @@ def test_image_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 def test_the_limit_is_named_in_megabytes() -> None:
     assert reader.MAX_INLINE_BYTES == 20 * 1024 * 1024
     assert reader_checks.human_size(reader.MAX_INLINE_BYTES) == "20 MB"
+
+
+def test_rejected_image_files_name_what_they_are(tmp_path: Path) -> None:
+    Image.new("RGB", (2, 2)).save(tmp_path / "scan.png", format="BMP")
+    write(tmp_path / "empty.png", b"")
+    write(tmp_path / "noise.jpg", bytes(range(250, 256)) + b"\x00" * 20)
+    path = jsonl(
+        tmp_path / "j.jsonl",
+        *(
+            {"id": n, "prompt": "p", "images": [f"{n}.{e}"]}
+            for n, e in [("scan", "png"), ("empty", "png"), ("noise", "jpg")]
+        ),
+    )
+    found = [p.message.rsplit(": ", 1)[0] for p in problems([path])]
+    assert found == [
+        "image type BMP is not accepted (use PNG, JPEG or WEBP)",
+        "not an image (the file is empty); expected PNG, JPEG or WEBP",
+        "not an image (starts with bytes fa fb fc fd fe ff 00 00); expected PNG, JPEG or WEBP",
+    ]
 
 
 def test_images_together_over_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
