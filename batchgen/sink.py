@@ -92,8 +92,16 @@ def write_sizes(out: Path, job_id: str, data: bytes, sizes: tuple[str, ...]) -> 
 
 
 def clean_temporaries(out: Path) -> int:
-    """Remove `.part-` files a killed run left behind; returns how many."""
+    """Remove `.part-` files a killed run left behind; returns how many.
+    The report files (report.json, failed.jsonl, the gallery) are written the
+    same way, directly in `out`."""
     removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(out):
+            if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
     for top in ("images", "sizes", "thumbs"):
         root = out / top
         if not root.is_dir():
