@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import itertools
 import json
 import random
-import socket
-import struct
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -40,8 +37,8 @@ from batchgen.sim.faults import (
 from batchgen.sim.parse import BadRequest, ParsedRequest, parse_request
 from batchgen.sim.quota import QuotaBook
 from batchgen.sim.stats import RequestRecord, SimStats
+from batchgen.sim.transport import JSON_TYPE, drop_connection, truncate_answer
 
-JSON_TYPE = "application/json; charset=UTF-8"
 HTML_TYPE = "text/html; charset=UTF-8"
 DEFAULT_TEXT = "Here is the image you asked for."
 _DEFAULT_TEXT_TOKENS = wire.text_tokens(DEFAULT_TEXT)
@@ -333,48 +330,26 @@ class SimState:
             return web.Response(status=302, headers={"Location": config.redirect_url})
         if kind == "reset":
             ex.outcome = kind
-            return _drop(request)
+            return drop_connection(request)
         if kind == "hang":
             ex.outcome = kind
             await self._stopped_within(config.hang_seconds)
-            return _drop(request)
+            return drop_connection(request)
         if kind == "truncate":
             ex.status, ex.outcome = 200, kind
-            return _truncate(request, self._success(parsed, model))
+            return truncate_answer(request, self._success(parsed, model))
         if kind == "slow":
             ex.status, ex.outcome = 200, kind
             return await self._slow(request, self._success(parsed, model))
-        docs: dict[str, Any] = {
-            "text": lambda: wire.answer(
-                [{"text": wire.TEXT_ANSWER}],
-                model=model,
-                response_id=rid(),
-                usage_meta=wire.usage(parsed.prompt, len(parsed.images), 0, wire.TEXT_ANSWER),
-            ),
-            "empty": lambda: wire.no_candidates(
-                model=model, response_id=rid(), usage_meta=prompt_usage
-            ),
-            "noimage": lambda: wire.answer(
-                None,
-                model=model,
-                response_id=rid(),
-                usage_meta=prompt_usage,
-                finish_reason="NO_IMAGE",
-            ),
-            "block": lambda: wire.blocked(
-                "SAFETY", model=model, response_id=rid(), usage_meta=prompt_usage
-            ),
-            "block-prohibited": lambda: wire.blocked(
-                "PROHIBITED_CONTENT", model=model, response_id=rid(), usage_meta=prompt_usage
-            ),
-            "imagesafety": lambda: wire.answer(
-                None,
-                model=model,
-                response_id=rid(),
-                usage_meta=prompt_usage,
-                finish_reason="IMAGE_SAFETY",
-                finish_message=wire.IMAGE_SAFETY_MESSAGE,
-            ),
+        usage_text = prompt_usage
+        if kind == "text":
+            usage_text = wire.usage(parsed.prompt, len(parsed.images), 0, wire.TEXT_ANSWER)
+        imageless = wire.imageless_answer(
+            kind, model=model, response_id=rid(), usage_meta=usage_text
+        )
+        if imageless is not None:
+            return self._json(ex, 200, kind, imageless)
+        pictures: dict[str, Any] = {
             "multi": lambda: json.loads(self._success(parsed, model, count=2)),
             "jpeg": lambda: self._with_image(
                 parsed, model, "image/jpeg", self._jpeg(parsed, model)
@@ -387,7 +362,7 @@ class SimState:
                 parsed, model, "image/png", images.NOT_AN_IMAGE.decode("ascii")
             ),
         }
-        return self._json(ex, 200, kind, docs[kind]())
+        return self._json(ex, 200, kind, pictures[kind]())
 
     def _jpeg(self, parsed: ParsedRequest, model: str) -> str:
         b64, size = self._image(parsed, model)
@@ -403,7 +378,7 @@ class SimState:
             for i in range(len(body)):
                 await response.write(body[i : i + 1])
                 if await self._stopped_within(self.config.slow_interval_s):
-                    return _drop(request)
+                    return drop_connection(request)
             await response.write_eof()
         except ConnectionError:  # the client gave up: the usual end of a slowloris
             pass
@@ -482,31 +457,6 @@ def _extract_key(request: web.Request) -> tuple[str | None, str]:
     if key is not None:
         return key, "url"
     return None, "none"
-
-
-def _drop(request: web.Request) -> web.Response:
-    """Close the connection with a TCP reset and no answer. The returned
-    response is never sent: aiohttp sees the closed transport and gives up."""
-    transport = request.transport
-    if transport is not None:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.close()
-    return web.Response(status=500)
-
-
-def _truncate(request: web.Request, body: bytes) -> web.Response:
-    """Promise the whole body in Content-Length, send half, close."""
-    transport = request.transport
-    if transport is not None:
-        head = (
-            f"HTTP/1.1 200 OK\r\nContent-Type: {JSON_TYPE}\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        transport.write(head + body[: len(body) // 2])
-        transport.close()
-    return web.Response(status=500)
 
 
 SIM_KEY = web.AppKey("batchgen_sim", SimState)

@@ -249,3 +249,23 @@ def no_candidates(*, model: str, response_id: str, usage_meta: Json) -> Json:
         "modelVersion": model,
         "responseId": response_id,
     }
+
+
+def imageless_answer(kind: str, *, model: str, response_id: str, usage_meta: Json) -> Json | None:
+    """The 200 bodies that carry no picture, by forced kind; None for others."""
+    common: dict[str, Any] = {"model": model, "response_id": response_id, "usage_meta": usage_meta}
+    if kind == "text":
+        return answer([{"text": TEXT_ANSWER}], **common)
+    if kind == "empty":
+        return no_candidates(**common)
+    if kind == "noimage":
+        return answer(None, finish_reason="NO_IMAGE", **common)
+    if kind == "block":
+        return blocked("SAFETY", **common)
+    if kind == "block-prohibited":
+        return blocked("PROHIBITED_CONTENT", **common)
+    if kind == "imagesafety":
+        return answer(
+            None, finish_reason="IMAGE_SAFETY", finish_message=IMAGE_SAFETY_MESSAGE, **common
+        )
+    return None
