@@ -345,3 +345,16 @@ def test_cli_options_build_the_config() -> None:
     assert config.models == ("gemini-2.5-flash-image", "gemini-3-pro-image-preview")
     assert config.api_key == "k"
     assert args.func is not None
+
+
+async def test_x_server_timeout_turns_long_latency_into_504(session: aiohttp.ClientSession) -> None:
+    async with (
+        Simulator(SimConfig(small_images=True, latency=30)) as sim,
+        session.post(
+            sim.base_url + PATH, json=body("slow model"), headers={"X-Server-Timeout": "0.1"}
+        ) as resp,
+    ):
+        assert resp.status == 504
+        doc = await resp.json()
+    assert doc["error"]["status"] == "DEADLINE_EXCEEDED"
+    assert sim.stats.by_outcome["deadline"] == 1

@@ -215,6 +215,11 @@ class SimState:
             return self._error(ex, "bad_request", wire.error(400, "INVALID_ARGUMENT", str(exc)))
         if kind is None or kind in _SLOW_KINDS or kind == "ok":
             delay = self._latency.sample(self._rng)
+            deadline = _server_timeout(request)
+            if deadline is not None and delay > deadline:
+                # The SDK's X-Server-Timeout: Google gives up at the deadline.
+                await asyncio.sleep(deadline)
+                return self._error(ex, "deadline", wire.error(*wire.SIMPLE_ERRORS["504"]))
             if delay > 0:
                 await asyncio.sleep(delay)
         if kind is None or kind == "ok":
@@ -444,6 +449,16 @@ class SimState:
         if self._log is not None:
             self._log.write(json.dumps(asdict(record)) + "\n")
             self._log.flush()
+
+
+def _server_timeout(request: web.Request) -> float | None:
+    value = request.headers.get("X-Server-Timeout")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
 
 
 def _extract_key(request: web.Request) -> tuple[str | None, str]:
