@@ -68,27 +68,39 @@ FIELDS = (
 _STATUS_ORDER = (Status.DONE, Status.BLOCKED, Status.FAILED, Status.SKIPPED, Status.PENDING)
 
 
-def write_gallery(store: Store, summary: dict[str, Any]) -> Path:
+def write_gallery(
+    store: Store,
+    summary: dict[str, Any],
+    *,
+    thumb_budget_s: float | None = None,
+    workers: int | None = None,
+) -> Path:
     """Write `report-data.js`, the previews and `report.html`; return the page's path.
 
     The data file is replaced before the page so that a reader never sees a
     new page over old data with missing columns; both appear atomically.
+    `thumb_budget_s` caps the time spent on new previews (see `ThumbMaker`);
+    by default every image gets one.
     """
     out = store.out
     started = time.perf_counter()
     if not store.readonly:
         _clean_own_temporaries(out)
-    with _atomic_text(out / DATA_NAME) as fh, ThumbMaker(out) as thumbs:
+    with (
+        _atomic_text(out / DATA_NAME) as fh,
+        ThumbMaker(out, workers=workers, budget_s=thumb_budget_s) as thumbs,
+    ):
         rows = write_data(fh, store.records(), summary, thumbs)
     page = out / PAGE_NAME
     with _atomic_text(page) as fh:
         fh.write(render_page(summary))
     log.info(
-        "gallery: %d jobs, %d previews made, %d reused, %d failed, in %.1fs",
+        "gallery: %d jobs, %d previews made, %d reused, %d failed, %d deferred, in %.1fs",
         rows,
         thumbs.stats.made,
         thumbs.stats.fresh,
         thumbs.stats.failed,
+        thumbs.stats.deferred,
         time.perf_counter() - started,
     )
     return page

@@ -254,6 +254,20 @@ def test_thumbs_made_once_small_and_mirroring_the_image_layout(store: Store) -> 
     assert made["wide"].stat().st_mtime_ns == before["wide"]
 
 
+def test_preview_budget_defers_and_a_later_pass_catches_up(store: Store) -> None:
+    for n in range(3):
+        add_job(store, f"j{n}", Status.DONE, image=(400, 300))
+    gallery.write_gallery(store, summarize(store), thumb_budget_s=0)
+    rows = rows_as_dicts(load_data(store.out))
+    assert [r["thumb"] for r in rows] == [None, None, None]
+    assert [r["image"] for r in rows] == ["images/j0.png", "images/j1.png", "images/j2.png"]
+    assert not (store.out / "thumbs").exists()
+    build(store)
+    rows = rows_as_dicts(load_data(store.out))
+    assert [r["thumb"] for r in rows] == [f"thumbs/images/j{n}.jpg" for n in range(3)]
+    assert all((store.out / r["thumb"]).is_file() for r in rows)
+
+
 def test_transparent_image_previews_on_white(tmp_path: Path) -> None:
     src = Path(png(tmp_path / "images/a.png", (300, 300), mode="RGBA"))
     dst = tmp_path / "thumbs/images/a.jpg"

@@ -88,7 +88,7 @@
         img.onerror = function () { thumb.replaceChildren(el("span", "", "no preview")); };
         thumb.appendChild(img);
       } else {
-        thumb.textContent = "no preview";
+        thumb.textContent = "no preview yet \u00b7 open the image";
       }
     } else {
       thumb = el("div", "thumb none", status === "pending" ? "not generated yet" : "no image");
