@@ -310,3 +310,8 @@ def test_fast_answer_is_the_documented_answer(text: str | None, n_images: int, p
     ]
     slow = wire.answer(parts, model="gemini-2.5-flash-image", response_id="r-1", usage_meta=usage)
     assert json.loads(fast) == slow
+
+
+def test_zero_limits_refuse_everything() -> None:
+    assert SlidingWindow(0, 60.0).admit(5.0) == 60.0
+    assert FixedWindow(0, 100.0, start=0.0).admit(5.0) == pytest.approx(95.0)

@@ -50,7 +50,9 @@ class SlidingWindow:
         while times and times[0] <= horizon:
             times.popleft()
         if len(times) >= self.limit:
-            return times[0] + self.window - now
+            # A zero limit (a free key's "limit: 0") never frees a slot;
+            # say "a window" rather than nothing.
+            return times[0] + self.window - now if times else self.window
         times.append(now)
         return None
 
