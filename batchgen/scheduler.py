@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import random
@@ -36,7 +37,7 @@ from batchgen.errors import AbortError
 from batchgen.limiter import Pacer, backoff
 from batchgen.mime import sniff_mime
 from batchgen.models import ErrorInfo, GeneratedImage, Job, Outcome, OutcomeKind, Status
-from batchgen.planner import job_fingerprint
+from batchgen.planner import fingerprint
 from batchgen.pricing import PriceTable
 from batchgen.sink import write_images, write_sizes
 from batchgen.store import Store
@@ -172,9 +173,9 @@ class Scheduler:
     async def run(self, pending: Iterator[Job]) -> Counters:
         workers = [asyncio.create_task(self._worker()) for _ in range(self.config.concurrency)]
         feeder = asyncio.create_task(self._feed(pending))
+        idle = asyncio.create_task(self._idle.wait())
+        stopped = asyncio.create_task(self._stopped.wait())
         try:
-            idle = asyncio.create_task(self._idle.wait())
-            stopped = asyncio.create_task(self._stopped.wait())
             await asyncio.wait({idle, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not self._idle.is_set():
                 # Stopping: let in-flight requests end within the grace period.
@@ -184,13 +185,12 @@ class Scheduler:
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 await self._drain(workers)
-            idle.cancel()
-            stopped.cancel()
         finally:
-            feeder.cancel()
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(feeder, *workers, return_exceptions=True)
+            # Cancelled too when a second Ctrl-C cancels the run mid-wait, so that
+            # no task is left pending ("Task was destroyed but it is pending!").
+            for helper in (idle, stopped, feeder, *workers):
+                helper.cancel()
+            await asyncio.gather(idle, stopped, feeder, *workers, return_exceptions=True)
             for timer in self._timers:
                 timer.cancel()
             self.store.commit()
@@ -294,10 +294,10 @@ class Scheduler:
             data = await asyncio.to_thread(path.read_bytes)
             refs.append((sniff_mime(data[:16]) or "image/png", data))
         if any(ref.startswith("@") for ref in job.images):
-            fp = await asyncio.to_thread(
-                job_fingerprint, job, item.model, self.store.out, self.store
-            )
-            item.fingerprint = fp or ""
+            # Now that the parents are done, the fingerprint covers their output bytes
+            # (hashed here from the bytes just read: the store stays on this thread).
+            digests = [hashlib.sha256(data).hexdigest() for _mime, data in refs]
+            item.fingerprint = fingerprint(job, item.model, digests)
             self.store.set_fingerprint(job.id, item.fingerprint)
         item.body = json.dumps(client.build_request(job, refs)).encode()
         item.cache_key = request_key(job, item.model, [data for _mime, data in refs])
