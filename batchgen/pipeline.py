@@ -177,6 +177,12 @@ async def _schedule(
             nonlocal interrupts
             interrupts += 1
             if interrupts == 1:
+                # Said at once, so that the person (or supervisor) knows it was heard.
+                log.warning(
+                    "interrupted: finishing in-flight requests (up to %gs); "
+                    "interrupt again to stop at once",
+                    config.grace_seconds,
+                )
                 scheduler.request_stop(
                     StopReason(
                         "interrupted", "interrupted: finishing in-flight requests", EXIT_INTERRUPTED
