@@ -187,6 +187,9 @@ def _duration(seconds: float) -> str:
 
 
 def _money(value: float) -> str:
+    """Cents for big sums, four places for typical ones, six for fractions of a cent."""
+    if value >= 100:
+        return f"{value:.2f}"
     return f"{value:.4f}" if value >= 0.01 or value == 0 else f"{value:.6f}"
 
 

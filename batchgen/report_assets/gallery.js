@@ -29,7 +29,7 @@
   function href(rel) {  // a path relative to the page, each segment URL-encoded
     return rel.split("/").map(encodeURIComponent).join("/");
   }
-  function money(v) { return "$" + (v === 0 ? "0" : v < 0.01 ? v.toFixed(6) : v.toFixed(4)); }
+  function money(v) { return "$" + (v === 0 ? "0" : v < 0.01 ? v.toFixed(6) : v.toFixed(v >= 100 ? 2 : 4)); }
   function fill(select, items) {
     items.forEach(function (it) {
       var o = el("option", "", it[0] + " (" + it[1] + ")");
