@@ -8,7 +8,7 @@ import random
 import statistics
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -149,6 +149,7 @@ def test_latency_distributions() -> None:
     assert Latency.parse("0.25").sample(rng) == 0.25
 
 
+@settings(deadline=None)  # a loaded CI box must not make these flaky
 @given(st.floats(min_value=0, max_value=1e6, allow_nan=False))
 def test_format_delay_round_trips(seconds: float) -> None:
     text = format_delay(seconds)
@@ -209,6 +210,7 @@ def test_quota_reports_the_right_id() -> None:
 # -- request parsing ---------------------------------------------------------
 
 
+@settings(deadline=None)  # a loaded CI box must not make these flaky
 @given(st.binary(max_size=64))
 def test_both_base64_alphabets_with_or_without_padding(data: bytes) -> None:
     import base64
@@ -291,6 +293,7 @@ def test_closest_ratio_and_reference_inspection() -> None:
 # -- wire ------------------------------------------------------------------
 
 
+@settings(deadline=None)  # a loaded CI box must not make these flaky
 @given(
     text=st.one_of(st.none(), st.text(max_size=40)),
     n_images=st.integers(min_value=0, max_value=3),

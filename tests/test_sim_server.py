@@ -142,7 +142,7 @@ async def test_latency_is_applied(session: aiohttp.ClientSession) -> None:
 
 
 async def test_max_concurrent_answers_503(session: aiohttp.ClientSession) -> None:
-    config = SimConfig(small_images=True, latency=0.5, max_concurrent=2)
+    config = SimConfig(small_images=True, latency=1.0, max_concurrent=2)
     async with Simulator(config) as sim:
         results = await asyncio.gather(*(send(session, sim, f"p{i}") for i in range(5)))
     statuses = sorted(status for status, _ in results)
