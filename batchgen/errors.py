@@ -57,10 +57,13 @@ class InputProblem:
 class InputError(BatchgenError):
     exit_code = EXIT_USAGE
 
-    def __init__(self, problems: list[InputProblem]) -> None:
+    def __init__(self, problems: list[InputProblem], *, omitted: int = 0) -> None:
         self.problems = problems
-        noun = "problem" if len(problems) == 1 else "problems"
-        super().__init__(f"{len(problems)} {noun} in the job files")
+        #: Problems found but not kept (a garbage file must not eat memory).
+        self.omitted = omitted
+        total = len(problems) + omitted
+        noun = "problem" if total == 1 else "problems"
+        super().__init__(f"{total} {noun} in the job files")
 
     def render(self, limit: int = 200) -> str:
         lines = [str(p) for p in self.problems[:limit]]

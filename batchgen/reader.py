@@ -396,7 +396,7 @@ def validate(paths: Sequence[Path], *, check_images: bool = True) -> int:
     if sink.dropped:
         more = f"... and {sink.dropped} more problems not listed; fix the ones above first"
         problems.append(InputProblem(sink.first_dropped_file, 0, "", more))
-    raise InputError(problems)
+    raise InputError(problems, omitted=sink.dropped - 1 if sink.dropped else 0)
 
 
 def _duplicate(job_id: str, seen: Seen, names: list[str], name: str, line: int) -> InputProblem:

@@ -323,7 +323,7 @@ def _iter_parquet(path: Path, name: str) -> Iterator[SourceItem]:
 
 def _iter_xlsx(path: Path, name: str) -> Iterator[SourceItem]:
     """Stream the first sheet with openpyxl's read-only mode (no DataFrame)."""
-    import openpyxl  # type: ignore[import-untyped]  # no stubs in the venv
+    import openpyxl
 
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
