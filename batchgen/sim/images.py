@@ -16,6 +16,7 @@ model's sizes, like the real thing.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import math
 import random
@@ -99,7 +100,7 @@ def jpeg_base64(width: int, height: int, colour: Colour) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=2)
 def huge_base64(size: int) -> str:
     """Base64 text of about `size` characters behind a PNG signature, for
     testing a client's response-size cap (not meant to decode)."""
@@ -115,8 +116,11 @@ def colours_from(digest: bytes) -> tuple[Colour, Colour, Colour]:
     )
 
 
-@lru_cache(maxsize=1024)
-def _inspect_cached(data: bytes) -> tuple[Colour, tuple[int, int]] | None:
+_REFERENCES: dict[bytes, tuple[Colour, tuple[int, int]] | None] = {}
+_REFERENCES_MAX = 1024
+
+
+def _inspect(data: bytes) -> tuple[Colour, tuple[int, int]] | None:
     try:
         with Image.open(io.BytesIO(data)) as img:
             size = img.size
@@ -131,8 +135,16 @@ def _inspect_cached(data: bytes) -> tuple[Colour, tuple[int, int]] | None:
 
 def inspect_reference(data: bytes) -> tuple[Colour, tuple[int, int]] | None:
     """Average colour and pixel size of an input image, or None if Pillow
-    cannot read it. Cached because batch runs reuse the same references."""
-    return _inspect_cached(data)
+    cannot read it. Cached by a digest of the bytes (not the bytes, which
+    would pin megabytes per entry) because batch runs reuse references."""
+    key = hashlib.blake2b(data, digest_size=16).digest()
+    if key in _REFERENCES:
+        return _REFERENCES[key]
+    found = _inspect(data)
+    if len(_REFERENCES) >= _REFERENCES_MAX:
+        del _REFERENCES[next(iter(_REFERENCES))]  # oldest first
+    _REFERENCES[key] = found
+    return found
 
 
 def closest_ratio(width: int, height: int) -> str:
