@@ -358,3 +358,22 @@ async def test_x_server_timeout_turns_long_latency_into_504(session: aiohttp.Cli
         doc = await resp.json()
     assert doc["error"]["status"] == "DEADLINE_EXCEEDED"
     assert sim.stats.by_outcome["deadline"] == 1
+
+
+def test_cli_script_file(tmp_path: Path) -> None:
+    import argparse
+
+    from batchgen.sim.cli import config_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"fox": ["503", "text"]}))
+    config = config_from_args(parser.parse_args(["sim", "serve", "--script", str(script)]))
+    assert config.script == {"fox": ["503", "text"]}
+    script.write_text(json.dumps({"fox": ["teapot"]}))
+    with pytest.raises(SpecError, match="teapot"):
+        config_from_args(parser.parse_args(["sim", "serve", "--script", str(script)]))
+    script.write_text("[1, 2]")
+    with pytest.raises(SpecError, match="must map"):
+        config_from_args(parser.parse_args(["sim", "serve", "--script", str(script)]))

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from batchgen.sim.config import SimConfig
@@ -73,6 +75,11 @@ def register(subparsers: Any) -> None:
         "--small-images", action="store_true", help="tiny images (1:1 is 16x16) for benchmarks"
     )
     serve.add_argument("--hang-seconds", type=float, default=3600.0, help="how long a 'hang' lasts")
+    serve.add_argument(
+        "--script",
+        metavar="FILE",
+        help='JSON object {"prompt substring": ["503", "text", ...]}: kinds answered in order',
+    )
     serve.add_argument("--log", metavar="FILE", help="append one JSON line per request")
     serve.set_defaults(func=run_serve)
 
@@ -85,6 +92,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     if args.faults:
         faults.update(parse_faults(args.faults))
     models = ("gemini-2.5-flash-image", *args.model)
+    script = _load_script(args.script) if args.script else None
     return SimConfig(
         host=args.host,
         port=args.port,
@@ -102,7 +110,21 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         small_images=args.small_images,
         hang_seconds=args.hang_seconds,
         log_path=args.log,
+        script=script,
     )
+
+
+def _load_script(path: str) -> dict[str, list[str]]:
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"cannot read script {path}: {exc}") from None
+    if not isinstance(doc, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
+        for k, v in doc.items()
+    ):
+        raise SpecError(f"script {path} must map prompt substrings to lists of kinds")
+    return doc
 
 
 def run_serve(args: argparse.Namespace) -> int:
