@@ -25,7 +25,7 @@ import json
 import logging
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
@@ -377,7 +377,12 @@ class Scheduler:
         job = item.job
         kind = outcome.kind
         key = self.config.api_key
-        message = key.redact(outcome.message) if key else outcome.message
+        if key is not None:
+            # A proxy or a model may echo the key back: it must not reach the store.
+            outcome = replace(
+                outcome, message=key.redact(outcome.message), text=key.redact(outcome.text)
+            )
+        message = outcome.message
         if kind is OutcomeKind.OK:
             self.pacer.on_success()
             files = await asyncio.to_thread(
