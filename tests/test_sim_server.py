@@ -377,3 +377,16 @@ def test_cli_script_file(tmp_path: Path) -> None:
     script.write_text("[1, 2]")
     with pytest.raises(SpecError, match="must map"):
         config_from_args(parser.parse_args(["sim", "serve", "--script", str(script)]))
+
+
+@pytest.mark.parametrize("client", ["aiohttp", "raw"])
+def test_loadtest_measures_a_subprocess_simulator(
+    client: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batchgen.sim.loadtest import main
+
+    assert main(["--requests", "300", "--concurrency", "8", "--client", client]) == 0
+    out = capsys.readouterr().out
+    assert f"300 requests, concurrency 8, {client} client:" in out
+    assert "(200: 300)" in out
+    assert "req/s per server core" in out
