@@ -370,9 +370,9 @@ class SimState:
         return self._json(ex, 200, kind, pictures[kind]())
 
     def _jpeg(self, parsed: ParsedRequest, model: str) -> str:
-        b64, size = self._image(parsed, model)
-        first = base64.b64decode(b64)[-40:]  # cheap deterministic colour source
-        return images.jpeg_base64(size[0], size[1], (first[0], first[1], first[2]))
+        width, height = self._image(parsed, model)[1]
+        r, g, b = hashlib.blake2b(parsed.prompt.encode(), digest_size=3).digest()
+        return images.jpeg_base64(width, height, (r, g, b))
 
     async def _slow(self, request: web.Request, body: bytes) -> web.StreamResponse:
         """Send a valid answer one byte per `slow_interval_s` (a slowloris)."""

@@ -93,7 +93,11 @@ class SimStats:
         return self.by_outcome["ok"]
 
     def reset(self) -> None:
-        """Forget everything seen so far (between phases of a test)."""
+        """Forget everything seen so far (between phases of a test).
+
+        Prompt counts go too, so marker schedules start over. Requests still
+        in flight stay counted: they will be subtracted when they finish."""
         fresh = SimStats(cap=self.cap, recent_cap=self.recent_cap)
+        fresh.in_flight = fresh.max_in_flight = self.in_flight
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(fresh, name))
