@@ -390,3 +390,28 @@ def test_loadtest_measures_a_subprocess_simulator(
     assert f"300 requests, concurrency 8, {client} client:" in out
     assert "(200: 300)" in out
     assert "req/s per server core" in out
+
+
+def test_cli_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from batchgen.sim.cli import config_from_args, register
+
+    monkeypatch.setenv("BATCHGEN_SIM_KEY", "from-env")
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    assert config_from_args(parser.parse_args(["sim", "serve"])).api_key == "from-env"
+    args = parser.parse_args(["sim", "serve", "--api-key", "flag"])
+    assert config_from_args(args).api_key == "flag"
+
+
+async def test_reset_while_requests_are_in_flight(session: aiohttp.ClientSession) -> None:
+    async with Simulator(SimConfig(small_images=True, latency=0.3, max_concurrent=1)) as sim:
+        first = asyncio.create_task(send(session, sim, "a"))
+        while sim.stats.in_flight == 0:  # noqa: ASYNC110 - no arrival event to wait on
+            await asyncio.sleep(0.01)
+        sim.stats.reset()
+        assert (await send(session, sim, "b"))[0] == 503  # still one in flight
+        assert (await first)[0] == 200
+        assert sim.stats.in_flight == 0
+        assert sim.stats.by_outcome == {"overloaded": 1, "ok": 1}
