@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import io
 import json
 import re
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -80,6 +82,20 @@ def _decode_b64(data: str) -> bytes:
         cleaned = cleaned.replace("-", "+").replace("_", "/")
     cleaned += "=" * (-len(cleaned) % 4)
     return base64.b64decode(cleaned, validate=True)
+
+
+def is_whole_image(data: bytes) -> bool:
+    """Whether the image's structure parses (headers and, for PNG, every chunk and
+    its checksum) without decoding pixels: a right signature before garbage or a
+    cut-off body must not be saved as a finished image."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError):
+        return False
+    return True
 
 
 def _short(text: str) -> str:

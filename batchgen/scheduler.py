@@ -382,6 +382,15 @@ class Scheduler:
             outcome = replace(
                 outcome, message=key.redact(outcome.message), text=key.redact(outcome.text)
             )
+        if kind is OutcomeKind.OK and not await asyncio.to_thread(_all_whole, outcome.images):
+            # A right signature before garbage, or a cut-off body: never a finished image.
+            kind = OutcomeKind.NO_IMAGE
+            outcome = replace(
+                outcome,
+                kind=kind,
+                images=(),
+                message="an image in the answer is cut off or corrupt",
+            )
         message = outcome.message
         if kind is OutcomeKind.OK:
             self.pacer.on_success()
@@ -542,6 +551,10 @@ class Scheduler:
         self.counters.count(status)
         self._on_change(self.counters)
         return True
+
+
+def _all_whole(images: tuple[GeneratedImage, ...]) -> bool:
+    return all(client.is_whole_image(image.data) for image in images)
 
 
 async def close_quietly(session: aiohttp.ClientSession) -> None:
