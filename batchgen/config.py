@@ -113,6 +113,8 @@ class RunConfig:
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     progress: bool = True
+    #: Make each image's gallery preview as it lands (off the event loop).
+    thumbnails: bool = True
     cache_dir: Path | None = None
     seed: int | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)

@@ -137,7 +137,7 @@ def data_row(rec: JobRecord, thumbs: ThumbMaker | None) -> list[Any]:
         _clip(rec.text),
         image,
         thumb,
-        rec.files[1:],
+        [f + "#upscaled" if f in rec.upscaled else f for f in rec.files[1:]],
     ]
 
 

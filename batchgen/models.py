@@ -132,6 +132,8 @@ class JobRecord:
     attempts: int = 0
     requests: int = 0
     files: list[str] = field(default_factory=list)
+    #: Size-preset files that had to be enlarged beyond the model's output.
+    upscaled: list[str] = field(default_factory=list)
     error: ErrorInfo | None = None
     text: str = ""
     prompt_tokens: int = 0

@@ -41,6 +41,9 @@ from batchgen.store import STATE_DIR, Store
 
 log = logging.getLogger(__name__)
 
+#: Seconds an interrupted or aborted run may spend making missing gallery previews.
+THUMB_BUDGET_ON_STOP = 5.0
+
 
 @dataclass
 class RunResult:
@@ -146,7 +149,9 @@ async def arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool = Fa
         finally:
             result.exit_code = _exit_code(result)
             store.end_run(result.exit_code)
-            result.report = write_reports(store)
+            # A stopped run exits within seconds; the next report makes missing previews.
+            budget = None if result.stop is None else THUMB_BUDGET_ON_STOP
+            result.report = write_reports(store, thumb_budget_s=budget)
     return result
 
 

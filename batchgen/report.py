@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from batchgen import gallery
 from batchgen.models import JobRecord, Status
 from batchgen.sink import TEMP_PREFIX
 from batchgen.store import Store
@@ -98,6 +99,7 @@ def job_row(rec: JobRecord) -> dict[str, Any]:
         "attempts": rec.attempts,
         "requests": rec.requests,
         "files": rec.files,
+        "upscaled": rec.upscaled,
         "error": None
         if rec.error is None
         else {
@@ -170,16 +172,14 @@ def write_failed(store: Store, path: Path) -> int:
     return n
 
 
-def write_reports(store: Store) -> dict[str, Any]:
-    """Rebuild every report file of the folder; returns the summary."""
+def write_reports(store: Store, *, thumb_budget_s: float | None = None) -> dict[str, Any]:
+    """Rebuild every report file of the folder; returns the summary. Previews are
+    made as images land; `thumb_budget_s` caps making any missing ones here (an
+    interrupted run must exit within seconds, the next report makes the rest)."""
     summary = summarize(store)
     write_json(store, summary, store.out / "report.json")
     write_failed(store, store.out / "failed.jsonl")
-    try:
-        from batchgen import gallery
-    except ImportError:  # the gallery module is optional at this stage
-        return summary
-    gallery.write_gallery(store, summary)
+    gallery.write_gallery(store, summary, thumb_budget_s=thumb_budget_s)
     return summary
 
 

@@ -41,6 +41,7 @@ from batchgen.planner import fingerprint
 from batchgen.pricing import PriceTable
 from batchgen.sink import write_images, write_sizes
 from batchgen.store import Store
+from batchgen.thumbs import make_thumb, thumb_rel
 
 log = logging.getLogger(__name__)
 
@@ -394,15 +395,9 @@ class Scheduler:
         message = outcome.message
         if kind is OutcomeKind.OK:
             self.pacer.on_success()
-            files = await asyncio.to_thread(
-                write_images, self.store.out, job.id, outcome.images, sharded=self.sharded
-            )
-            await self._remember(item, outcome, files)
-            if job.sizes:
-                files += await asyncio.to_thread(
-                    write_sizes, self.store.out, job.id, outcome.images[0].data, job.sizes
-                )
-            return self._end(item, Status.DONE, files=files, text=outcome.text)
+            images, sized = await asyncio.to_thread(self._write_outputs, job, outcome.images)
+            await self._remember(item, outcome, images)
+            return self._end_done(item, images, sized, outcome.text)
         if kind is OutcomeKind.FATAL:
             self.request_stop(
                 StopReason(
@@ -472,23 +467,43 @@ class Scheduler:
         self._retry_later(item, delay)
         return False
 
+    def _write_outputs(
+        self, job: Job, images: tuple[GeneratedImage, ...]
+    ) -> tuple[list[str], list[tuple[str, bool]]]:
+        """In a worker thread: the images, their platform sizes and their previews
+        (made now, as each image lands, so the report never has to make them all)."""
+        out = self.store.out
+        files = write_images(out, job.id, images, sharded=self.sharded)
+        sized = write_sizes(out, job.id, images[0].data, job.sizes) if job.sizes else []
+        if self.config.thumbnails:
+            for rel in files + [path for path, _up in sized]:
+                thumb = thumb_rel(rel)
+                if thumb is not None:
+                    make_thumb(out / rel, out / thumb)
+        return files, sized
+
+    def _end_done(
+        self, item: WorkItem, images: list[str], sized: list[tuple[str, bool]], text: str
+    ) -> bool:
+        files = images + [path for path, _up in sized]
+        upscaled = [path for path, up in sized if up]
+        self.store.finish(item.job.id, Status.DONE, files=files, text=text, upscaled=upscaled)
+        self.counters.count(Status.DONE)
+        self._on_change(self.counters)
+        return True
+
     async def _from_cache(self, item: WorkItem) -> bool:
         """Finish `item` from an identical earlier answer, waiting for one in flight;
         False (with the key claimed) when this item has to send the request itself."""
         while True:
             answer = await self._cached_answer(item.cache_key)
             if answer is not None:
-                job = item.job
-                files = await asyncio.to_thread(
-                    write_images, self.store.out, job.id, answer.images, sharded=self.sharded
+                images, sized = await asyncio.to_thread(
+                    self._write_outputs, item.job, answer.images
                 )
-                if job.sizes:
-                    files += await asyncio.to_thread(
-                        write_sizes, self.store.out, job.id, answer.images[0].data, job.sizes
-                    )
-                self.store.mark_cache_hit(job.id, answer.cost_usd)
+                self.store.mark_cache_hit(item.job.id, answer.cost_usd)
                 self.counters.cache_hits += 1
-                return self._end(item, Status.DONE, files=files, text=answer.text)
+                return self._end_done(item, images, sized, answer.text)
             if await self._coalescer.claim(item.cache_key):
                 item.claimed = True
                 return False

@@ -75,19 +75,21 @@ def write_images(
     return paths
 
 
-def write_sizes(out: Path, job_id: str, data: bytes, sizes: tuple[str, ...]) -> list[str]:
+def write_sizes(
+    out: Path, job_id: str, data: bytes, sizes: tuple[str, ...]
+) -> list[tuple[str, bool]]:
     """Local platform resizes of the first image, `sizes/<name>/<id>.<ext>`.
-    Returns relative paths, with ` (upscaled)` noted in a separate list by the caller."""
+    Returns (path relative to `out`, upscaled?) for each."""
     from batchgen.sizes import parse_size, resize
 
-    written: list[str] = []
+    written: list[tuple[str, bool]] = []
     for spec_text in sizes:
         spec = parse_size(spec_text)
         resized, mime, upscaled = resize(data, spec)
         path = out / "sizes" / spec.name / f"{job_id}.{extension_for(mime)}"
         write_atomic(path, resized)
         rel = path.relative_to(out).as_posix()
-        written.append(f"{rel}#upscaled" if upscaled else rel)
+        written.append((rel, upscaled))
     return written
 
 

@@ -90,10 +90,15 @@ def _m003_seq_index(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX jobs_seq ON jobs (seq)")
 
 
+def _m004_upscaled(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE jobs ADD COLUMN upscaled TEXT NOT NULL DEFAULT '[]'")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m001_initial,
     _m002_request_cache,
     _m003_seq_index,
+    _m004_upscaled,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -401,12 +406,13 @@ class Store:
         files: list[str] | None = None,
         error: ErrorInfo | None = None,
         text: str = "",
+        upscaled: list[str] | None = None,
     ) -> None:
         """A job's end, committed at once (after its image is on disk)."""
         self._begin()
         self.db.execute(
             """UPDATE jobs SET status=?, files=?, error_kind=?, http_status=?, error_message=?,
-               text=?, finished_at=? WHERE id=?""",
+               text=?, finished_at=?, upscaled=? WHERE id=?""",
             (
                 status.value,
                 json.dumps(files or []),
@@ -415,6 +421,7 @@ class Store:
                 error.message if error else None,
                 text,
                 time.time(),
+                json.dumps(upscaled or []),
                 job_id,
             ),
         )
@@ -475,7 +482,7 @@ class Store:
         cur = self.db.execute(
             """SELECT id, fingerprint, status, attempts, files, error_kind, http_status,
                error_message, text, prompt_tokens, output_tokens, cost_usd, cost_source, job,
-               started_at, finished_at, requests FROM jobs ORDER BY seq"""
+               started_at, finished_at, requests, upscaled FROM jobs ORDER BY seq"""
         )
         for row in cur:
             job = json.loads(row[13])
@@ -499,6 +506,7 @@ class Store:
                 started_at=row[14],
                 finished_at=row[15],
                 requests=row[16],
+                upscaled=json.loads(row[17]),
             )
             yield rec
 

@@ -247,3 +247,40 @@ async def test_chain_runs_after_parent_and_skips_after_failure(
 
 def test_status_values_are_stable() -> None:
     assert [s.value for s in Status] == ["pending", "done", "blocked", "failed", "skipped"]
+
+
+async def test_sizes_are_local_and_upscaling_is_reported(tmp_path: Path, sim: Simulator) -> None:
+    rows = [{"id": "p", "prompt": "a lamp", "sizes": ["amazon", "12x12:fill"]}]
+    r = await run_one_rows(tmp_path, sim, rows)
+    row = r["jobs"][0]
+    assert sim.stats.total == 1  # resizing never sends a request
+    assert row["files"] == ["images/p.png", "sizes/amazon/p.png", "sizes/12x12-fill/p.png"]
+    assert row["upscaled"] == ["sizes/amazon/p.png"]  # the simulator's image is 16 px
+    with Image.open(tmp_path / "out" / "sizes" / "amazon" / "p.png") as im:
+        assert im.size == (1500, 1500)
+    assert (tmp_path / "out" / "thumbs" / "images" / "p.jpg").is_file()
+
+
+async def test_resume_mid_chain(tmp_path: Path, sim: Simulator) -> None:
+    rows = [
+        {"id": "draft", "prompt": "first pass: composition"},
+        {"id": "sharp", "prompt": "keep the composition, sharpen", "images": ["@draft"]},
+        {"id": "fix", "prompt": "fix the left corner", "images": ["@sharp"]},
+    ]
+    jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    first = await arun_files([jobs], make_config(out, sim.base_url, limit=1))
+    assert (first.counters.done, sim.stats.total) == (1, 1)
+    rest = await arun_files([jobs], make_config(out, sim.base_url))
+    assert (rest.exit_code, rest.counters.done, sim.stats.total) == (0, 2, 3)
+    report = json.loads((out / "report.json").read_text())
+    assert [j["status"] for j in report["jobs"]] == ["done", "done", "done"]
+    assert all((out / j["files"][0]).is_file() for j in report["jobs"])  # intermediates kept
+
+
+async def run_one_rows(
+    tmp_path: Path, sim: Simulator, rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    out = tmp_path / "out"
+    await arun_files([write_jobs(tmp_path / "jobs.jsonl", rows)], make_config(out, sim.base_url))
+    return json.loads((out / "report.json").read_text())  # type: ignore[no-any-return]
