@@ -16,8 +16,11 @@ report.json schema (version 1)::
       "tokens": {"prompt": int, "output": int},
       "cost_usd": float, "cost_sources": {"usage"|"table"|"mixed": jobs},
       "elapsed_s": float, "images_per_minute": float,
+      "cache": {"hits": int, "saved_usd": float},   # answers reused, money not spent
       "by_tag": {tag: {"jobs", "done", "failed", "blocked", "cost_usd"}},
-      "jobs": [{"id", "status", "attempts", "requests", "files": [str], "error":
+      "jobs": [{"id", "status", "attempts", "requests", "files": [str] (relative to OUT),
+                "upscaled": [str] (size-preset files enlarged beyond the model's output),
+                "error":
                 {"kind", "http_status", "message"} | null, "text", "prompt",
                 "tokens": {"prompt", "output"}, "cost_usd", "cost_source", "tags"}]
     }
