@@ -72,6 +72,19 @@ def test_every_kind_is_a_valid_marker() -> None:
         assert parse_markers(f"p [[sim:{kind}x2]]") == (Marker(kind, 2),)
 
 
+@settings(deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(sorted(KINDS)), st.one_of(st.none(), st.integers(1, 99))),
+        max_size=4,
+    ),
+    st.text(alphabet=st.characters(blacklist_characters="[]"), max_size=20),
+)
+def test_markers_round_trip(specs: list[tuple[str, int | None]], text: str) -> None:
+    prompt = text + "".join(f"[[sim:{k}{'' if n is None else f'x{n}'}]] {text}" for k, n in specs)
+    assert parse_markers(prompt) == tuple(Marker(k, n) for k, n in specs)
+
+
 def test_marker_schedule() -> None:
     once = parse_markers("[[sim:500x2]]")
     assert [forced_kind(once, i) for i in range(4)] == ["500", "500", None, None]

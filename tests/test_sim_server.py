@@ -241,6 +241,9 @@ def test_simulator_thread_serves_synchronous_code() -> None:
             assert resp.status == 200
             assert "inlineData" in json.loads(resp.read())["candidates"][0]["content"]["parts"][1]
         assert sim.stats.ok == 1
+        copy = sim.snapshot()
+        assert copy.ok == 1
+        assert copy is not sim.stats
 
 
 def test_simulator_thread_reports_bind_errors() -> None:

@@ -11,6 +11,7 @@ tests), with its own event loop in a daemon thread.
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 from types import TracebackType
 
@@ -87,7 +88,8 @@ class Simulator:
 class SimulatorThread:
     """A `Simulator` served from a background thread's event loop.
 
-    `stats` is read without locking; read it after the client is done."""
+    `stats` is the live object, read without locking: read it once the client
+    is done, or use `snapshot()` while traffic is flowing."""
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.simulator = Simulator(config)
@@ -104,6 +106,18 @@ class SimulatorThread:
     @property
     def stats(self) -> SimStats:
         return self.simulator.stats
+
+    def snapshot(self, timeout: float = 5.0) -> SimStats:
+        """A consistent copy of `stats`, taken on the server's own thread, for
+        reading while requests are still being served."""
+        loop = self._loop
+        if loop is None or self._thread is None:
+            return copy.deepcopy(self.simulator.stats)
+
+        async def take() -> SimStats:
+            return copy.deepcopy(self.simulator.stats)
+
+        return asyncio.run_coroutine_threadsafe(take(), loop).result(timeout)
 
     def start(self) -> SimulatorThread:
         """Start serving; returns once the port is bound (or raises)."""
