@@ -261,6 +261,8 @@ def test_parse_request_accepts_both_spellings() -> None:
         b'{"contents": [{"parts": []}]}',
         b'{"contents":[{"parts":[{"inlineData":{"mimeType":"image/png","data":"!!"}}]}]}',
         b'{"contents":[{"parts":[{"text":"a"}]}],"generationConfig":{"imageConfig":{"aspectRatio":"7:3"}}}',
+        b'{"contents":[{"parts":[{"text":"a"}]}],"generationConfig":{"imageConfig":{"aspectRatio":[1]}}}',
+        b"[" * 100_000 + b"]" * 100_000,
     ],
 )
 def test_parse_request_rejects(body: bytes) -> None:
@@ -331,3 +333,27 @@ def test_fast_answer_is_the_documented_answer(text: str | None, n_images: int, p
 def test_zero_limits_refuse_everything() -> None:
     assert SlidingWindow(0, 60.0).admit(5.0) == 60.0
     assert FixedWindow(0, 100.0, start=0.0).admit(5.0) == pytest.approx(95.0)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["contents", "parts", "text", "inlineData", "inline_data", "mimeType",
+                         "data", "generationConfig", "imageConfig", "aspectRatio",
+                         "responseModalities", "x"]),
+        inner,
+        max_size=4,
+    ),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@settings(deadline=None)
+@given(_json_values)
+def test_parse_request_never_crashes(doc: object) -> None:
+    """Any JSON is either a request or a 400, never a server error."""
+    try:
+        parsed = parse_request(json.dumps(doc).encode())
+    except BadRequest:
+        return
+    assert isinstance(parsed.prompt, str)

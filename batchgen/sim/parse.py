@@ -49,7 +49,7 @@ def parse_request(body: bytes) -> ParsedRequest:
     """Parse and validate a request body, or raise `BadRequest`."""
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadRequest(
             "Invalid JSON payload received. Unexpected token.\n"
             f"{body[:40].decode('utf-8', 'replace')}"
@@ -100,7 +100,7 @@ def parse_request(body: bytes) -> ParsedRequest:
         if isinstance(image_config, dict)
         else None
     )
-    if ratio is not None and ratio not in ASPECT_RATIOS:
+    if ratio is not None and (not isinstance(ratio, str) or ratio not in ASPECT_RATIOS):
         raise BadRequest(
             f"* GenerateContentRequest.generation_config.image_config.aspect_ratio: "
             f"unsupported aspect ratio {ratio!r}; supported: {', '.join(ASPECT_RATIOS)}\n"
