@@ -12,26 +12,56 @@ tests never sleep.
 * the pool is not paused (a 429's `retryDelay`, or an open breaker);
 * at least ``1 / rate`` seconds passed since the previous admission (even
   spacing: no burst at the top of each minute);
-* with ``--rpm N``, fewer than N admissions in the last 60 s (a sliding window:
-  spacing alone would allow N + 1 in a window whose ends both hold one).
+* with ``--rpm N``, fewer than N admissions in the last window W (a sliding
+  window: spacing alone would allow N + 1 in a window whose ends both hold
+  one). With ``--rpm`` the rate is ``0.99 * N / W``, so that jitter on the
+  way to the server cannot put N + 1 requests in one of *its* windows.
 
-Without ``--rpm`` the rate adapts (AIMD): unlimited until the first 429, then
-the rate that the server accepted over the last window, times 0.97; after each
-quiet window it grows by 5 % to probe for more; each further 429 sets it back
-to the accepted rate again (multiplicative decrease).
+Without ``--rpm`` the rate adapts (AIMD), learning the quota from the server:
+
+* unlimited until the first 429;
+* a 429 opens a *burst*: the pool pauses (``retryDelay``, else 2 s), so no
+  request is admitted until the pause ends and every answer to the requests
+  already sent is back. The server's window was full when it refused, so its
+  quota is ``Q = admitted - rejected``: our admissions in the W seconds before
+  the first 429, minus the 429s of the burst. When the pause ends the rate
+  becomes ``min(rate, Q / W) * 0.97`` (multiplicative decrease; nothing
+  accepted means nothing to learn, and the pause alone paces the pool);
+* after each window W with no 429 and no raise, the rate grows by 5 % to
+  probe for quota freed by other clients (the increase).
+
+W is 60 s, the API's per-minute window. The hidden environment variable
+``BATCHGEN_QUOTA_WINDOW`` (seconds) scales it, for benchmarks against a
+simulator whose quota window was scaled the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+#: The API's per-minute quota window, in seconds.
+WINDOW = 60.0
+WINDOW_ENV = "BATCHGEN_QUOTA_WINDOW"
+
+
+def quota_window() -> float:
+    """W: 60 s, unless `BATCHGEN_QUOTA_WINDOW` (benchmarks only) says otherwise."""
+    raw = os.environ.get(WINDOW_ENV, "")
+    try:
+        value = float(raw)
+    except ValueError:
+        return WINDOW
+    return value if math.isfinite(value) and value > 0 else WINDOW
 
 
 def backoff(attempt: int, rng: random.Random, *, base: float = 1.0, cap: float = 60.0) -> float:
@@ -41,11 +71,26 @@ def backoff(attempt: int, rng: random.Random, *, base: float = 1.0, cap: float =
     return float(exp * (0.5 + rng.random()))
 
 
+@dataclass
+class _Burst:
+    """429s answered to requests that were sent before the pause began."""
+
+    at: float
+    admitted: int
+    rejected: int = 0
+
+
 class Pacer:
     """Admission control shared by every worker of a run."""
 
     BREAKER_THRESHOLD = 8
-    WINDOW = 60.0
+    WINDOW = WINDOW
+    #: The share of the learned quota the pool runs at after a 429.
+    DECREASE = 0.97
+    #: Growth after each quiet window.
+    INCREASE = 1.05
+    #: With --rpm, the share of N per window actually used (jitter margin).
+    RPM_MARGIN = 0.99
 
     def __init__(
         self,
@@ -54,24 +99,27 @@ class Pacer:
         adaptive: bool = True,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
-        window: float = WINDOW,
+        window: float | None = None,
     ) -> None:
         self.rpm = rpm
-        self.window = window
+        self.window = window if window is not None else quota_window()
         self.adaptive = adaptive and rpm is None
-        self.rate: float = rpm / window if rpm else math.inf
+        self.rate: float = rpm * self.RPM_MARGIN / self.window if rpm else math.inf
         self._clock = clock
         self._sleep = sleep
         self._lock = asyncio.Lock()
         self._next = 0.0
         self.paused_until = 0.0
+        #: Admission times within the last window (rpm limit, quota learning).
         self._sent: deque[float] = deque()
-        self._accepted: deque[float] = deque()
+        self._burst: _Burst | None = None
         self._last_429 = -math.inf
-        self._last_raise = 0.0
+        self._last_raise = -math.inf
         self._server_errors = 0
         self._breaker_delay = 5.0
         self.rate_limited = 0
+        #: The quota learned from the last burst of 429s (requests per window).
+        self.learned_quota: int | None = None
 
     async def acquire(self) -> None:
         async with self._lock:
@@ -81,55 +129,60 @@ class Pacer:
                 if wait <= 0:
                     break
                 await self._sleep(wait)
+            if self._burst is not None:
+                self._learn()
             interval = 0.0 if math.isinf(self.rate) else 1.0 / self.rate
             self._next = max(now, self._next) + interval
-            if self.rpm is not None:
+            if self.rpm is not None or self.adaptive:
                 self._sent.append(now)
+
+    def _trim(self, now: float) -> None:
+        horizon = now - self.window
+        sent = self._sent
+        while sent and sent[0] <= horizon:
+            sent.popleft()
 
     def _window_wait(self, now: float) -> float:
         if self.rpm is None:
             return 0.0
-        while self._sent and self._sent[0] <= now - self.window:
-            self._sent.popleft()
+        self._trim(now)
         if len(self._sent) < int(self.rpm):
             return 0.0
         return self._sent[0] + self.window - now + 1e-3
 
-    def _trim(self, now: float) -> None:
-        while self._accepted and self._accepted[0] <= now - self.window:
-            self._accepted.popleft()
+    def _learn(self) -> None:
+        """The pause after a burst ended: every 429 of it is in; set the rate."""
+        burst = self._burst
+        assert burst is not None
+        self._burst = None
+        accepted = burst.admitted - burst.rejected
+        if accepted <= 0:
+            return
+        self.learned_quota = accepted
+        self.rate = max(1.0 / self.window, min(self.rate, accepted / self.window) * self.DECREASE)
 
     def on_success(self) -> None:
         self._server_errors = 0
         self._breaker_delay = 5.0
-        if not self.adaptive:
+        if not self.adaptive or math.isinf(self.rate) or self._burst is not None:
             return
         now = self._clock()
-        self._accepted.append(now)
-        self._trim(now)
-        if (
-            not math.isinf(self.rate)
-            and now - self._last_429 > self.window
-            and now - self._last_raise > self.window
-        ):
-            self.rate *= 1.05
+        if now - self._last_429 > self.window and now - self._last_raise > self.window:
+            self.rate *= self.INCREASE
             self._last_raise = now
 
     def on_rate_limited(self, retry_after: float | None) -> None:
-        """A 429: pause everyone for the server's delay and, adaptively, slow down."""
+        """A 429: pause everyone for the server's delay and, adaptively, learn the quota."""
         self.rate_limited += 1
         now = self._clock()
         delay = retry_after if retry_after is not None else 2.0
         self.paused_until = max(self.paused_until, now + delay)
         if not self.adaptive:
             return
-        self._trim(now)
-        # One burst of 429s (the requests that were in flight together) is one signal.
-        # With nothing accepted in the window there is no rate to learn from: the
-        # pause alone paces the pool.
-        if (now - self._last_429 > 1.0 or math.isinf(self.rate)) and self._accepted:
-            accepted = len(self._accepted) / self.window
-            self.rate = max(1.0 / self.window, min(self.rate, accepted) * 0.97)
+        if self._burst is None:
+            self._trim(now)
+            self._burst = _Burst(at=now, admitted=len(self._sent))
+        self._burst.rejected += 1
         self._last_429 = now
 
     def on_server_error(self) -> None:
