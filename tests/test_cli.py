@@ -146,3 +146,14 @@ def test_state_of_another_folder_is_not_mistaken(tmp_path: Path) -> None:
     missing = batchgen("status", tmp_path / "nothing-here")
     assert missing.returncode == 2
     assert "no batchgen state" in missing.stderr
+
+
+def test_help_does_not_load_the_heavy_modules() -> None:
+    code = (
+        "import sys; from batchgen.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('aiohttp', 'pandas', 'pyarrow') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert done.stdout.strip() == "[]"

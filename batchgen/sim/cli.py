@@ -19,7 +19,6 @@ from typing import Any
 
 from batchgen.sim.config import SimConfig
 from batchgen.sim.faults import Latency, SpecError, parse_faults, spread_fault_rate
-from batchgen.sim.server import Simulator
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -150,6 +149,8 @@ async def serve(config: SimConfig) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
+        from batchgen.sim.server import Simulator
+
         async with Simulator(config) as sim:
             print(f"batchgen simulator serving at {sim.base_url}", flush=True)
             await stop.wait()
