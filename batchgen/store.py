@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchgen.errors import StateError
+from batchgen.errors import AbortError, StateError
 from batchgen.models import ErrorInfo, Job, JobRecord, Status
 
 STATE_DIR = ".batchgen"
@@ -147,6 +147,24 @@ def _job_json(job: Job) -> str:
     return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
 
 
+class _Connection(sqlite3.Connection):
+    """A connection whose "database or disk is full" stops the run with a clear
+    message (like a full disk while writing an image) instead of a traceback."""
+
+    path: Path = Path()
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_FULL:
+                raise
+            raise AbortError(
+                f"disk full while writing the state {self.path}; free some space and run "
+                "the same command again (finished images are kept)"
+            ) from exc
+
+
 @dataclass(frozen=True, slots=True)
 class Known:
     status: Status
@@ -201,7 +219,14 @@ class Store:
 
     def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
         try:
-            db = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(
+                target,
+                uri=uri,
+                isolation_level=None,
+                check_same_thread=False,
+                factory=_Connection,
+            )
+            db.path = self.path
             db.execute("PRAGMA busy_timeout=5000")
         except sqlite3.DatabaseError as exc:
             self._corrupt(exc)
