@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ import aiohttp
 from batchgen import client
 from batchgen.cache import CachedAnswer, Coalescer, SharedCache, request_key
 from batchgen.config import RunConfig
-from batchgen.errors import AbortError
+from batchgen.errors import EXIT_ABORTED, AbortError
 from batchgen.limiter import Pacer, backoff
 from batchgen.mime import sniff_mime
 from batchgen.models import ErrorInfo, GeneratedImage, Job, Outcome, OutcomeKind, Status
@@ -97,7 +98,7 @@ class Budget:
 
 @dataclass
 class StopReason:
-    kind: str  # "interrupted" | "fatal" | "quota" | "budget" | "disk"
+    kind: str  # "interrupted" | "fatal" | "quota" | "budget" | "disk" | "error"
     message: str
     exit_code: int
 
@@ -164,7 +165,7 @@ class Scheduler:
     def request_stop(self, reason: StopReason) -> None:
         if self.stop is None:
             self.stop = reason
-            if reason.kind in ("fatal", "quota", "budget", "disk"):
+            if reason.kind in ("fatal", "quota", "budget", "disk", "error"):
                 log.warning("stopping: %s", reason.message)
         self._stopped.set()
         for timer in self._timers:
@@ -270,6 +271,11 @@ class Scheduler:
                 final = await self._attempt(item)
             except AbortError as exc:
                 self.request_stop(StopReason("disk", str(exc), exc.exit_code))
+                final = False
+            except Exception as exc:
+                # A worker that died here would leave its job unsettled: the run
+                # would wait for it for ever. Stop cleanly instead; the job stays pending.
+                self.request_stop(_unexpected(item.job, exc))
                 final = False
             if final or self.stop is not None:
                 self._settle_item(item, final=final)
@@ -566,6 +572,24 @@ class Scheduler:
         self.counters.count(status)
         self._on_change(self.counters)
         return True
+
+
+def _unexpected(job: Job, exc: Exception) -> StopReason:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = exc.filename or "the output folder"
+        return StopReason(
+            "disk",
+            f"disk full while writing {where}; free some space and run the same command "
+            "again (finished images are kept)",
+            EXIT_ABORTED,
+        )
+    log.error("job %s: unexpected %s", job.id, type(exc).__name__, exc_info=exc)
+    return StopReason(
+        "error",
+        f"stopped: job {job.id} hit an unexpected error ({type(exc).__name__}: {exc}); "
+        "fix it and run the same command again",
+        EXIT_ABORTED,
+    )
 
 
 def _all_whole(images: tuple[GeneratedImage, ...]) -> bool:
