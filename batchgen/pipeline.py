@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
@@ -36,7 +37,7 @@ from batchgen.pricing import PriceTable
 from batchgen.progress import Progress
 from batchgen.report import write_reports
 from batchgen.scheduler import Budget, Counters, Scheduler, StopReason
-from batchgen.sink import SHARD_THRESHOLD, clean_temporaries
+from batchgen.sink import SHARD_THRESHOLD, DiskFullError, clean_temporaries
 from batchgen.store import STATE_DIR, Store
 
 log = logging.getLogger(__name__)
@@ -148,10 +149,18 @@ async def arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool = Fa
                 await _schedule(store, cfg, prices, result, sharded=sharded_meta == "1")
         finally:
             result.exit_code = _exit_code(result)
-            store.end_run(result.exit_code)
-            # A stopped run exits within seconds; the next report makes missing previews.
-            budget = None if result.stop is None else THUMB_BUDGET_ON_STOP
-            result.report = write_reports(store, thumb_budget_s=budget)
+            try:
+                store.end_run(result.exit_code)
+                # A stopped run exits within seconds; the next report makes missing previews.
+                budget = None if result.stop is None else THUMB_BUDGET_ON_STOP
+                result.report = write_reports(store, thumb_budget_s=budget)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise DiskFullError(
+                    f"disk full while writing the report in {config.out}; free some space "
+                    "and run the same command again (finished images are kept)"
+                ) from exc
     return result
 
 
