@@ -149,20 +149,32 @@ def _job_json(job: Job) -> str:
 
 class _Connection(sqlite3.Connection):
     """A connection whose "database or disk is full" stops the run with a clear
-    message (like a full disk while writing an image) instead of a traceback."""
+    message (like a full disk while writing an image), and whose damaged pages
+    found mid-run are refused like a corrupt file at open, instead of a traceback."""
 
     path: Path = Path()
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         try:
             return super().execute(sql, parameters)
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_FULL:
-                raise
-            raise AbortError(
-                f"disk full while writing the state {self.path}; free some space and run "
-                "the same command again (finished images are kept)"
-            ) from exc
+        except sqlite3.DatabaseError as exc:
+            code = exc.sqlite_errorcode & 0xFF
+            if code == sqlite3.SQLITE_FULL:
+                raise AbortError(
+                    f"disk full while writing the state {self.path}; free some space and run "
+                    "the same command again (finished images are kept)"
+                ) from exc
+            if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                raise StateError(corrupt_message(self.path, exc)) from exc
+            raise
+
+
+def corrupt_message(path: Path, exc: BaseException) -> str:
+    return (
+        f"{path}: the state database is unreadable ({exc}). Nothing was sent. "
+        "Move it aside to keep its history, or delete the output folder's .batchgen/ "
+        "to start over (every image will be generated and paid for again)."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,12 +217,14 @@ class Store:
         self._take_lock()
         fresh = not self.path.exists() or self.path.stat().st_size == 0
         self.db = self._connect(str(self.path))
+        # Identity first: switching to WAL rewrites the header of a foreign or
+        # newer file that is about to be refused, and adds journals next to it.
+        self._check_identity(fresh=fresh)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:
             self._corrupt(exc)
-        self._check_identity(fresh=fresh)
         self._migrate()
         # Sequence numbers keep file order; counted here, not by max(seq) per insert.
         self._next_seq = int(
@@ -233,11 +247,7 @@ class Store:
         return db
 
     def _corrupt(self, exc: BaseException) -> None:
-        raise StateError(
-            f"{self.path}: the state database is unreadable ({exc}). Nothing was sent. "
-            "Move it aside to keep its history, or delete the output folder's .batchgen/ "
-            "to start over (every image will be generated and paid for again)."
-        ) from exc
+        raise StateError(corrupt_message(self.path, exc)) from exc
 
     def _take_lock(self) -> None:
         fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
