@@ -160,7 +160,7 @@ async def test_enospc_while_writing_an_image(
         assert "disk full while writing" in result.stop.message
         view = check_folder(out, ids, final=False)
         assert view is not None
-        assert view.statuses["done"] == 10
+        assert 0 < view.statuses["done"] < 30
         assert not temporaries(out)
         monkeypatch.undo()
         again = await arun_files([jobs], make_config(out, sim.base_url, concurrency=4))
@@ -184,7 +184,7 @@ async def test_an_unexpected_io_error_stops_the_run_instead_of_hanging(
         assert "Input/output error" in result.stop.message
         view = check_folder(out, ids, final=False)
         assert view is not None
-        assert view.statuses["done"] == 5
+        assert 0 < view.statuses["done"] < 20
         monkeypatch.undo()
         again = await arun_files([jobs], make_config(out, sim.base_url))
         assert again.exit_code == 0
