@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
 import secrets
 from pathlib import Path
@@ -41,12 +42,24 @@ def image_dir(out: Path, job_id: str, *, sharded: bool) -> Path:
     return base
 
 
+#: Temporary names only need to be unique within this process: the state lock
+#: keeps other runs out of the folder (a counter costs no syscall, unlike urandom).
+_temp_ids = itertools.count()
+_temp_tag = secrets.token_hex(2)
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that no reader ever sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(4)}-{path.name}"
+    tmp = path.parent / f"{TEMP_PREFIX}{_temp_tag}{next(_temp_ids):x}-{path.name}"
     try:
-        with open(tmp, "wb") as fh:
+        try:
+            fh = open(tmp, "wb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            # The folder is created on first use only: a mkdir per image was a
+            # syscall, an exception and a stat for every job.
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(tmp, "wb")  # noqa: SIM115
+        with fh:
             fh.write(data)
         os.replace(tmp, path)
     except OSError as exc:
