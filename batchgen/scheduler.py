@@ -389,7 +389,11 @@ class Scheduler:
             outcome = replace(
                 outcome, message=key.redact(outcome.message), text=key.redact(outcome.text)
             )
-        if kind is OutcomeKind.OK and not await asyncio.to_thread(_all_whole, outcome.images):
+        written: tuple[list[str], list[tuple[str, bool]]] | None = None
+        if kind is OutcomeKind.OK:
+            # One thread hop checks and writes (a hop costs the loop ~0.15 ms of CPU).
+            written = await asyncio.to_thread(self._check_and_write, job, outcome.images)
+        if kind is OutcomeKind.OK and written is None:
             # A right signature before garbage, or a cut-off body: never a finished image.
             kind = OutcomeKind.NO_IMAGE
             outcome = replace(
@@ -399,9 +403,9 @@ class Scheduler:
                 message="an image in the answer is cut off or corrupt",
             )
         message = outcome.message
-        if kind is OutcomeKind.OK:
+        if kind is OutcomeKind.OK and written is not None:
             self.pacer.on_success()
-            images, sized = await asyncio.to_thread(self._write_outputs, job, outcome.images)
+            images, sized = written
             await self._remember(item, outcome, images)
             return self._end_done(item, images, sized, outcome.text)
         if kind is OutcomeKind.FATAL:
@@ -472,6 +476,14 @@ class Scheduler:
         )
         self._retry_later(item, delay)
         return False
+
+    def _check_and_write(
+        self, job: Job, images: tuple[GeneratedImage, ...]
+    ) -> tuple[list[str], list[tuple[str, bool]]] | None:
+        """In a worker thread: None when an image does not parse, else `_write_outputs`."""
+        if not _all_whole(images):
+            return None
+        return self._write_outputs(job, images)
 
     def _write_outputs(
         self, job: Job, images: tuple[GeneratedImage, ...]
