@@ -162,9 +162,7 @@ def write_failed(store: Store, path: Path) -> int:
     """Failed and blocked jobs in the input format plus their error: fix and feed back."""
     n = 0
     with _AtomicText(path) as fh:
-        for rec in store.records():
-            if rec.status not in (Status.FAILED, Status.BLOCKED):
-                continue
+        for rec in store.records((Status.FAILED, Status.BLOCKED)):
             job = store.job_json(rec.id) or {"id": rec.id, "prompt": rec.prompt}
             job.pop("source", None)
             job.pop("line", None)

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -513,11 +513,16 @@ class Store:
         counts.update({str(s): int(n) for s, n in rows})
         return counts
 
-    def records(self) -> Iterator[JobRecord]:
+    def records(self, statuses: Collection[Status] = ()) -> Iterator[JobRecord]:
+        """Every job's record in file order, or only those in `statuses`."""
+        where = ""
+        if statuses:
+            where = "WHERE status IN (" + ",".join("?" * len(statuses)) + ")"
         cur = self.db.execute(
-            """SELECT id, fingerprint, status, attempts, files, error_kind, http_status,
+            f"""SELECT id, fingerprint, status, attempts, files, error_kind, http_status,
                error_message, text, prompt_tokens, output_tokens, cost_usd, cost_source, job,
-               started_at, finished_at, requests, upscaled FROM jobs ORDER BY seq"""
+               started_at, finished_at, requests, upscaled FROM jobs {where} ORDER BY seq""",
+            [s.value for s in statuses],
         )
         for row in cur:
             job = json.loads(row[13])
