@@ -13,7 +13,8 @@ import contextlib
 import errno
 import logging
 import signal
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,27 @@ async def _endpoint(config: RunConfig, sim: bool) -> AsyncIterator[RunConfig]:
 
 async def arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool = False) -> RunResult:
     """The whole run. Raises `BatchgenError`s for bad input/usage before anything is sent."""
+    with _sigterm_as_interrupt():
+        return await _arun_files(paths, config, sim=sim)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, like Ctrl-C, while validating, planning and
+    writing the report (the scheduler has its own two-stage handlers in between), so
+    a supervisor's stop never kills the run without its `finally`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+async def _arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool) -> RunResult:
     paths = expand_inputs(paths, None if config.dry_run else config.out)
     reader.validate(paths)
     prices = PriceTable.load(config.prices_file)
@@ -206,6 +228,7 @@ async def _schedule(
                 task.cancel()
 
         installed = []
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, on_signal)
@@ -219,6 +242,10 @@ async def _schedule(
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
+                # asyncio resets to the default; put back what was there before.
+                handler = previous[sig]
+                if handler is not None:
+                    signal.signal(sig, handler)
             result.stop = scheduler.stop
             result.counters = scheduler.counters
             progress.close(scheduler.counters)
