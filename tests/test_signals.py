@@ -136,3 +136,44 @@ def test_second_signal_stops_at_once_with_consistent_state(tmp_path: Path, sig: 
     final = read_store(out)
     assert final is not None
     assert final.statuses == {"done": 12}
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_a_signal_during_planning_is_an_interruption_too(tmp_path: Path, sig: int) -> None:
+    """Before the first request (validating and planning a big file) a signal
+    also ends the run with 130 and a consistent, resumable folder."""
+    jobs = tmp_path / "jobs.jsonl"
+    ids = _jobs(jobs, 40_000)
+    out = tmp_path / "out"
+    state = out / ".batchgen" / "state.sqlite"
+    with SimulatorThread(SimConfig(small_images=True, api_key=KEY)) as sim:
+        proc = subprocess.Popen(
+            cli(jobs, out, sim.base_url),
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert wait_for(state.exists, proc, time.monotonic() + 60)
+            assert sim.stats.total == 0
+            proc.send_signal(sig)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 130, (proc.returncode, stderr)
+        assert "interrupted" in stderr
+        assert "Traceback" not in stderr
+        assert sim.stats.total == 0
+        check_folder(out, ids, final=False)
+        again = subprocess.run(
+            cli(jobs, out, sim.base_url, "--limit", "10"),
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert again.returncode == 0, again.stderr
+        assert sim.stats.total == 10
