@@ -165,7 +165,8 @@ async def test_enospc_while_writing_an_image(
         monkeypatch.undo()
         again = await arun_files([jobs], make_config(out, sim.base_url, concurrency=4))
         assert again.exit_code == 0
-        assert sim.stats.total <= 30 + 4
+        # In flight at the stop, or answered and being written: at most twice the pool.
+        assert sim.stats.total <= 30 + 2 * 4
     check_folder(out, ids, final=True)
 
 
