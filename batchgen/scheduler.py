@@ -148,6 +148,9 @@ class Scheduler:
         self._rng = random.Random(config.seed)
         self._queue: asyncio.Queue[WorkItem] = asyncio.Queue()
         self._room = asyncio.Semaphore(2 * config.concurrency)
+        #: A slot is a request in flight. Writing an answer's image happens outside
+        #: it, so --concurrency requests stay in flight while images are written.
+        self._slots = asyncio.Semaphore(config.concurrency)
         self._outstanding = 0
         self._feeding = True
         self._idle = asyncio.Event()
@@ -173,7 +176,10 @@ class Scheduler:
         self._timers.clear()
 
     async def run(self, pending: Iterator[Job]) -> Counters:
-        workers = [asyncio.create_task(self._worker()) for _ in range(self.config.concurrency)]
+        # Twice as many workers as request slots: while some write images, the
+        # others keep every slot busy (the queue never holds more than 2x anyway).
+        n_workers = 2 * self.config.concurrency
+        workers = [asyncio.create_task(self._worker()) for _ in range(n_workers)]
         feeder = asyncio.create_task(self._feed(pending))
         idle = asyncio.create_task(self._idle.wait())
         stopped = asyncio.create_task(self._stopped.wait())
@@ -325,8 +331,10 @@ class Scheduler:
         job = item.job
         if not item.claimed and await self._from_cache(item):
             return True
+        await self._slots.acquire()
         reserve = self.prices.worst_case(item.model, job.prompt, len(job.images))
         if not self.budget.reserve(reserve):
+            self._slots.release()
             self.request_stop(
                 StopReason(
                     "budget",
@@ -358,6 +366,8 @@ class Scheduler:
         except BaseException:
             self.budget.settle(reserve, 0.0)
             raise
+        finally:
+            self._slots.release()
         if outcome.kind in (OutcomeKind.FATAL, OutcomeKind.QUOTA_EXHAUSTED):
             self.budget.settle(reserve, 0.0)
         else:
