@@ -134,10 +134,14 @@ class _AtomicText:
         return self.fh
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        self.fh.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
+        try:
+            self.fh.close()  # flushes: a full disk can fail here too
+            if exc_type is None:
+                os.replace(self.tmp, self.path)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
+        if exc_type is not None:
             self.tmp.unlink(missing_ok=True)
 
 
