@@ -120,7 +120,12 @@ def run_child(cmd: Sequence[str], env: dict[str, str] | None = None) -> Child:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env, cwd=ROOT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # Ctrl-C or SIGTERM: leave no child behind
+            proc.kill()
+            proc.wait()
+            raise
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -701,6 +706,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so that simulators and children are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     only = set(args.only.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="batchgen-bench-"))
     bench = Bench(args.size, SIZES[args.size], tmp)
