@@ -46,22 +46,22 @@ SCHEMA_VERSION = 1
 
 
 def _tag_rollup(store: Store) -> dict[str, dict[str, Any]]:
-    tags: dict[str, dict[str, Any]] = {}
-    for tags_json, status, cost in store.db.execute(
-        "SELECT json_extract(job, '$.tags'), status, cost_usd FROM jobs"
-    ):
-        if not tags_json:
-            continue
-        for tag in json.loads(tags_json):
-            entry = tags.setdefault(
-                tag, {"jobs": 0, "done": 0, "failed": 0, "blocked": 0, "cost_usd": 0.0}
-            )
-            entry["jobs"] += 1
-            if status in entry:
-                entry[status] += 1
-            entry["cost_usd"] += cost
-    for entry in tags.values():
-        entry["cost_usd"] = round(entry["cost_usd"], 6)
+    """Per-tag totals, grouped by SQLite (one Python row per tag, not per job)."""
+    rows = store.db.execute(
+        """SELECT t.value, count(*), sum(status = 'done'), sum(status = 'failed'),
+           sum(status = 'blocked'), total(cost_usd)
+           FROM jobs, json_each(jobs.job, '$.tags') AS t GROUP BY t.value"""
+    ).fetchall()
+    tags = {
+        str(tag): {
+            "jobs": n,
+            "done": done,
+            "failed": failed,
+            "blocked": blocked,
+            "cost_usd": round(cost, 6),
+        }
+        for tag, n, done, failed, blocked, cost in rows
+    }
     return dict(sorted(tags.items()))
 
 
