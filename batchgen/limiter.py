@@ -27,6 +27,9 @@ Without ``--rpm`` the rate adapts (AIMD), learning the quota from the server:
   the first 429, minus the 429s of the burst. When the pause ends the rate
   becomes ``min(rate, Q / W) * 0.97`` (multiplicative decrease; nothing
   accepted means nothing to learn, and the pause alone paces the pool);
+* a burst in which fewer answers were 429s than successes is not a full
+  window (at a quota wall everything sent after it is refused) but a passing
+  refusal: the pause is kept, nothing is learned;
 * after each window W with no 429 and no raise, the rate grows by 5 % to
   probe for quota freed by other clients (the increase).
 
@@ -78,6 +81,8 @@ class _Burst:
     at: float
     admitted: int
     rejected: int = 0
+    #: Answers that were not 429s while the burst lasted.
+    accepted: int = 0
 
 
 class Pacer:
@@ -155,16 +160,24 @@ class Pacer:
         burst = self._burst
         assert burst is not None
         self._burst = None
-        accepted = burst.admitted - burst.rejected
-        if accepted <= 0:
+        if burst.rejected < burst.accepted:
+            # Mostly successes around the 429: a shared-capacity hiccup, not a full
+            # quota window (at a wall, everything sent after it is refused). The pause
+            # was the answer; learning a quota from it would throttle the whole night.
             return
-        self.learned_quota = accepted
-        self.rate = max(1.0 / self.window, min(self.rate, accepted / self.window) * self.DECREASE)
+        quota = burst.admitted - burst.rejected
+        if quota <= 0:
+            return
+        self.learned_quota = quota
+        self.rate = max(1.0 / self.window, min(self.rate, quota / self.window) * self.DECREASE)
 
     def on_success(self) -> None:
         self._server_errors = 0
         self._breaker_delay = 5.0
-        if not self.adaptive or math.isinf(self.rate) or self._burst is not None:
+        if self._burst is not None:
+            self._burst.accepted += 1
+            return
+        if not self.adaptive or math.isinf(self.rate):
             return
         now = self._clock()
         if now - self._last_429 > self.window and now - self._last_raise > self.window:
