@@ -27,9 +27,11 @@ Without ``--rpm`` the rate adapts (AIMD), learning the quota from the server:
   the first 429, minus the 429s of the burst. When the pause ends the rate
   becomes ``min(rate, Q / W) * 0.97`` (multiplicative decrease; nothing
   accepted means nothing to learn, and the pause alone paces the pool);
-* a burst in which fewer answers were 429s than successes is not a full
-  window (at a quota wall everything sent after it is refused) but a passing
-  refusal: the pause is kept, nothing is learned;
+* a burst is a wall only if the requests sent after the first refused one
+  were refused too: when more of them succeeded than were refused, it was a
+  passing refusal (shared capacity, a random 429), the pause is kept and
+  nothing is learned. Requests sent *before* the refused one may succeed at
+  a wall (they were in flight), so they do not count against it;
 * after each window W with no 429 and no raise, the rate grows by 5 % to
   probe for quota freed by other clients (the increase).
 
@@ -81,7 +83,9 @@ class _Burst:
     at: float
     admitted: int
     rejected: int = 0
-    #: Answers that were not 429s while the burst lasted.
+    #: When the first refused request was sent (its admission time).
+    first_refused: float = math.inf
+    #: Successes, while the burst lasted, of requests sent after `first_refused`.
     accepted: int = 0
 
 
@@ -126,7 +130,9 @@ class Pacer:
         #: The quota learned from the last burst of 429s (requests per window).
         self.learned_quota: int | None = None
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> float:
+        """Wait for admission; returns the admission time, the request's ticket
+        for `on_success` and `on_rate_limited`."""
         async with self._lock:
             while True:
                 now = self._clock()
@@ -140,6 +146,7 @@ class Pacer:
             self._next = max(now, self._next) + interval
             if self.rpm is not None or self.adaptive:
                 self._sent.append(now)
+            return now
 
     def _trim(self, now: float) -> None:
         horizon = now - self.window
@@ -161,8 +168,9 @@ class Pacer:
         assert burst is not None
         self._burst = None
         if burst.rejected < burst.accepted:
-            # Mostly successes around the 429: a shared-capacity hiccup, not a full
-            # quota window (at a wall, everything sent after it is refused). The pause
+            # Mostly successes among requests sent after the refused one: a passing
+            # hiccup, not a full quota window (at a wall, everything sent after it is
+            # refused; what was in flight before it may still succeed). The pause
             # was the answer; learning a quota from it would throttle the whole night.
             return
         quota = burst.admitted - burst.rejected
@@ -171,11 +179,13 @@ class Pacer:
         self.learned_quota = quota
         self.rate = max(1.0 / self.window, min(self.rate, quota / self.window) * self.DECREASE)
 
-    def on_success(self) -> None:
+    def on_success(self, sent_at: float | None = None) -> None:
+        """A request admitted at `sent_at` (unknown: counted as sent now) succeeded."""
         self._server_errors = 0
         self._breaker_delay = 5.0
         if self._burst is not None:
-            self._burst.accepted += 1
+            if sent_at is None or sent_at > self._burst.first_refused:
+                self._burst.accepted += 1
             return
         if not self.adaptive or math.isinf(self.rate):
             return
@@ -184,7 +194,7 @@ class Pacer:
             self.rate *= self.INCREASE
             self._last_raise = now
 
-    def on_rate_limited(self, retry_after: float | None) -> None:
+    def on_rate_limited(self, retry_after: float | None, sent_at: float | None = None) -> None:
         """A 429: pause everyone for the server's delay and, adaptively, learn the quota."""
         self.rate_limited += 1
         now = self._clock()
@@ -196,6 +206,9 @@ class Pacer:
             self._trim(now)
             self._burst = _Burst(at=now, admitted=len(self._sent))
         self._burst.rejected += 1
+        self._burst.first_refused = min(
+            self._burst.first_refused, now if sent_at is None else sent_at
+        )
         self._last_429 = now
 
     def on_server_error(self) -> None:

@@ -233,3 +233,36 @@ def test_quota_window_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for bad in ("", "x", "0", "-5", "nan", "inf"):
         monkeypatch.setenv(WINDOW_ENV, bad)
         assert quota_window() == WINDOW
+
+
+def test_a_wall_is_learned_although_requests_in_flight_before_it_succeed() -> None:
+    """At a quota wall, what was sent before the first refused request may still
+    succeed during the pause; only what was sent after it counts against a wall."""
+    clock = FakeClock()
+    p = pacer(clock, window=10.0)
+    tickets = [asyncio.run(p.acquire()) for _ in range(64)]
+    clock.now += 0.2
+    second = [asyncio.run(p.acquire()) for _ in range(64)]
+    for sent in second[36:]:  # the server's window filled at the 100th request
+        p.on_rate_limited(9.8, sent)
+    for sent in second[:36]:  # sent before the refused ones: in flight, fine
+        p.on_success(sent)
+    del tickets
+    admit(p, clock, 1)
+    assert p.learned_quota == 100
+    assert p.rate == pytest.approx(100 / 10.0 * 0.97)
+
+
+def test_a_random_429_among_later_successes_teaches_nothing() -> None:
+    clock = FakeClock()
+    p = pacer(clock, window=10.0)
+    sent = []
+    for _ in range(50):
+        clock.now += 0.01
+        sent.append(asyncio.run(p.acquire()))
+    p.on_rate_limited(1.0, sent[10])
+    for t in sent[11:]:
+        p.on_success(t)
+    admit(p, clock, 1)
+    assert p.learned_quota is None
+    assert math.isinf(p.rate)
