@@ -120,6 +120,8 @@ class WorkItem:
     fingerprint: str = ""
     last: Outcome | None = None
     sizes_written: list[str] = field(default_factory=list)
+    #: The Pacer's ticket for the last request: when it was admitted.
+    admitted_at: float | None = None
     cache_key: str = ""
     #: This item is the one request in flight for its cache key.
     claimed: bool = False
@@ -353,7 +355,7 @@ class Scheduler:
             )
             return False
         try:
-            await self.pacer.acquire()
+            item.admitted_at = await self.pacer.acquire()
             if self.stop is not None:
                 return False
             self.counters.in_flight += 1
@@ -426,7 +428,7 @@ class Scheduler:
             )
         message = outcome.message
         if kind is OutcomeKind.OK and written is not None:
-            self.pacer.on_success()
+            self.pacer.on_success(item.admitted_at)
             images, sized = written
             await self._remember(item, outcome, images)
             return self._end_done(item, images, sized, outcome.text)
@@ -452,7 +454,7 @@ class Scheduler:
             return False
         error = ErrorInfo(kind.value, outcome.http_status, message)
         if kind is OutcomeKind.BLOCKED:
-            self.pacer.on_success()
+            self.pacer.on_success(item.admitted_at)
             return self._end(item, Status.BLOCKED, error=error, text=outcome.text)
         if kind is OutcomeKind.BAD_REQUEST:
             return self._end(item, Status.FAILED, error=error, text=outcome.text)
@@ -471,7 +473,7 @@ class Scheduler:
                     )
                 )
                 return False
-            self.pacer.on_rate_limited(outcome.retry_after)
+            self.pacer.on_rate_limited(outcome.retry_after, item.admitted_at)
             item.attempts -= 1
             item.rate_limited += 1
             if item.rate_limited >= MAX_RATE_LIMITED:
