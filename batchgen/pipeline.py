@@ -36,12 +36,15 @@ from batchgen.models import Job
 from batchgen.planner import Plan, plan
 from batchgen.pricing import PriceTable
 from batchgen.progress import Progress
-from batchgen.report import write_reports
+from batchgen.report import summarize, write_reports
 from batchgen.scheduler import Budget, Counters, Scheduler, StopReason
 from batchgen.sink import SHARD_THRESHOLD, DiskFullError, clean_temporaries
 from batchgen.store import STATE_DIR, Store
 
 log = logging.getLogger(__name__)
+
+#: Meta key: "1" while the report files describe every job row as it is.
+REPORT_CURRENT = "report_current"
 
 #: Seconds an interrupted or aborted run may spend making missing gallery previews.
 THUMB_BUDGET_ON_STOP = 5.0
@@ -167,6 +170,8 @@ async def _arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool) ->
             if sharded_meta is None:
                 sharded_meta = "1" if result.plan.total > SHARD_THRESHOLD else "0"
                 store.set_meta("sharded", sharded_meta)
+            if result.plan.to_run:
+                store.set_meta(REPORT_CURRENT, "0")
             async with _endpoint(config, sim) as cfg:
                 await _schedule(store, cfg, prices, result, sharded=sharded_meta == "1")
         finally:
@@ -175,7 +180,11 @@ async def _arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool) ->
                 store.end_run(result.exit_code)
                 # A stopped run exits within seconds; the next report makes missing previews.
                 budget = None if result.stop is None else THUMB_BUDGET_ON_STOP
-                result.report = write_reports(store, thumb_budget_s=budget)
+                if _reports_current(store, result):
+                    result.report = summarize(store)
+                else:
+                    result.report = write_reports(store, thumb_budget_s=budget)
+                    store.set_meta(REPORT_CURRENT, "1")
             except OSError as exc:
                 if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise
@@ -184,6 +193,16 @@ async def _arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool) ->
                     "and run the same command again (finished images are kept)"
                 ) from exc
     return result
+
+
+def _reports_current(store: Store, result: RunResult) -> bool:
+    """Nothing to do and the reports of the last run still stand: re-running a
+    finished million-job folder must not rewrite a million report rows."""
+    if result.plan.to_run or result.counters.requests or result.stop is not None:
+        return False
+    names = ("report.json", "failed.jsonl", "report.html")
+    present = all((store.out / name).is_file() for name in names)
+    return present and store.meta(REPORT_CURRENT) == "1"
 
 
 async def _schedule(

@@ -284,3 +284,18 @@ async def run_one_rows(
     out = tmp_path / "out"
     await arun_files([write_jobs(tmp_path / "jobs.jsonl", rows)], make_config(out, sim.base_url))
     return json.loads((out / "report.json").read_text())  # type: ignore[no-any-return]
+
+
+async def test_a_run_with_nothing_to_do_keeps_the_reports(tmp_path: Path, sim: Simulator) -> None:
+    rows = [{"id": f"j{i}", "prompt": f"p{i}"} for i in range(5)]
+    jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    await arun_files([jobs], make_config(out, sim.base_url))
+    before = (out / "report.json").stat().st_mtime_ns
+    again = await arun_files([jobs], make_config(out, sim.base_url))
+    assert (out / "report.json").stat().st_mtime_ns == before
+    assert again.report["done"] == 5  # the summary is still returned
+    rows[0]["prompt"] = "p0, changed"
+    write_jobs(jobs, rows)
+    await arun_files([jobs], make_config(out, sim.base_url))
+    assert (out / "report.json").stat().st_mtime_ns != before
