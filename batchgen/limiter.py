@@ -122,6 +122,8 @@ class Pacer:
         #: Admission times within the last window (rpm limit, quota learning).
         self._sent: deque[float] = deque()
         self._burst: _Burst | None = None
+        #: Times of 429s within the last window: admissions the server did not accept.
+        self._refused: deque[float] = deque()
         self._last_429 = -math.inf
         self._last_raise = -math.inf
         self._server_errors = 0
@@ -173,7 +175,11 @@ class Pacer:
             # refused; what was in flight before it may still succeed). The pause
             # was the answer; learning a quota from it would throttle the whole night.
             return
-        quota = burst.admitted - burst.rejected
+        # Refusals of earlier bursts in the same window were never accepted either.
+        horizon = burst.at - self.window
+        while self._refused and self._refused[0] <= horizon:
+            self._refused.popleft()
+        quota = burst.admitted - len(self._refused)
         if quota <= 0:
             return
         self.learned_quota = quota
@@ -206,6 +212,7 @@ class Pacer:
             self._trim(now)
             self._burst = _Burst(at=now, admitted=len(self._sent))
         self._burst.rejected += 1
+        self._refused.append(now)
         self._burst.first_refused = min(
             self._burst.first_refused, now if sent_at is None else sent_at
         )

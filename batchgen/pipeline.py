@@ -33,7 +33,7 @@ from batchgen.errors import (
 )
 from batchgen.limiter import Pacer
 from batchgen.models import Job
-from batchgen.planner import Plan, plan
+from batchgen.planner import SETTLED_INPUTS, Plan, inputs_digest, plan, settled
 from batchgen.pricing import PriceTable
 from batchgen.progress import Progress
 from batchgen.report import summarize, write_reports
@@ -147,12 +147,19 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 async def _arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool) -> RunResult:
     paths = expand_inputs(paths, None if config.dry_run else config.out)
-    reader.validate(paths)
     prices = PriceTable.load(config.prices_file)
+    if not config.dry_run and config.api_key is None and not sim:
+        raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or use --sim")
+    digest = ""
+    if not config.dry_run and not (config.retry_failed or config.retry_blocked):
+        with contextlib.suppress(OSError):  # an unreadable file is validate's to report
+            digest = inputs_digest(paths, config.model)
+        done = _already_settled(config, digest) if digest else None
+        if done is not None:
+            return done
+    reader.validate(paths)
     if config.dry_run:
         return dry_run(paths, config, prices)
-    if config.api_key is None and not sim:
-        raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or use --sim")
     config.out.mkdir(parents=True, exist_ok=True)
     with Store(config.out) as store:
         clean_temporaries(config.out)
@@ -185,6 +192,8 @@ async def _arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool) ->
                 else:
                     result.report = write_reports(store, thumb_budget_s=budget)
                     store.set_meta(REPORT_CURRENT, "1")
+                settled_now = result.stop is None and result.report["pending"] == 0
+                store.set_meta(SETTLED_INPUTS, digest if settled_now else "")
             except OSError as exc:
                 if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise
@@ -192,6 +201,27 @@ async def _arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool) ->
                     f"disk full while writing the report in {config.out}; free some space "
                     "and run the same command again (finished images are kept)"
                 ) from exc
+    return result
+
+
+def _already_settled(config: RunConfig, digest: str) -> RunResult | None:
+    """The fast path of a re-run: these exact inputs already finished in this
+    folder, so there is nothing to validate, plan or send (a million-line file
+    is hashed, not parsed). None when the full path must run."""
+    if not (config.out / STATE_DIR / "state.sqlite").exists():
+        return None
+    with Store(config.out) as store:
+        if not settled(store, digest):
+            return None
+        store.start_run()
+        counts = store.counts()
+        result = RunResult(EXIT_OK, Plan(total=sum(counts.values()), done=counts["done"]))
+        store.end_run(EXIT_OK)
+        if _reports_current(store, result):
+            result.report = summarize(store)
+        else:
+            result.report = write_reports(store)
+            store.set_meta(REPORT_CURRENT, "1")
     return result
 
 

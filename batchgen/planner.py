@@ -86,6 +86,45 @@ def job_fingerprint(job: Job, model: str, out: Path, store: Store) -> str | None
     return fingerprint(job, model, digests)
 
 
+def inputs_digest(paths: Iterable[Path], model: str) -> str:
+    """The bytes of every job file and the default model: when they and every
+    reference file are as they were at the end of a run that left nothing
+    pending, planning again would find nothing to do (see `settled`)."""
+    h = hashlib.sha256(f"v1\0{model}".encode())
+    for path in paths:
+        h.update(f"\0{path.resolve()}\0".encode())
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def references_unchanged(store: Store) -> bool:
+    """Every reference file hashed so far still has the size and mtime it had."""
+    for path, size, mtime_ns in store.hashed_files():
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if st.st_size != size or st.st_mtime_ns != mtime_ns:
+            return False
+    return True
+
+
+def settled(store: Store, digest: str) -> bool:
+    """True when this folder already finished these exact inputs: nothing pending,
+    same job-file bytes and model, no reference file touched since."""
+    return (
+        store.meta(SETTLED_INPUTS) == digest
+        and store.counts()[Status.PENDING.value] == 0
+        and references_unchanged(store)
+    )
+
+
+#: Meta key: the `inputs_digest` of the last run that left nothing pending.
+SETTLED_INPUTS = "settled_inputs"
+
+
 def plan(
     jobs: Iterable[Job],
     store: Store,

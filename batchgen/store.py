@@ -494,6 +494,10 @@ class Store:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def hashed_files(self) -> Iterator[tuple[str, int, int]]:
+        """Every reference file hashed so far, with the size and mtime it had."""
+        yield from self.db.execute("SELECT path, size, mtime_ns FROM image_hashes")
+
     def remember_hash(self, path: str, size: int, mtime_ns: int, digest: str) -> None:
         if self.readonly:
             return

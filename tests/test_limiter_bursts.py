@@ -50,3 +50,17 @@ def test_a_wall_of_429s_teaches_the_quota() -> None:
     admit(p, 1)
     assert p.learned_quota == 160
     assert p.rate == 160 / 60.0 * Pacer.DECREASE
+
+
+def test_repeated_refusals_of_one_request_teach_no_quota() -> None:
+    # One job refused three times in a row: every admission in the window was
+    # refused, so there is no accepted rate to learn (it used to become 1/minute).
+    clock = Clock()
+    p = Pacer(clock=clock, sleep=clock.sleep, window=60.0)
+    for _ in range(3):
+        admit(p, 1)
+        p.on_rate_limited(0.05)
+    admit(p, 1)
+    assert p.learned_quota is None
+    assert math.isinf(p.rate)
+    assert clock.now - 1000.0 < 1.0

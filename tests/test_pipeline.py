@@ -299,3 +299,27 @@ async def test_a_run_with_nothing_to_do_keeps_the_reports(tmp_path: Path, sim: S
     write_jobs(jobs, rows)
     await arun_files([jobs], make_config(out, sim.base_url))
     assert (out / "report.json").stat().st_mtime_ns != before
+
+
+async def test_a_settled_folder_is_not_planned_again(tmp_path: Path, sim: Simulator) -> None:
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8), "red").save(photo)
+    rows = [{"id": "a", "prompt": "p", "images": [str(photo)]}, {"id": "b", "prompt": "q"}]
+    jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    first = await arun_files([jobs], make_config(out, sim.base_url))
+    assert (first.plan.new, sim.stats.total) == (2, 2)
+    fast = await arun_files([jobs], make_config(out, sim.base_url))
+    assert (fast.exit_code, fast.plan.total, fast.plan.done, fast.plan.new) == (0, 2, 2, 0)
+    assert sim.stats.total == 2
+    # A touched reference photo takes the full path (and its new bytes rerun the job).
+    Image.new("RGB", (8, 8), "blue").save(photo)
+    full = await arun_files([jobs], make_config(out, sim.base_url))
+    assert (full.plan.changed, sim.stats.total) == (1, 3)
+    # A --limit run leaves jobs pending: the next run must plan them.
+    more = write_jobs(
+        tmp_path / "more.jsonl", [*rows, {"id": "c", "prompt": "r"}, {"id": "d", "prompt": "s"}]
+    )
+    await arun_files([more], make_config(out, sim.base_url, limit=1))
+    rest = await arun_files([more], make_config(out, sim.base_url))
+    assert (rest.plan.pending, sim.stats.total) == (1, 5)
