@@ -87,6 +87,8 @@ class _Burst:
     first_refused: float = math.inf
     #: Successes, while the burst lasted, of requests sent after `first_refused`.
     accepted: int = 0
+    #: Every success answered while the burst lasted.
+    answered_ok: int = 0
 
 
 class Pacer:
@@ -169,7 +171,7 @@ class Pacer:
         burst = self._burst
         assert burst is not None
         self._burst = None
-        if burst.rejected < burst.accepted:
+        if burst.rejected < burst.accepted or not self._wall_sized(burst):
             # Mostly successes among requests sent after the refused one: a passing
             # hiccup, not a full quota window (at a wall, everything sent after it is
             # refused; what was in flight before it may still succeed). The pause
@@ -185,11 +187,21 @@ class Pacer:
         self.learned_quota = quota
         self.rate = max(1.0 / self.window, min(self.rate, quota / self.window) * self.DECREASE)
 
+    @staticmethod
+    def _wall_sized(burst: _Burst) -> bool:
+        """At a quota wall, the requests sent between the window filling and the first
+        429 coming back are all refused: about as many as were in flight. A lone 429
+        among a pool of successes (a capacity hiccup, or a fault) is not a wall."""
+        if burst.rejected == 1 and burst.answered_ok:
+            return False
+        return 4 * burst.rejected >= burst.answered_ok
+
     def on_success(self, sent_at: float | None = None) -> None:
         """A request admitted at `sent_at` (unknown: counted as sent now) succeeded."""
         self._server_errors = 0
         self._breaker_delay = 5.0
         if self._burst is not None:
+            self._burst.answered_ok += 1
             if sent_at is None or sent_at > self._burst.first_refused:
                 self._burst.accepted += 1
             return
