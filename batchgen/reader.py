@@ -31,7 +31,7 @@ from batchgen.reader_checks import (
     find_cycles,
     human_size,
 )
-from batchgen.reader_sources import RawRow, iter_source
+from batchgen.reader_sources import RawRow, iter_source, json_type
 
 __all__ = [
     "ID_PATTERN",
@@ -112,19 +112,8 @@ class _Bad(Exception):
 
 
 def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    # Field types are described as lists (CSV users write `a;b`), rows as JSON arrays.
+    return "list" if isinstance(value, list | tuple) else json_type(value)
 
 
 def _cell_text(value: object) -> str | None:

@@ -113,7 +113,8 @@ def _utf8_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
     )
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
+    """A JSON value's kind as a user would name it in an error message."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -180,7 +181,7 @@ def _iter_jsonl(path: Path, name: str, max_line_bytes: int) -> Iterator[SourceIt
                 yield InputProblem(name, line, "", f"invalid JSON: {exc}")
                 continue
             if not isinstance(obj, dict):
-                msg = f"expected a JSON object {{...}}, got {_json_type(obj)}"
+                msg = f"expected a JSON object {{...}}, got {json_type(obj)}"
                 yield InputProblem(name, line, "", msg)
                 continue
             yield RawRow(line, {k: obj[k] for k in KNOWN_FIELDS if k in obj}, table=False)
