@@ -228,9 +228,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _default_sim_serve(argv: list[str]) -> list[str]:
+    """`batchgen sim [options]` is `batchgen sim serve [options]` (the first
+    simulator's command line, kept working)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("-"):
+            continue
+        if arg == "sim":
+            rest = argv[i + 1 : i + 2]
+            if not rest or rest[0] not in ("serve", "-h", "--help"):
+                return [*argv[: i + 1], "serve", *argv[i + 1 :]]
+        break
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_default_sim_serve(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

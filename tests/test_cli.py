@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -157,3 +158,19 @@ def test_help_does_not_load_the_heavy_modules() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_sim_alone_serves_like_sim_serve() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchgen", "sim", "--port", "0", "--small-images"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("batchgen simulator serving at http://127.0.0.1:")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
