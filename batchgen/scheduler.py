@@ -28,7 +28,7 @@ import os
 import random
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -117,9 +117,6 @@ class WorkItem:
     attempts: int = 0
     rate_limited: int = 0
     model: str = ""
-    fingerprint: str = ""
-    last: Outcome | None = None
-    sizes_written: list[str] = field(default_factory=list)
     #: The Pacer's ticket for the last request: when it was admitted.
     admitted_at: float | None = None
     cache_key: str = ""
@@ -202,7 +199,7 @@ class Scheduler:
                     timeout=self.config.grace_seconds,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                await self._drain(workers)
+                await self._drain()
         finally:
             # Cancelled too when a second Ctrl-C cancels the run mid-wait, so that
             # no task is left pending ("Task was destroyed but it is pending!").
@@ -215,7 +212,7 @@ class Scheduler:
             self._writers.shutdown(wait=False, cancel_futures=True)
         return self.counters
 
-    async def _drain(self, workers: list[asyncio.Task[None]]) -> None:
+    async def _drain(self) -> None:
         """Wait for in-flight requests (not queued ones) up to the grace period."""
         if self.counters.in_flight:
             with contextlib.suppress(TimeoutError):
@@ -321,8 +318,7 @@ class Scheduler:
             # Now that the parents are done, the fingerprint covers their output bytes
             # (hashed here from the bytes just read: the store stays on this thread).
             digests = [hashlib.sha256(data).hexdigest() for _mime, data in refs]
-            item.fingerprint = fingerprint(job, item.model, digests)
-            self.store.set_fingerprint(job.id, item.fingerprint)
+            self.store.set_fingerprint(job.id, fingerprint(job, item.model, digests))
         item.body = json.dumps(client.build_request(job, refs)).encode()
         item.cache_key = request_key(job, item.model, [data for _mime, data in refs])
 
@@ -350,7 +346,7 @@ class Scheduler:
                 StopReason(
                     "budget",
                     f"budget ${self.budget.limit:.2f} reached (spent ${self.budget.committed:.2f})",
-                    3,
+                    EXIT_ABORTED,
                 )
             )
             return False
@@ -398,7 +394,6 @@ class Scheduler:
                 output_tokens=usage.output_tokens if usage else 0,
             )
         item.attempts += 1
-        item.last = outcome
         return await self._handle(item, outcome)
 
     async def _handle(self, item: WorkItem, outcome: Outcome) -> bool:
@@ -438,7 +433,7 @@ class Scheduler:
                     "fatal",
                     f"the API refused the run (HTTP {outcome.http_status}, "
                     f"{outcome.reason or 'error'}): {message}",
-                    3,
+                    EXIT_ABORTED,
                 )
             )
             return False
@@ -448,7 +443,7 @@ class Scheduler:
                     "quota",
                     f"daily quota exhausted ({outcome.quota_id}); it resets at midnight "
                     "Pacific time; run the same command again then",
-                    3,
+                    EXIT_ABORTED,
                 )
             )
             return False
@@ -469,7 +464,7 @@ class Scheduler:
                         f"the server asked to wait {outcome.retry_after:.0f}s (more than "
                         f"{self.config.max_retry_delay:.0f}s): treating it as a quota stop; "
                         "run the same command again later",
-                        3,
+                        EXIT_ABORTED,
                     )
                 )
                 return False
@@ -529,10 +524,7 @@ class Scheduler:
     ) -> bool:
         files = images + [path for path, _up in sized]
         upscaled = [path for path, up in sized if up]
-        self.store.finish(item.job.id, Status.DONE, files=files, text=text, upscaled=upscaled)
-        self.counters.count(Status.DONE)
-        self._on_change(self.counters)
-        return True
+        return self._end(item, Status.DONE, files=files, text=text, upscaled=upscaled)
 
     async def _from_cache(self, item: WorkItem) -> bool:
         """Finish `item` from an identical earlier answer, waiting for one in flight;
@@ -540,8 +532,9 @@ class Scheduler:
         while True:
             answer = await self._cached_answer(item.cache_key)
             if answer is not None:
-                images, sized = await asyncio.to_thread(
-                    self._write_outputs, item.job, answer.images
+                loop = asyncio.get_running_loop()
+                images, sized = await loop.run_in_executor(
+                    self._writers, self._write_outputs, item.job, answer.images
                 )
                 self.store.mark_cache_hit(item.job.id, answer.cost_usd)
                 self.counters.cache_hits += 1
@@ -559,8 +552,9 @@ class Scheduler:
                 datas = await asyncio.to_thread(lambda: [p.read_bytes() for p in paths])
             except OSError:
                 datas = []
-            images = tuple(GeneratedImage(sniff_mime(d[:16]) or "image/png", d) for d in datas)
-            if images and all(sniff_mime(i.data[:16]) for i in images):
+            mimes = [sniff_mime(d[:16]) for d in datas]
+            if datas and all(mimes):
+                images = tuple(GeneratedImage(m, d) for m, d in zip(mimes, datas, strict=True) if m)
                 return CachedAnswer(images, text, cost)
         if self.shared_cache is not None:
             return await asyncio.to_thread(self.shared_cache.get, key)
@@ -603,8 +597,11 @@ class Scheduler:
         files: list[str] | None = None,
         error: ErrorInfo | None = None,
         text: str = "",
+        upscaled: list[str] | None = None,
     ) -> bool:
-        self.store.finish(item.job.id, status, files=files, error=error, text=text)
+        self.store.finish(
+            item.job.id, status, files=files, error=error, text=text, upscaled=upscaled
+        )
         self.counters.count(status)
         self._on_change(self.counters)
         return True
@@ -630,8 +627,3 @@ def _unexpected(job: Job, exc: Exception) -> StopReason:
 
 def _all_whole(images: tuple[GeneratedImage, ...]) -> bool:
     return all(client.is_whole_image(image.data) for image in images)
-
-
-async def close_quietly(session: aiohttp.ClientSession) -> None:
-    with contextlib.suppress(Exception):
-        await session.close()
