@@ -59,7 +59,6 @@ class RunResult:
     counters: Counters = field(default_factory=Counters)
     report: dict[str, Any] = field(default_factory=dict)
     stop: StopReason | None = None
-    message: str = ""
 
 
 def expand_inputs(paths: Sequence[Path], out: Path | None) -> list[Path]:
@@ -187,11 +186,7 @@ async def _arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool) ->
                 store.end_run(result.exit_code)
                 # A stopped run exits within seconds; the next report makes missing previews.
                 budget = None if result.stop is None else THUMB_BUDGET_ON_STOP
-                if _reports_current(store, result):
-                    result.report = summarize(store)
-                else:
-                    result.report = write_reports(store, thumb_budget_s=budget)
-                    store.set_meta(REPORT_CURRENT, "1")
+                result.report = _report(store, result, thumb_budget_s=budget)
                 settled_now = result.stop is None and result.report["pending"] == 0
                 store.set_meta(SETTLED_INPUTS, digest if settled_now else "")
             except OSError as exc:
@@ -217,12 +212,19 @@ def _already_settled(config: RunConfig, digest: str) -> RunResult | None:
         counts = store.counts()
         result = RunResult(EXIT_OK, Plan(total=sum(counts.values()), done=counts["done"]))
         store.end_run(EXIT_OK)
-        if _reports_current(store, result):
-            result.report = summarize(store)
-        else:
-            result.report = write_reports(store)
-            store.set_meta(REPORT_CURRENT, "1")
+        result.report = _report(store, result)
     return result
+
+
+def _report(
+    store: Store, result: RunResult, *, thumb_budget_s: float | None = None
+) -> dict[str, Any]:
+    """The run's summary; the report files are rewritten only when a job changed."""
+    if _reports_current(store, result):
+        return summarize(store)
+    summary = write_reports(store, thumb_budget_s=thumb_budget_s)
+    store.set_meta(REPORT_CURRENT, "1")
+    return summary
 
 
 def _reports_current(store: Store, result: RunResult) -> bool:

@@ -95,6 +95,15 @@ def summarize(store: Store) -> dict[str, Any]:
     }
 
 
+def _error(rec: JobRecord) -> dict[str, Any] | None:
+    err = rec.error
+    return (
+        None
+        if err is None
+        else {"kind": err.kind, "http_status": err.http_status, "message": err.message}
+    )
+
+
 def job_row(rec: JobRecord) -> dict[str, Any]:
     return {
         "id": rec.id,
@@ -103,13 +112,7 @@ def job_row(rec: JobRecord) -> dict[str, Any]:
         "requests": rec.requests,
         "files": rec.files,
         "upscaled": rec.upscaled,
-        "error": None
-        if rec.error is None
-        else {
-            "kind": rec.error.kind,
-            "http_status": rec.error.http_status,
-            "message": rec.error.message,
-        },
+        "error": _error(rec),
         "text": rec.text,
         "prompt": rec.prompt,
         "tokens": {"prompt": rec.prompt_tokens, "output": rec.output_tokens},
@@ -171,7 +174,7 @@ def write_failed(store: Store, path: Path) -> int:
             job.pop("source", None)
             job.pop("line", None)
             job["status"] = rec.status.value
-            job["error"] = job_row(rec)["error"]
+            job["error"] = _error(rec)
             fh.write(json.dumps(job, ensure_ascii=False) + "\n")
             n += 1
     return n
