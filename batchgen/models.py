@@ -82,6 +82,11 @@ class Job:
     source: str = ""
     line: int = 0
 
+    @property
+    def chained(self) -> bool:
+        """Whether an input is another job's output (the job waits for its parents)."""
+        return any(ref.startswith("@") for ref in self.images)
+
 
 @dataclass(frozen=True, slots=True)
 class GeneratedImage:

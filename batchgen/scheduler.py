@@ -228,7 +228,7 @@ class Scheduler:
             for job in pending:
                 if self.stop is not None:
                     break
-                if any(ref.startswith("@") for ref in job.images):
+                if job.chained:
                     self._admit_chained(job)
                     continue
                 await self._room.acquire()
@@ -300,7 +300,7 @@ class Scheduler:
             self._coalescer.release(item.cache_key)
             item.claimed = False
         self._outstanding -= 1
-        if not any(ref.startswith("@") for ref in item.job.images):
+        if not item.job.chained:
             self._room.release()
         if final:
             self._release_children(item.job.id)
@@ -314,7 +314,7 @@ class Scheduler:
             path = self._ref_path(ref)
             data = await asyncio.to_thread(path.read_bytes)
             refs.append((sniff_mime(data[:16]) or "image/png", data))
-        if any(ref.startswith("@") for ref in job.images):
+        if job.chained:
             # Now that the parents are done, the fingerprint covers their output bytes
             # (hashed here from the bytes just read: the store stays on this thread).
             digests = [hashlib.sha256(data).hexdigest() for _mime, data in refs]
