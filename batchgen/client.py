@@ -84,18 +84,20 @@ def _decode_b64(data: str) -> bytes:
     return base64.b64decode(cleaned, validate=True)
 
 
-def is_whole_image(data: bytes) -> bool:
-    """Whether the image's structure parses (headers and, for PNG, every chunk and
-    its checksum) without decoding pixels: a right signature before garbage or a
-    cut-off body must not be saved as a finished image."""
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """The pixel size of a whole image, or None when its structure does not parse
+    (headers and, for PNG, every chunk and its checksum; no pixels are decoded): a
+    right signature before garbage or a cut-off body must not be saved as a
+    finished image. The size decides whether the image needs a preview."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
+            size = im.size
             im.verify()
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError):
-        return False
-    return True
+        return None
+    return size
 
 
 def _short(text: str) -> str:

@@ -122,7 +122,10 @@ def _js(value: Any) -> str:
 def data_row(rec: JobRecord, thumbs: ThumbMaker | None) -> list[Any]:
     """One job as the page needs it, in `FIELDS` order (compact: a list, not a dict)."""
     image = rec.files[0].split("#", 1)[0] if rec.files else None
-    thumb = thumbs.submit(image) if thumbs is not None and image else None
+    if image is not None and rec.preview == image:
+        thumb: str | None = image  # small enough to be its own preview
+    else:
+        thumb = thumbs.submit(image) if thumbs is not None and image else None
     err = rec.error
     return [
         rec.id,

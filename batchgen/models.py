@@ -139,6 +139,8 @@ class JobRecord:
     files: list[str] = field(default_factory=list)
     #: Size-preset files that had to be enlarged beyond the model's output.
     upscaled: list[str] = field(default_factory=list)
+    #: The first image's preview as it landed (the image itself when small); None: unknown.
+    preview: str | None = None
     error: ErrorInfo | None = None
     text: str = ""
     prompt_tokens: int = 0

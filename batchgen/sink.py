@@ -79,12 +79,13 @@ def write_images(
     """Write a job's images; return their paths relative to `out`.
     Extra images of one answer become `<id>-2.<ext>`, `<id>-3.<ext>`, …"""
     folder = image_dir(out, job_id, sharded=sharded)
+    prefix = folder.relative_to(out).as_posix()
     paths: list[str] = []
     for n, image in enumerate(images, start=1):
         suffix = "" if n == 1 else f"-{n}"
-        path = folder / f"{job_id}{suffix}.{extension_for(image.mime_type)}"
-        write_atomic(path, image.data)
-        paths.append(path.relative_to(out).as_posix())
+        name = f"{job_id}{suffix}.{extension_for(image.mime_type)}"
+        write_atomic(folder / name, image.data)
+        paths.append(f"{prefix}/{name}")
     return paths
 
 

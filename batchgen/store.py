@@ -94,11 +94,17 @@ def _m004_upscaled(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE jobs ADD COLUMN upscaled TEXT NOT NULL DEFAULT '[]'")
 
 
+def _m005_preview(db: sqlite3.Connection) -> None:
+    # Where the gallery's preview of the first image is, when known as it landed.
+    db.execute("ALTER TABLE jobs ADD COLUMN preview TEXT")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m001_initial,
     _m002_request_cache,
     _m003_seq_index,
     _m004_upscaled,
+    _m005_preview,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -282,12 +288,16 @@ class Store:
             )
 
     def _migrate(self) -> None:
+        """Every pending migration in one transaction: a run stopped while opening
+        leaves the old schema or the new one, never a mix that readers trip on."""
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        for index in range(version, SCHEMA_VERSION):
-            with self.transaction():
-                MIGRATIONS[index](self.db)
-                self.db.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                self.db.execute(f"PRAGMA user_version={index + 1}")
+        if version >= SCHEMA_VERSION:
+            return
+        with self.transaction():
+            for migration in MIGRATIONS[version:]:
+                migration(self.db)
+            self.db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         db = getattr(self, "db", None)
@@ -365,7 +375,7 @@ class Store:
                      status='pending', priority=excluded.priority, plan_run=excluded.plan_run,
                      job=excluded.job, attempts=0, files='[]', error_kind=NULL,
                      cache_hit=0, saved_usd=0, http_status=NULL, error_message=NULL, text='',
-                     started_at=NULL, finished_at=NULL""",
+                     started_at=NULL, finished_at=NULL, upscaled='[]', preview=NULL""",
                 (job.id, self._next_seq, fingerprint, job.priority, self.run_id, _job_json(job)),
             )
         else:
@@ -407,11 +417,19 @@ class Store:
 
     # -- results -------------------------------------------------------------
     def record_attempt(
-        self, job_id: str, *, cost: float, prompt_tokens: int, output_tokens: int, cost_source: str
+        self,
+        job_id: str,
+        *,
+        cost: float,
+        prompt_tokens: int,
+        output_tokens: int,
+        cost_source: str,
+        commit: bool = True,
     ) -> None:
-        """One request made, committed at once: a retry may wait long before any
-        job ends, and a crash must lose only the counts (and cost) of requests
-        still in flight, never those of answered ones."""
+        """One request made, committed at once (or by the caller within moments,
+        `commit=False`): a retry may wait long before any job ends, and a crash
+        must lose only the counts (and cost) of requests still in flight, never
+        those of answered ones."""
         self._run_requests += 1
         self._begin()
         self.db.execute(
@@ -431,7 +449,8 @@ class Store:
                 job_id,
             ),
         )
-        self.commit()
+        if commit:
+            self.commit()
 
     def finish(
         self,
@@ -442,12 +461,15 @@ class Store:
         error: ErrorInfo | None = None,
         text: str = "",
         upscaled: list[str] | None = None,
+        preview: str | None = None,
+        commit: bool = True,
     ) -> None:
-        """A job's end, committed at once (after its image is on disk)."""
+        """A job's end, committed at once (or by the caller within moments,
+        `commit=False`), after its image is on disk."""
         self._begin()
         self.db.execute(
             """UPDATE jobs SET status=?, files=?, error_kind=?, http_status=?, error_message=?,
-               text=?, finished_at=?, upscaled=? WHERE id=?""",
+               text=?, finished_at=?, upscaled=?, preview=? WHERE id=?""",
             (
                 status.value,
                 json.dumps(files or []),
@@ -457,10 +479,12 @@ class Store:
                 text,
                 time.time(),
                 json.dumps(upscaled or []),
+                preview,
                 job_id,
             ),
         )
-        self.commit()
+        if commit:
+            self.commit()
 
     # -- request cache (this folder) ------------------------------------------
     def cached_request(self, key: str) -> tuple[list[str], str, float] | None:
@@ -525,7 +549,8 @@ class Store:
         cur = self.db.execute(
             f"""SELECT id, fingerprint, status, attempts, files, error_kind, http_status,
                error_message, text, prompt_tokens, output_tokens, cost_usd, cost_source, job,
-               started_at, finished_at, requests, upscaled FROM jobs {where} ORDER BY seq""",
+               started_at, finished_at, requests, upscaled, preview
+               FROM jobs {where} ORDER BY seq""",
             [s.value for s in statuses],
         )
         for row in cur:
@@ -551,6 +576,7 @@ class Store:
                 finished_at=row[15],
                 requests=row[16],
                 upscaled=json.loads(row[17]),
+                preview=row[18],
             )
             yield rec
 

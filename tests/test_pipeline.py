@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,9 @@ from PIL import Image
 from batchgen.errors import InputError, StateError, UsageError
 from batchgen.models import Status
 from batchgen.pipeline import arun_files
-from batchgen.sim import Simulator
+from batchgen.sim import SimConfig, Simulator
 from batchgen.store import Store
-from tests.conftest import make_config, write_jobs
+from tests.conftest import KEY, make_config, write_jobs
 
 
 async def run_one(tmp_path: Path, sim: Simulator, prompt: str, **options: Any) -> dict[str, Any]:
@@ -258,7 +259,31 @@ async def test_sizes_are_local_and_upscaling_is_reported(tmp_path: Path, sim: Si
     assert row["upscaled"] == ["sizes/amazon/p.png"]  # the simulator's image is 16 px
     with Image.open(tmp_path / "out" / "sizes" / "amazon" / "p.png") as im:
         assert im.size == (1500, 1500)
-    assert (tmp_path / "out" / "thumbs" / "images" / "p.jpg").is_file()
+    # 16 px is smaller than a preview: the image is its own, and no JPEG is made.
+    assert preview_of(tmp_path / "out", "p") == "images/p.png"
+    assert not (tmp_path / "out" / "thumbs").exists()
+
+
+def preview_of(out: Path, job_id: str) -> str | None:
+    with Store(out, readonly=True) as store:
+        (rec,) = [rec for rec in store.records() if rec.id == job_id]
+        return rec.preview
+
+
+@pytest.mark.parametrize("noise", [False, True], ids=["small-file", "1MB-file"])
+async def test_a_full_size_image_gets_its_preview_as_it_lands(tmp_path: Path, noise: bool) -> None:
+    """1024 px either way: a few KB (checked on the loop, the preview made on a
+    writer thread) or ~1 MB like a real answer (all of it on a writer thread)."""
+    out = tmp_path / "out"
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"id": "big", "prompt": "a lamp"}])
+    async with Simulator(SimConfig(api_key=KEY, noise=noise)) as full:
+        await arun_files([jobs], make_config(out, full.base_url))
+    assert preview_of(out, "big") == "thumbs/images/big.jpg"
+    with Image.open(out / "thumbs" / "images" / "big.jpg") as im:
+        assert im.format == "JPEG"
+        assert max(im.size) == 256
+    data = (out / "report-data.js").read_text(encoding="utf-8")
+    assert '"images/big.png","thumbs/images/big.jpg"' in data
 
 
 async def test_resume_mid_chain(tmp_path: Path, sim: Simulator) -> None:
@@ -323,3 +348,27 @@ async def test_a_settled_folder_is_not_planned_again(tmp_path: Path, sim: Simula
     await arun_files([more], make_config(out, sim.base_url, limit=1))
     rest = await arun_files([more], make_config(out, sim.base_url))
     assert (rest.plan.pending, sim.stats.total) == (1, 5)
+
+
+def test_a_folder_of_the_previous_schema_upgrades_in_place(tmp_path: Path) -> None:
+    from batchgen.store import APPLICATION_ID, DB_NAME, MIGRATIONS, SCHEMA_VERSION, STATE_DIR
+
+    out = tmp_path / "out"
+    (out / STATE_DIR).mkdir(parents=True)
+    con = sqlite3.connect(out / STATE_DIR / DB_NAME, isolation_level=None)
+    for migration in MIGRATIONS[:-1]:
+        migration(con)
+    con.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    con.execute(f"PRAGMA user_version={SCHEMA_VERSION - 1}")
+    con.execute(
+        "INSERT INTO jobs (id, seq, fingerprint, status, files, job) "
+        "VALUES (?, 1, 'fp', 'done', ?, ?)",
+        ("old", '["images/old.png"]', '{"id": "old", "prompt": "kept"}'),
+    )
+    con.close()
+    with Store(out) as store:
+        (rec,) = list(store.records())
+        version = store.db.execute("PRAGMA user_version").fetchone()[0]
+    assert version == SCHEMA_VERSION
+    assert (rec.id, rec.status, rec.files) == ("old", Status.DONE, ["images/old.png"])
+    assert rec.preview is None  # unknown: the report makes the preview as before
