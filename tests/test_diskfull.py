@@ -15,7 +15,6 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -131,20 +130,21 @@ def test_disk_full_on_a_real_small_filesystem(
 # -- injected errors (no root needed) ------------------------------------------------
 
 
-class FailingOpen:
-    """`open` for the sink that fails with `code` once `after` files were written."""
+class FailingWrite:
+    """The sink's write of an image file's bytes, failing with `code` once `after`
+    files were written (where a full disk really fails: the file exists by then)."""
 
     def __init__(self, code: int, after: int) -> None:
         self.code = code
         self.after = after
         self.calls = 0
+        self.real = sink._write_all
 
-    def __call__(self, path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if "w" in mode:
-            self.calls += 1
-            if self.calls > self.after:
-                raise OSError(self.code, os.strerror(self.code), str(path))
-        return open(path, mode, *args, **kwargs)
+    def __call__(self, fd: int, data: bytes) -> None:
+        self.calls += 1
+        if self.calls > self.after:
+            raise OSError(self.code, os.strerror(self.code))
+        self.real(fd, data)
 
 
 async def test_enospc_while_writing_an_image(
@@ -154,7 +154,7 @@ async def test_enospc_while_writing_an_image(
     ids = _jobs(jobs, 30)
     out = tmp_path / "out"
     async with Simulator(SimConfig(small_images=True, api_key=KEY)) as sim:
-        monkeypatch.setattr(sink, "open", FailingOpen(errno.ENOSPC, after=10), raising=False)
+        monkeypatch.setattr(sink, "_write_all", FailingWrite(errno.ENOSPC, after=10))
         result = await arun_files([jobs], make_config(out, sim.base_url, concurrency=4))
         assert result.exit_code == 3
         assert result.stop is not None
@@ -179,7 +179,7 @@ async def test_an_unexpected_io_error_stops_the_run_instead_of_hanging(
     ids = _jobs(jobs, 20)
     out = tmp_path / "out"
     async with Simulator(SimConfig(small_images=True, api_key=KEY)) as sim:
-        monkeypatch.setattr(sink, "open", FailingOpen(errno.EIO, after=5), raising=False)
+        monkeypatch.setattr(sink, "_write_all", FailingWrite(errno.EIO, after=5))
         cfg = make_config(out, sim.base_url, concurrency=4)
         result = await asyncio.wait_for(arun_files([jobs], cfg), 30)
         assert result.exit_code == 3
