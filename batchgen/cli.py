@@ -126,12 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     from batchgen.sim.cli import register as register_sim
 
     register_sim(sub)
-    try:
-        from batchgen.expand import register as register_expand
-    except ImportError:
-        pass
-    else:
-        register_expand(sub)
+    from batchgen.expand_cli import register as register_expand
+
+    register_expand(sub)
     return parser
 
 

@@ -445,7 +445,7 @@ class Scheduler:
         job = item.job
         kind = outcome.kind
         key = self.config.api_key
-        if key is not None:
+        if key is not None and (outcome.message or outcome.text):
             # A proxy or a model may echo the key back: it must not reach the store.
             outcome = replace(
                 outcome, message=key.redact(outcome.message), text=key.redact(outcome.text)

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from batchgen.errors import InputError, InputProblem
-from batchgen.expand import expand_recipe, register, write_expanded
+from batchgen.expand import expand_recipe, write_expanded
+from batchgen.expand_cli import register
 from batchgen.templates import load_template
 
 ROOT = Path(__file__).resolve().parent.parent

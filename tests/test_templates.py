@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batchgen.errors import UsageError
-from batchgen.expand import register
+from batchgen.expand_cli import register
 from batchgen.models import ASPECT_RATIOS
 from batchgen.templates import (
     EmptyFieldError,
