@@ -84,15 +84,20 @@ def _decode_b64(data: str) -> bytes:
     return base64.b64decode(cleaned, validate=True)
 
 
-def image_size(data: bytes) -> tuple[int, int] | None:
+#: Pillow's format for each type `sniff_mime` finds: `open` then tries that one only.
+_PIL_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/gif": "GIF", "image/webp": "WEBP"}
+
+
+def image_size(data: bytes, mime_type: str | None = None) -> tuple[int, int] | None:
     """The pixel size of a whole image, or None when its structure does not parse
     (headers and, for PNG, every chunk and its checksum; no pixels are decoded): a
     right signature before garbage or a cut-off body must not be saved as a
     finished image. The size decides whether the image needs a preview."""
     from PIL import Image
 
+    known = _PIL_FORMATS.get(mime_type or "")
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=[known] if known else None) as im:
             size = im.size
             im.verify()
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError):

@@ -686,7 +686,7 @@ def _unexpected(job: Job, exc: Exception) -> StopReason:
 
 def _dims(images: tuple[GeneratedImage, ...]) -> list[tuple[int, int]] | None:
     """Every image's pixel size, or None when one does not parse (or there is none)."""
-    dims = [client.image_size(image.data) for image in images]
+    dims = [client.image_size(image.data, image.mime_type) for image in images]
     if not dims or None in dims:
         return None
     return [d for d in dims if d is not None]

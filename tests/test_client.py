@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from batchgen import client
 from batchgen.client import build_request, classify, parse_delay
 from batchgen.models import Job, OutcomeKind
 
@@ -207,3 +208,34 @@ class TestErrors:
 )
 def test_parse_delay(value: str | None, expected: float | None) -> None:
     assert parse_delay(value) == expected
+
+
+def _encoded(fmt: str, size: tuple[int, int] = (20, 10)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 60)).save(buf, fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mime"),
+    [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp"), ("GIF", "image/gif")],
+)
+def test_image_size_of_a_whole_image(fmt: str, mime: str) -> None:
+    data = _encoded(fmt)
+    assert client.image_size(data, mime) == (20, 10)
+    assert client.image_size(data) == (20, 10)  # without a type: Pillow finds it
+
+
+def test_image_size_refuses_what_is_not_a_whole_image() -> None:
+    png = _encoded("PNG")
+    assert client.image_size(png[: len(png) // 2], "image/png") is None  # cut off
+    assert client.image_size(png[:8] + b"garbage" * 20, "image/png") is None
+    damaged = bytearray(png)
+    damaged[40] ^= 0xFF  # inside a chunk: its checksum no longer matches
+    assert client.image_size(bytes(damaged), "image/png") is None
+    assert client.image_size(png, "image/jpeg") is None  # not what it was sniffed as
+    assert client.image_size(b"", "image/png") is None
