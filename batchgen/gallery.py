@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
@@ -74,13 +74,15 @@ def write_gallery(
     *,
     thumb_budget_s: float | None = None,
     workers: int | None = None,
+    records: Iterable[JobRecord] | None = None,
 ) -> Path:
     """Write `report-data.js`, the previews and `report.html`; return the page's path.
 
     The data file is replaced before the page so that a reader never sees a
     new page over old data with missing columns; both appear atomically.
     `thumb_budget_s` caps the time spent on new previews (see `ThumbMaker`);
-    by default every image gets one.
+    by default every image gets one. `records` are the rows (default: every
+    job of the store), so a caller can write other files in the same pass.
     """
     out = store.out
     started = time.perf_counter()
@@ -90,7 +92,9 @@ def write_gallery(
         _atomic_text(out / DATA_NAME) as fh,
         ThumbMaker(out, workers=workers, budget_s=thumb_budget_s) as thumbs,
     ):
-        rows = write_data(fh, store.records(), summary, thumbs)
+        rows = write_data(
+            fh, iter(store.records() if records is None else records), summary, thumbs
+        )
     page = out / PAGE_NAME
     with _atomic_text(page) as fh:
         fh.write(render_page(summary))
@@ -146,7 +150,7 @@ def data_row(rec: JobRecord, thumbs: ThumbMaker | None) -> list[Any]:
 
 def write_data(
     fh: TextIO,
-    records: Iterator[JobRecord],
+    records: Iterable[JobRecord],
     summary: dict[str, Any],
     thumbs: ThumbMaker | None = None,
 ) -> int:

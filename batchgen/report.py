@@ -28,12 +28,13 @@ report.json schema (version 1)::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -148,20 +149,21 @@ class _AtomicText:
             self.tmp.unlink(missing_ok=True)
 
 
-def iter_rows(store: Store) -> Iterator[dict[str, Any]]:
-    for rec in store.records():
-        yield job_row(rec)
-
-
-def write_json(store: Store, summary: dict[str, Any], path: Path) -> None:
+@contextlib.contextmanager
+def _json_report(path: Path, summary: dict[str, Any]) -> Iterator[Callable[[JobRecord], None]]:
+    """`report.json`, streamed: the summary, then each job row as it is given."""
     with _AtomicText(path) as fh:
         head = json.dumps(summary, indent=2, ensure_ascii=False)
         fh.write(head[:-2] + ',\n  "jobs": [')
         first = True
-        for row in iter_rows(store):
+
+        def add(rec: JobRecord) -> None:
+            nonlocal first
             fh.write("\n    " if first else ",\n    ")
-            fh.write(json.dumps(row, ensure_ascii=False))
+            fh.write(json.dumps(job_row(rec), ensure_ascii=False))
             first = False
+
+        yield add
         fh.write("\n  ]\n}\n" if not first else "]\n}\n")
 
 
@@ -185,9 +187,15 @@ def write_reports(store: Store, *, thumb_budget_s: float | None = None) -> dict[
     made as images land; `thumb_budget_s` caps making any missing ones here (an
     interrupted run must exit within seconds, the next report makes the rest)."""
     summary = summarize(store)
-    write_json(store, summary, store.out / "report.json")
+    with _json_report(store.out / "report.json", summary) as add_row:
+        # One pass over the jobs feeds both report.json and the gallery's data.
+        def rows() -> Iterator[JobRecord]:
+            for rec in store.records():
+                add_row(rec)
+                yield rec
+
+        gallery.write_gallery(store, summary, thumb_budget_s=thumb_budget_s, records=rows())
     write_failed(store, store.out / "failed.jsonl")
-    gallery.write_gallery(store, summary, thumb_budget_s=thumb_budget_s)
     return summary
 
 
