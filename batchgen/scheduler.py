@@ -550,7 +550,8 @@ class Scheduler:
         if dims is None:
             return None
         first = dims[0]
-        if self.config.thumbnails and not is_own_preview(_suffix(images[0]), first):
+        head = images[0]
+        if self.config.thumbnails and not is_own_preview(_suffix(head), first, len(head.data)):
             return await self._writers.submit(self._write, job, images, first)
         return self._write(job, images, first)
 
@@ -567,7 +568,8 @@ class Scheduler:
         out = self.store.out
         files = write_images(out, job.id, images, sharded=self.sharded)
         sized = write_sizes(out, job.id, images[0].data, job.sizes) if job.sizes else []
-        shown = preview(out, files[0], first) if self.config.thumbnails else None
+        nbytes = len(images[0].data)
+        shown = preview(out, files[0], first, nbytes) if self.config.thumbnails else None
         return Written(files, sized, shown)
 
     def _end_done(self, item: WorkItem, written: Written, text: str) -> bool:

@@ -39,6 +39,8 @@ QUALITY = 70
 PREVIEWABLE = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"})
 #: Formats every browser shows: such an image no larger than a preview is its own.
 SHOWN_AS_IS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
+#: ... and no heavier than a few previews (one is ~10 KB).
+OWN_PREVIEW_BYTES = 48 * 1024
 
 
 def thumb_rel(image_rel: str) -> str | None:
@@ -94,20 +96,21 @@ def make_thumb(src: Path, dst: Path, *, max_side: int = MAX_SIDE, quality: int =
     return True
 
 
-def is_own_preview(suffix: str, size: tuple[int, int]) -> bool:
-    """Whether an image (its file suffix, its pixel size) needs no separate preview."""
-    return max(size) <= MAX_SIDE and suffix.lower() in SHOWN_AS_IS
+def is_own_preview(suffix: str, size: tuple[int, int], nbytes: int) -> bool:
+    """Whether an image (file suffix, pixel size, bytes) needs no separate preview:
+    small in pixels and in bytes (a page shows 100 cards), in a format browsers show."""
+    return max(size) <= MAX_SIDE and nbytes <= OWN_PREVIEW_BYTES and suffix.lower() in SHOWN_AS_IS
 
 
-def preview(out: Path, image_rel: str, size: tuple[int, int]) -> str | None:
+def preview(out: Path, image_rel: str, size: tuple[int, int], nbytes: int) -> str | None:
     """The preview of an image just written (path relative to OUT), made now.
 
-    An image no larger than a preview, in a format browsers show, is its own
-    preview: re-encoding it would cost ~0.4 ms of CPU (mostly under the GIL) for
-    a file no smaller. Returns None when no preview could be made; the report
-    tries again then.
+    An image no larger than a preview is its own preview (`is_own_preview`):
+    re-encoding it would cost ~0.4 ms of CPU, mostly under the GIL, for a file
+    no smaller. Returns None when no preview could be made; the report tries
+    again then.
     """
-    if is_own_preview(os.path.splitext(image_rel)[1], size):
+    if is_own_preview(os.path.splitext(image_rel)[1], size, nbytes):
         return image_rel
     rel = thumb_rel(image_rel)
     if rel is None:

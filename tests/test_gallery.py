@@ -358,3 +358,19 @@ def test_two_thousand_jobs_render_fast_with_a_small_page(store: Store) -> None:
     assert "sku-00" not in html
     assert len(load_data(store.out)["rows"]) == n == summary["total"]
     assert len(list((store.out / "thumbs/images").glob("*.jpg"))) == summary["done"]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "size", "nbytes", "own"),
+    [
+        (".png", (16, 16), 100, True),
+        (".JPG", (256, 200), 20_000, True),
+        (".png", (257, 16), 100, False),  # larger than a preview
+        (".png", (256, 256), thumbs.OWN_PREVIEW_BYTES + 1, False),  # heavier than a few
+        (".bmp", (16, 16), 100, False),  # not every browser shows it
+    ],
+)
+def test_which_images_are_their_own_preview(
+    suffix: str, size: tuple[int, int], nbytes: int, own: bool
+) -> None:
+    assert thumbs.is_own_preview(suffix, size, nbytes) is own
