@@ -36,12 +36,13 @@ class Handoff:
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._batch = batch
         self._closed = False
+        self._started = False
+        # Started by the first call: a hand-off never used leaves no thread behind
+        # (they are not daemons, so that a write in progress ends before exit).
         self._threads = [
             threading.Thread(target=self._serve, name=f"{name}-{n}", daemon=False)
             for n in range(threads)
         ]
-        for thread in self._threads:
-            thread.start()
 
     def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run `fn(*args)` on a thread; await the returned future for its result."""
@@ -49,8 +50,12 @@ class Handoff:
         future: asyncio.Future[T] = loop.create_future()
         if self._closed:
             future.cancel()
-        else:
-            self._queue.put((loop, future, fn, args))
+            return future
+        if not self._started:
+            self._started = True
+            for thread in self._threads:
+                thread.start()
+        self._queue.put((loop, future, fn, args))
         return future
 
     def close(self) -> None:
@@ -58,8 +63,9 @@ class Handoff:
         if self._closed:
             return
         self._closed = True
-        for _ in self._threads:
-            self._queue.put(None)
+        if self._started:
+            for _ in self._threads:
+                self._queue.put(None)
 
     def _serve(self) -> None:
         while True:

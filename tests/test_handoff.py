@@ -95,3 +95,11 @@ async def test_a_cancelled_waiter_does_not_break_the_others() -> None:
         assert doomed.cancelled()
     finally:
         handoff.close()
+
+
+def test_a_handoff_never_used_starts_no_thread() -> None:
+    before = threading.active_count()
+    handoff = Handoff(4)
+    assert threading.active_count() == before
+    handoff.close()
+    assert not any(thread.is_alive() for thread in handoff._threads)
