@@ -452,6 +452,11 @@ class Scheduler:
             )
         written: Written | None = None
         if kind is OutcomeKind.OK:
+            # Let the worker that the slot went to send its request before this
+            # answer is checked and written (on the loop when small): at C requests
+            # of latency L, every delay here lowers the rate below C/L. Refusals are
+            # handled without this pause: they must stop or slow the pool at once.
+            await asyncio.sleep(0)
             written = await self._save(job, outcome.images)
         if kind is OutcomeKind.OK and written is None:
             # A right signature before garbage, or a cut-off body: never a finished image.
