@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -52,8 +53,12 @@ log = logging.getLogger(__name__)
 #: core: more only fight over the GIL. They take answers in batches (`Handoff`).
 WRITER_THREADS = min(8, os.cpu_count() or 2)
 
-#: Answers up to this many image bytes are checked and written on the loop (`_save`).
+#: Answers up to this many image bytes are checked and written on the loop while
+#: the loop is busier than `BUSY_LOOP` (its thread's CPU over wall time, sampled
+#: every `LOAD_PERIOD_S`): see `_save`.
 INLINE_BYTES = 256 * 1024
+BUSY_LOOP = 0.6
+LOAD_PERIOD_S = 0.5
 
 #: 429s do not use up a job's attempts (the quota is not the job's fault), up to this.
 MAX_RATE_LIMITED = 100
@@ -178,6 +183,10 @@ class Scheduler:
         self._waiting: dict[str, list[Job]] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._commit_due = False
+        #: Share of the last `LOAD_PERIOD_S` the loop's thread was on the CPU.
+        self._loop_busy = 0.0
+        self._load_mark = (0.0, 0.0)
+        self._load_timer: asyncio.TimerHandle | None = None
         self._headers = {
             "Content-Type": "application/json",
             **config.extra_headers,
@@ -199,6 +208,7 @@ class Scheduler:
         # Twice as many workers as request slots: while some write images, the
         # others keep every slot busy (the queue never holds more than 2x anyway).
         n_workers = 2 * self.config.concurrency
+        self._sample_load()
         workers = [asyncio.create_task(self._worker()) for _ in range(n_workers)]
         feeder = asyncio.create_task(self._feed(pending))
         idle = asyncio.create_task(self._idle.wait())
@@ -221,6 +231,8 @@ class Scheduler:
             await asyncio.gather(idle, stopped, feeder, *workers, return_exceptions=True)
             for timer in self._timers:
                 timer.cancel()
+            if self._load_timer is not None:
+                self._load_timer.cancel()
             self.store.commit()
             self._writers.close()
         return self.counters
@@ -234,6 +246,16 @@ class Scheduler:
     def _check_idle(self) -> None:
         if not self._feeding and self._outstanding == 0:
             self._idle.set()
+
+    def _sample_load(self) -> None:
+        """Measure how busy the loop's thread was since the last sample (for `_save`)."""
+        loop = asyncio.get_running_loop()
+        now, cpu = loop.time(), time.thread_time()
+        wall_then, cpu_then = self._load_mark
+        if wall_then:
+            self._loop_busy = (cpu - cpu_then) / max(now - wall_then, 1e-6)
+        self._load_mark = (now, cpu)
+        self._load_timer = loop.call_later(LOAD_PERIOD_S, self._sample_load)
 
     def _commit_soon(self) -> None:
         """Commit what this turn of the event loop wrote, once, when the turn ends.
@@ -544,12 +566,16 @@ class Scheduler:
     async def _save(self, job: Job, images: tuple[GeneratedImage, ...]) -> Written | None:
         """Check and write an answer's images: None when one does not parse.
 
-        A small answer that needs no decoding (no platform sizes, no preview to
-        make) is written right here on the loop: handing it to a thread cost the
-        loop more than the write, and the threads' GIL hand-overs stalled it
-        (measured at zero latency: ~0.2 ms a job). Anything else goes to a writer.
+        When the event loop is busy (it, not the API, bounds the run), a small
+        answer that needs no decoding (no platform sizes, no preview to make) is
+        written right here on the loop: handing it to a thread cost the loop more
+        than the write, and the threads' GIL hand-overs stalled it (measured at
+        zero latency: ~0.2 ms a job). Otherwise the loop has time to spare and
+        should spend it reading answers promptly (at 0.2 s latency, writing on
+        the loop cost 1.5 % of C/L), so everything goes to a writer thread.
         """
-        if job.sizes or sum(len(image.data) for image in images) > INLINE_BYTES:
+        inline = self._loop_busy > BUSY_LOOP and not job.sizes
+        if not inline or sum(len(image.data) for image in images) > INLINE_BYTES:
             return await self._writers.submit(self._check_and_write, job, images)
         dims = _dims(images)
         if dims is None:
