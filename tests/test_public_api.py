@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from pathlib import Path
+
 import batchgen
 
 
@@ -23,3 +26,11 @@ def test_all_is_pinned() -> None:
     ]
     for name in batchgen.__all__:
         assert getattr(batchgen, name) is not None
+
+
+def test_run_leaves_the_callers_garbage_collector_alone(tmp_path: Path) -> None:
+    """The CLI tunes the collector for its own process; the library must not."""
+    before = (gc.get_threshold(), gc.get_freeze_count(), gc.isenabled())
+    result = batchgen.run([{"id": "a", "prompt": "a cube"}], out=tmp_path / "out", sim=True)
+    assert result.exit_code == 0
+    assert (gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()) == before
