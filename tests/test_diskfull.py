@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from batchgen import sink
+from batchgen import scheduler, sink
 from batchgen.pipeline import arun_files
 from batchgen.sim import SimConfig, Simulator, SimulatorThread
 from tests.conftest import KEY, make_config
@@ -147,9 +147,12 @@ class FailingWrite:
         self.real(fd, data)
 
 
+@pytest.mark.parametrize("busy", [2.0, -1.0], ids=["writer-thread", "on-the-loop"])
 async def test_enospc_while_writing_an_image(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, busy: float
 ) -> None:
+    """Either way a small answer may be written (`scheduler._save`)."""
+    monkeypatch.setattr(scheduler, "BUSY_LOOP", busy)
     jobs = tmp_path / "jobs.jsonl"
     ids = _jobs(jobs, 30)
     out = tmp_path / "out"

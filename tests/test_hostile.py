@@ -28,6 +28,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from batchgen import scheduler
 from batchgen.errors import UsageError
 from batchgen.pipeline import arun_files
 from batchgen.sim import SimConfig, Simulator
@@ -186,9 +187,15 @@ def rows_by_word(out: Path) -> dict[str, dict[str, Any]]:
 # -- bodies ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("busy", [2.0, -1.0], ids=["writer-thread", "on-the-loop"])
 async def test_broken_bodies_are_per_job_errors_and_the_run_goes_on(
-    tmp_path: Path, hostile: tuple[Hostile, str, Hostile, str]
+    tmp_path: Path,
+    hostile: tuple[Hostile, str, Hostile, str],
+    monkeypatch: pytest.MonkeyPatch,
+    busy: float,
 ) -> None:
+    """Small answers are checked on a writer thread or on the loop (`scheduler._save`)."""
+    monkeypatch.setattr(scheduler, "BUSY_LOOP", busy)
     server, url, _, _ = hostile
     words = [
         "fine",

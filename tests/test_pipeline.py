@@ -372,3 +372,27 @@ def test_a_folder_of_the_previous_schema_upgrades_in_place(tmp_path: Path) -> No
     assert version == SCHEMA_VERSION
     assert (rec.id, rec.status, rec.files) == ("old", Status.DONE, ["images/old.png"])
     assert rec.preview is None  # unknown: the report makes the preview as before
+
+
+@pytest.mark.parametrize("busy", [2.0, -1.0], ids=["writer-thread", "on-the-loop"])
+async def test_small_answers_land_the_same_on_the_loop_or_a_thread(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch, busy: float
+) -> None:
+    """`scheduler._save` writes small answers on the loop while the loop is busy
+    (`BUSY_LOOP`), else on a writer thread: same files, previews and state."""
+    from batchgen import scheduler
+
+    monkeypatch.setattr(scheduler, "BUSY_LOOP", busy)
+    rows = [{"id": f"j{i}", "prompt": f"item {i}"} for i in range(20)]
+    rows.append({"id": "two", "prompt": "pair [[sim:multi]]"})
+    rows.append({"id": "bad", "prompt": "broken [[sim:notimage]]"})
+    report = await run_one_rows(tmp_path, sim, rows)
+    by_id = {r["id"]: r for r in report["jobs"]}
+    assert report["done"] == 21
+    assert by_id["bad"]["status"] == "failed"
+    assert by_id["two"]["files"] == ["images/two.png", "images/two-2.png"]
+    for i in range(20):
+        assert by_id[f"j{i}"]["files"] == [f"images/j{i}.png"]
+        assert preview_of(tmp_path / "out", f"j{i}") == f"images/j{i}.png"
+        with Image.open(tmp_path / "out" / "images" / f"j{i}.png") as im:
+            im.verify()
