@@ -92,9 +92,7 @@ def write_gallery(
         _atomic_text(out / DATA_NAME) as fh,
         ThumbMaker(out, workers=workers, budget_s=thumb_budget_s) as thumbs,
     ):
-        rows = write_data(
-            fh, iter(store.records() if records is None else records), summary, thumbs
-        )
+        rows = write_data(fh, store.records() if records is None else records, summary, thumbs)
     page = out / PAGE_NAME
     with _atomic_text(page) as fh:
         fh.write(render_page(summary))
