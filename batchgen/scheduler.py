@@ -273,18 +273,8 @@ class Scheduler:
         self._commit_due = False
         try:
             self.store.commit()
-        except AbortError as exc:
-            self.request_stop(StopReason("disk", str(exc), exc.exit_code))
         except Exception as exc:
-            log.error("could not save the state: %s", exc, exc_info=exc)
-            self.request_stop(
-                StopReason(
-                    "error",
-                    f"stopped: the state could not be saved ({type(exc).__name__}: {exc}); "
-                    "fix it and run the same command again",
-                    EXIT_ABORTED,
-                )
-            )
+            self.request_stop(_stop_for(exc, "the state could not be saved"))
 
     # -- feeding -------------------------------------------------------------
     async def _feed(self, pending: Iterator[Job]) -> None:
@@ -348,13 +338,10 @@ class Scheduler:
                 continue
             try:
                 final = await self._attempt(item)
-            except AbortError as exc:
-                self.request_stop(StopReason("disk", str(exc), exc.exit_code))
-                final = False
             except Exception as exc:
                 # A worker that died here would leave its job unsettled: the run
                 # would wait for it for ever. Stop cleanly instead; the job stays pending.
-                self.request_stop(_unexpected(item.job, exc))
+                self.request_stop(_stop_for(exc, f"job {item.job.id} hit an unexpected error"))
                 final = False
             if final or self.stop is not None:
                 self._settle_item(item, final=final)
@@ -699,7 +686,11 @@ class Scheduler:
         return True
 
 
-def _unexpected(job: Job, exc: Exception) -> StopReason:
+def _stop_for(exc: Exception, what: str) -> StopReason:
+    """The stop for an error no outcome covers: a full disk (`AbortError` says so
+    itself) or anything else, `what` saying where it happened."""
+    if isinstance(exc, AbortError):
+        return StopReason("disk", str(exc), exc.exit_code)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = exc.filename or "the output folder"
         return StopReason(
@@ -708,11 +699,10 @@ def _unexpected(job: Job, exc: Exception) -> StopReason:
             "again (finished images are kept)",
             EXIT_ABORTED,
         )
-    log.error("job %s: unexpected %s", job.id, type(exc).__name__, exc_info=exc)
+    log.error("%s: %s", what, type(exc).__name__, exc_info=exc)
     return StopReason(
         "error",
-        f"stopped: job {job.id} hit an unexpected error ({type(exc).__name__}: {exc}); "
-        "fix it and run the same command again",
+        f"stopped: {what} ({type(exc).__name__}: {exc}); fix it and run the same command again",
         EXIT_ABORTED,
     )
 
