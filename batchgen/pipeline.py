@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import signal
 import threading
@@ -38,8 +37,8 @@ from batchgen.pricing import PriceTable
 from batchgen.progress import Progress
 from batchgen.report import summarize, write_reports
 from batchgen.scheduler import Budget, Counters, Scheduler, StopReason
-from batchgen.sink import SHARD_THRESHOLD, DiskFullError, clean_temporaries
-from batchgen.store import STATE_DIR, Store
+from batchgen.sink import SHARD_THRESHOLD, DiskFullError, clean_temporaries, is_disk_full
+from batchgen.store import DB_NAME, STATE_DIR, Store
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +87,7 @@ def dry_run(paths: Sequence[Path], config: RunConfig, prices: PriceTable) -> Run
     def expected(job: Job) -> float:
         return prices.expected(job.model or config.model, job.prompt, len(job.images))
 
-    state = config.out / STATE_DIR / "state.sqlite"
+    state = config.out / STATE_DIR / DB_NAME
     if state.exists():
         with Store(config.out, readonly=True) as store:
             result = plan(
@@ -190,7 +189,7 @@ async def _arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool) ->
                 settled_now = result.stop is None and result.report["pending"] == 0
                 store.set_meta(SETTLED_INPUTS, digest if settled_now else "")
             except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                if not is_disk_full(exc):
                     raise
                 raise DiskFullError(
                     f"disk full while writing the report in {config.out}; free some space "
@@ -203,7 +202,7 @@ def _already_settled(config: RunConfig, digest: str) -> RunResult | None:
     """The fast path of a re-run: these exact inputs already finished in this
     folder, so there is nothing to validate, plan or send (a million-line file
     is hashed, not parsed). None when the full path must run."""
-    if not (config.out / STATE_DIR / "state.sqlite").exists():
+    if not (config.out / STATE_DIR / DB_NAME).exists():
         return None
     with Store(config.out) as store:
         if not settled(store, digest):

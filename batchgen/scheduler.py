@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hashlib
 import json
 import logging
@@ -43,7 +42,7 @@ from batchgen.mime import extension_for, sniff_mime
 from batchgen.models import ErrorInfo, GeneratedImage, Job, Outcome, OutcomeKind, Status
 from batchgen.planner import fingerprint
 from batchgen.pricing import PriceTable
-from batchgen.sink import write_images, write_sizes
+from batchgen.sink import is_disk_full, write_images, write_sizes
 from batchgen.store import Store
 from batchgen.thumbs import is_own_preview, preview
 
@@ -691,7 +690,7 @@ def _stop_for(exc: Exception, what: str) -> StopReason:
     itself) or anything else, `what` saying where it happened."""
     if isinstance(exc, AbortError):
         return StopReason("disk", str(exc), exc.exit_code)
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if isinstance(exc, OSError) and is_disk_full(exc):
         where = exc.filename or "the output folder"
         return StopReason(
             "disk",

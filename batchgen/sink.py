@@ -35,6 +35,11 @@ class DiskFullError(AbortError):
     """Raised when the disk is full: the run stops, nothing is marked done."""
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an error means no space is left (the disk, or the user's quota)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def image_dir(out: Path, job_id: str, *, sharded: bool) -> Path:
     base = out / "images"
     if sharded:
@@ -77,7 +82,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_disk_full(exc):
             raise DiskFullError(
                 f"disk full while writing {path}; free some space and run the same "
                 "command again (finished images are kept)"
