@@ -17,7 +17,7 @@ _EXPORTS = {
     "InputError": "batchgen.errors",
     "Job": "batchgen.models",
     "RunConfig": "batchgen.config",
-    "RunResult": "batchgen.pipeline",
+    "RunResult": "batchgen.engine.runner",
     "Secret": "batchgen.config",
     "StateError": "batchgen.errors",
     "Status": "batchgen.models",
@@ -45,9 +45,9 @@ __all__ = [
 if TYPE_CHECKING:
     from batchgen.api import arun, run
     from batchgen.config import RunConfig, Secret
+    from batchgen.engine.runner import RunResult
     from batchgen.errors import AbortError, BatchgenError, InputError, StateError, UsageError
     from batchgen.models import Job, Status
-    from batchgen.pipeline import RunResult
 
 
 def __getattr__(name: str) -> Any:

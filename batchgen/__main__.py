@@ -2,6 +2,6 @@
 
 import sys
 
-from batchgen.cli import main
+from batchgen.cli.main import main
 
 sys.exit(main())

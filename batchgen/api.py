@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from batchgen.config import RunConfig, Secret, key_from_env
+from batchgen.engine.runner import RunResult, arun_files
 from batchgen.models import Job
-from batchgen.pipeline import RunResult, arun_files
-from batchgen.sink import write_atomic
-from batchgen.store import STATE_DIR, job_to_dict
+from batchgen.output.sink import write_atomic
+from batchgen.store.db import STATE_DIR, job_to_dict
 
 JobsArg = str | os.PathLike[str] | Iterable[str | os.PathLike[str] | Mapping[str, Any] | Job]
 

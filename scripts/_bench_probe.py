@@ -33,6 +33,6 @@ def _report() -> None:
 if __name__ == "__main__":
     pathlib.Path.read_bytes = _counting_read_bytes  # type: ignore[method-assign]
     atexit.register(_report)
-    from batchgen.cli import main
+    from batchgen.cli.main import main
 
     sys.exit(main(sys.argv[1:]))

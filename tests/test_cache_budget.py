@@ -6,9 +6,9 @@ import asyncio
 import json
 from pathlib import Path
 
-from batchgen.cache import request_key
+from batchgen.engine.cache import request_key
+from batchgen.engine.runner import arun_files
 from batchgen.models import Job
-from batchgen.pipeline import arun_files
 from batchgen.sim import SimConfig, Simulator
 from tests.conftest import KEY, make_config, write_jobs
 

@@ -29,11 +29,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from batchgen.engine.runner import arun_files
 from batchgen.models import FINAL_STATUSES, Status
-from batchgen.pipeline import arun_files
+from batchgen.output.sink import TEMP_PREFIX
 from batchgen.sim import SimConfig, Simulator, SimulatorThread
-from batchgen.sink import TEMP_PREFIX
-from batchgen.store import DB_NAME, STATE_DIR, Store
+from batchgen.store.db import DB_NAME, STATE_DIR, Store
 from tests.conftest import KEY, make_config
 
 #: About 10 % of requests fail at random (seeded): every retryable kind.

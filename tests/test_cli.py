@@ -151,7 +151,7 @@ def test_state_of_another_folder_is_not_mistaken(tmp_path: Path) -> None:
 
 def test_help_does_not_load_the_heavy_modules() -> None:
     code = (
-        "import sys; from batchgen.cli import build_parser; build_parser(); "
+        "import sys; from batchgen.cli.main import build_parser; build_parser(); "
         "print(sorted(m for m in ('aiohttp', 'pandas', 'pyarrow') if m in sys.modules))"
     )
     done = subprocess.run(

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from batchgen import client
-from batchgen.client import build_request, classify, parse_delay
 from batchgen.models import Job, OutcomeKind
+from batchgen.output import client
+from batchgen.output.client import build_request, classify, parse_delay
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 32

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from batchgen import scheduler, sink
-from batchgen.pipeline import arun_files
+from batchgen.engine import pool as scheduler
+from batchgen.engine.runner import arun_files
+from batchgen.output import sink
 from batchgen.sim import SimConfig, Simulator, SimulatorThread
 from tests.conftest import KEY, make_config
 from tests.test_chaos import check_folder, cli, cli_env, read_store, temporaries

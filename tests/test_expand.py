@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from batchgen.cli.expand import register
 from batchgen.errors import InputError, InputProblem
-from batchgen.expand import expand_recipe, write_expanded
-from batchgen.expand_cli import register
-from batchgen.templates import load_template
+from batchgen.recipes.expand import expand_recipe, write_expanded
+from batchgen.recipes.templates import load_template
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_jobs"
@@ -507,7 +507,7 @@ def test_write_expanded_leaves_the_old_file_on_error(shop: Path) -> None:
 
 
 def test_expanded_file_is_a_valid_job_file(shop: Path) -> None:
-    from batchgen import reader
+    from batchgen.jobs import reader
 
     dest = shop / "jobs.jsonl"
     write_expanded(recipe(shop, PACK.replace("[pack]", 'sizes = ["amazon:fill"]\n[pack]')), dest)

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from batchgen import gallery, thumbs
 from batchgen.models import ErrorInfo, Job, Status
-from batchgen.report import summarize
-from batchgen.store import Store
+from batchgen.output import thumbs
+from batchgen.report import gallery
+from batchgen.report.summary import summarize
+from batchgen.store.db import Store
 
 EVIL = "</script><script>window.__pwned=1</script><img src=x onerror=alert(1)> & \"q\" 'a'"
 

@@ -216,10 +216,10 @@ def test_thumbnail_is_small_and_opens_the_full_image(
 
 def test_pages_of_one_hundred_cards(browser: Browser, tmp_path: Path) -> None:
     """250 jobs: never more than one page of cards in the DOM; prev/next walk them."""
-    from batchgen.gallery import write_gallery
     from batchgen.models import Job
-    from batchgen.report import summarize
-    from batchgen.store import Store
+    from batchgen.report.gallery import write_gallery
+    from batchgen.report.summary import summarize
+    from batchgen.store.db import Store
 
     with Store(tmp_path / "out") as store:
         store.start_run()

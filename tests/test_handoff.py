@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from batchgen.handoff import Handoff
+from batchgen.output.handoff import Handoff
 
 
 async def test_calls_run_off_the_loop_and_their_results_come_back() -> None:

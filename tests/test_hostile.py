@@ -28,9 +28,9 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from batchgen import scheduler
+from batchgen.engine import pool as scheduler
+from batchgen.engine.runner import arun_files
 from batchgen.errors import UsageError
-from batchgen.pipeline import arun_files
 from batchgen.sim import SimConfig, Simulator
 from tests.conftest import KEY, make_config
 from tests.test_chaos import cli, cli_env, image_ok

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from batchgen.reader import MAX_INLINE_BYTES
+from batchgen.jobs.reader import MAX_INLINE_BYTES
 from batchgen.sim import SimConfig, SimulatorThread
 from tests.conftest import KEY
 from tests.test_chaos import cli, cli_env

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchgen.limiter import WINDOW, WINDOW_ENV, Pacer, backoff, quota_window
+from batchgen.engine.limiter import WINDOW, WINDOW_ENV, Pacer, backoff, quota_window
 
 
 class FakeClock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 
-from batchgen.limiter import Pacer
+from batchgen.engine.limiter import Pacer
 
 
 class Clock:

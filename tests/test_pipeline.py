@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from batchgen.engine.runner import arun_files
 from batchgen.errors import InputError, StateError, UsageError
 from batchgen.models import Status
-from batchgen.pipeline import arun_files
 from batchgen.sim import SimConfig, Simulator
-from batchgen.store import Store
+from batchgen.store.db import Store
 from tests.conftest import KEY, make_config, write_jobs
 
 
@@ -351,7 +351,7 @@ async def test_a_settled_folder_is_not_planned_again(tmp_path: Path, sim: Simula
 
 
 def test_a_folder_of_the_previous_schema_upgrades_in_place(tmp_path: Path) -> None:
-    from batchgen.store import APPLICATION_ID, DB_NAME, MIGRATIONS, SCHEMA_VERSION, STATE_DIR
+    from batchgen.store.db import APPLICATION_ID, DB_NAME, MIGRATIONS, SCHEMA_VERSION, STATE_DIR
 
     out = tmp_path / "out"
     (out / STATE_DIR).mkdir(parents=True)
@@ -380,7 +380,7 @@ async def test_small_answers_land_the_same_on_the_loop_or_a_thread(
 ) -> None:
     """`scheduler._save` writes small answers on the loop while the loop is busy
     (`BUSY_LOOP`), else on a writer thread: same files, previews and state."""
-    from batchgen import scheduler
+    from batchgen.engine import pool as scheduler
 
     monkeypatch.setattr(scheduler, "BUSY_LOOP", busy)
     rows = [{"id": f"j{i}", "prompt": f"item {i}"} for i in range(20)]

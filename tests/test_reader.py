@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from batchgen import reader, reader_checks
 from batchgen.errors import InputError, InputProblem
+from batchgen.jobs import checks as reader_checks
+from batchgen.jobs import reader
+from batchgen.jobs.reader import read_jobs, validate, validate_id
 from batchgen.models import Job
-from batchgen.reader import read_jobs, validate, validate_id
 
 DATA = Path(__file__).parent / "data" / "reader"
 

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchgen.errors import InputError, InputProblem
+from batchgen.jobs.reader import read_jobs, validate, validate_id
 from batchgen.models import ASPECT_RATIOS, Job
-from batchgen.reader import read_jobs, validate, validate_id
 
 EXAMPLES = 250
 #: Round trips draw whole tables of rows: fewer examples keep them under ~10 s.

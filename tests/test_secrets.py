@@ -29,8 +29,8 @@ from aiohttp.test_utils import TestServer
 from PIL import Image
 
 from batchgen.config import RunConfig, Secret, key_from_env
+from batchgen.engine.runner import arun_files
 from batchgen.errors import BatchgenError
-from batchgen.pipeline import arun_files
 from batchgen.sim import SimConfig, SimulatorThread
 from tests.conftest import KEY, make_config
 from tests.test_chaos import cli, cli_env, wait_for

@@ -386,7 +386,15 @@ def test_cli_script_file(tmp_path: Path) -> None:
 def test_loadtest_measures_a_subprocess_simulator(
     client: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from batchgen.sim.loadtest import main
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "loadtest.py"
+    spec = importlib.util.spec_from_file_location("loadtest", path)
+    assert spec is not None
+    assert spec.loader is not None
+    loadtest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loadtest)
+    main = loadtest.main
 
     assert main(["--requests", "300", "--concurrency", "8", "--client", client]) == 0
     out = capsys.readouterr().out

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from batchgen.sizes import PRESETS, SizeSpec, parse_size, resize
+from batchgen.output.sizes import PRESETS, SizeSpec, parse_size, resize
 
 RED = (200, 30, 30)
 WHITE = (255, 255, 255)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.sim import SimConfig, SimulatorThread
-from batchgen.store import APPLICATION_ID, DB_NAME, SCHEMA_VERSION, STATE_DIR
+from batchgen.store.db import APPLICATION_ID, DB_NAME, SCHEMA_VERSION, STATE_DIR
 from tests.conftest import KEY
 from tests.test_chaos import cli, cli_env
 

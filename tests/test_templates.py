@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from batchgen.cli.expand import register
 from batchgen.errors import UsageError
-from batchgen.expand_cli import register
 from batchgen.models import ASPECT_RATIOS
-from batchgen.templates import (
+from batchgen.recipes.templates import (
     EmptyFieldError,
     MissingFieldError,
     Template,

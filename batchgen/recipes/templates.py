@@ -1,7 +1,7 @@
 """Prompt templates: small versioned TOML files with a pattern and named fields.
 
 Consumes a template name (or path) and a row of values; produces a prompt.
-The expander (`batchgen.expand`) fills templates from the rows of a product
+The expander (`batchgen.recipes.expand`) fills templates from the rows of a product
 sheet; nothing here does network I/O.
 
 A template file (``<name>.toml``; the file's stem is the template's name)::
@@ -21,7 +21,7 @@ Fields are ``{name}`` placeholders, parsed with `string.Formatter`; ``{{`` and
 ``{a:>10}``). Values are inserted exactly as given: ``{text}`` keeps its case,
 spacing and punctuation, which matters for text the model must render.
 
-Built-in templates live in ``batchgen/builtin_templates/``; a user folder
+Built-in templates live in ``batchgen/recipes/builtin_templates/``; a user folder
 (``--dir`` / a recipe's ``templates_dir``) adds templates and overrides
 built-ins of the same name.
 """
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .errors import UsageError
-from .models import ASPECT_RATIOS
+from batchgen.errors import UsageError
+from batchgen.models import ASPECT_RATIOS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -6,8 +6,8 @@ produces job dicts in the JSONL job-file format (``id``, ``prompt``,
 ``sizes``). Everything is expanded before a run starts, so resume, retries,
 reports and the budget treat these jobs like any others.
 
-The recipe schema, ids and tags are documented in `batchgen.recipe`, which
-loads and checks the recipe; `batchgen.recipe_sheet` reads the sheet's rows.
+The recipe schema, ids and tags are documented in `batchgen.recipes.schema`, which
+loads and checks the recipe; `batchgen.recipes.sheet` reads the sheet's rows.
 This module expands them and holds the public API and the CLI commands.
 
 Validation: a first pass reads the whole sheet and collects *every* problem
@@ -31,11 +31,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError, InputProblem
-from .recipe import Combo, Recipe, field_message, id_problem, load_recipe
-from .recipe_entry import Spec
-from .recipe_sheet import Row, csv_columns, read_rows
-from .templates import (
+from batchgen.errors import InputError, InputProblem
+from batchgen.recipes.entry import Spec
+from batchgen.recipes.schema import Combo, Recipe, field_message, id_problem, load_recipe
+from batchgen.recipes.sheet import Row, csv_columns, read_rows
+from batchgen.recipes.templates import (
     fill_pattern,
     join_style,
     pattern_fields,

@@ -20,8 +20,8 @@ from typing import Any
 
 import aiohttp
 
-from batchgen.mime import sniff_mime
 from batchgen.models import GeneratedImage, Job, Outcome, OutcomeKind, Usage
+from batchgen.output.mime import sniff_mime
 
 #: finishReason / blockReason values that mean a policy decision: never retried.
 BLOCK_REASONS = frozenset(

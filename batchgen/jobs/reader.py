@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from batchgen.errors import InputError, InputProblem
-from batchgen.models import ASPECT_RATIOS, Job
-from batchgen.reader_checks import (
+from batchgen.jobs.checks import (
     ChainNode,
     IdTable,
     ImageChecker,
@@ -31,7 +30,8 @@ from batchgen.reader_checks import (
     find_cycles,
     human_size,
 )
-from batchgen.reader_sources import RawRow, iter_source, json_type
+from batchgen.jobs.sources import RawRow, iter_source, json_type
+from batchgen.models import ASPECT_RATIOS, Job
 
 __all__ = [
     "ID_PATTERN",
@@ -217,7 +217,7 @@ def _images(value: object, row: RawRow, base: str) -> tuple[tuple[str, ...], tup
 def _sizes(value: object, row: RawRow) -> tuple[str, ...]:
     """Checked with the sink's own parser, so a size the sink would refuse
     after paying for the image is refused here instead; kept canonical."""
-    from batchgen.sizes import parse_size  # lazily: it imports Pillow
+    from batchgen.output.sizes import parse_size  # lazily: it imports Pillow
 
     sizes = []
     for entry in _str_list(value, row):

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from batchgen.errors import InputProblem
-from batchgen.mime import ACCEPTED_INPUT_TYPES, sniff_mime
+from batchgen.output.mime import ACCEPTED_INPUT_TYPES, sniff_mime
 
 _M64 = (1 << 64) - 1
 _M32 = (1 << 32) - 1

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
-from batchgen.sink import TEMP_PREFIX
+from batchgen.output.sink import TEMP_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from batchgen.scheduler import Counters
+from batchgen.engine.pool import Counters
 
 
 def _fields(c: Counters) -> str:

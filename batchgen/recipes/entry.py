@@ -4,7 +4,7 @@ recipe's own top-level keys.
 Consumes an entry's TOML table and the settings it inherits; produces its
 `Settings` and, with its template attached, its `Spec`. Every problem is
 collected (never raised) so the user sees them all at once; the schema is
-documented in `batchgen.recipe`.
+documented in `batchgen.recipes.schema`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputProblem, UsageError
-from .sizes import parse_size
-from .templates import Template, check_aspect_ratio, load_template, pattern_fields
+from batchgen.errors import InputProblem, UsageError
+from batchgen.output.sizes import parse_size
+from batchgen.recipes.templates import Template, check_aspect_ratio, load_template, pattern_fields
 
 MAX_VARIANTS = 100
 
@@ -66,7 +66,7 @@ class Spec(Settings):
 
 
 class EntryParser:
-    """Parses entries, collecting every problem. `batchgen.recipe`'s loader
+    """Parses entries, collecting every problem. `batchgen.recipes.schema`'s loader
     extends it with the recipe's top-level tables."""
 
     def __init__(self, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Measure the simulator's throughput: ``python -m batchgen.sim.loadtest``.
+"""Measure the simulator's throughput: ``python scripts/loadtest.py``.
 
 Starts ``batchgen sim serve --small-images`` in a subprocess (so the server
 and the load generator each get a core), hammers it with aiohttp from this
@@ -29,7 +29,7 @@ BANNER = "batchgen simulator serving at "
 def start_server(extra: list[str]) -> tuple[subprocess.Popen[str], str]:
     """Start the simulator process and return it with its base URL."""
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(
         [sys.executable, "-m", "batchgen.sim", "serve", "--port", "0", "--small-images", *extra],
@@ -145,7 +145,7 @@ async def hammer_raw(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m batchgen.sim.loadtest")
+    parser = argparse.ArgumentParser(prog="python scripts/loadtest.py")
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--unique", action="store_true", help="a distinct prompt per request")

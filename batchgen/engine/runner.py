@@ -20,9 +20,13 @@ from typing import Any
 
 import aiohttp
 
-from batchgen import reader
-from batchgen.cache import SharedCache
 from batchgen.config import RunConfig
+from batchgen.engine.cache import SharedCache
+from batchgen.engine.limiter import Pacer
+from batchgen.engine.planner import SETTLED_INPUTS, Plan, inputs_digest, plan, settled
+from batchgen.engine.pool import Budget, Counters, Scheduler, StopReason
+from batchgen.engine.pricing import PriceTable
+from batchgen.engine.progress import Progress
 from batchgen.errors import (
     EXIT_ABORTED,
     EXIT_INTERRUPTED,
@@ -30,15 +34,11 @@ from batchgen.errors import (
     EXIT_SOME_FAILED,
     UsageError,
 )
-from batchgen.limiter import Pacer
+from batchgen.jobs import reader
 from batchgen.models import Job
-from batchgen.planner import SETTLED_INPUTS, Plan, inputs_digest, plan, settled
-from batchgen.pricing import PriceTable
-from batchgen.progress import Progress
-from batchgen.report import summarize, write_reports
-from batchgen.scheduler import Budget, Counters, Scheduler, StopReason
-from batchgen.sink import SHARD_THRESHOLD, DiskFullError, clean_temporaries, is_disk_full
-from batchgen.store import DB_NAME, STATE_DIR, Store
+from batchgen.output.sink import SHARD_THRESHOLD, DiskFullError, clean_temporaries, is_disk_full
+from batchgen.report.summary import summarize, write_reports
+from batchgen.store.db import DB_NAME, STATE_DIR, Store
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def expand_inputs(paths: Sequence[Path], out: Path | None) -> list[Path]:
         if path.suffix.lower() != ".toml":
             result.append(path)
             continue
-        from batchgen.expand import write_expanded
+        from batchgen.recipes.expand import write_expanded
 
         dest_dir = (out / STATE_DIR / "expanded") if out is not None else None
         if dest_dir is None:

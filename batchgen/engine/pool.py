@@ -32,19 +32,19 @@ from pathlib import Path
 
 import aiohttp
 
-from batchgen import client
-from batchgen.cache import CachedAnswer, Coalescer, SharedCache, request_key
 from batchgen.config import RunConfig
+from batchgen.engine.cache import CachedAnswer, Coalescer, SharedCache, request_key
+from batchgen.engine.limiter import Pacer, backoff
+from batchgen.engine.planner import fingerprint
+from batchgen.engine.pricing import PriceTable
 from batchgen.errors import EXIT_ABORTED, AbortError
-from batchgen.handoff import Handoff
-from batchgen.limiter import Pacer, backoff
-from batchgen.mime import extension_for, sniff_mime
 from batchgen.models import ErrorInfo, GeneratedImage, Job, Outcome, OutcomeKind, Status
-from batchgen.planner import fingerprint
-from batchgen.pricing import PriceTable
-from batchgen.sink import is_disk_full, write_images, write_sizes
-from batchgen.store import Store
-from batchgen.thumbs import is_own_preview, preview
+from batchgen.output import client
+from batchgen.output.handoff import Handoff
+from batchgen.output.mime import extension_for, sniff_mime
+from batchgen.output.sink import is_disk_full, write_images, write_sizes
+from batchgen.output.thumbs import is_own_preview, preview
+from batchgen.store.db import Store
 
 log = logging.getLogger(__name__)
 

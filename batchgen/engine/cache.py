@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchgen.mime import extension_for
 from batchgen.models import GeneratedImage, Job
-from batchgen.sink import write_atomic
+from batchgen.output.mime import extension_for
+from batchgen.output.sink import write_atomic
 
 
 def request_key(job: Job, model: str, references: Sequence[bytes]) -> str:

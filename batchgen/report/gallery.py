@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from batchgen.models import JobRecord, Status
-from batchgen.sink import TEMP_PREFIX
-from batchgen.store import Store
-from batchgen.thumbs import ThumbMaker
+from batchgen.output.sink import TEMP_PREFIX
+from batchgen.output.thumbs import ThumbMaker
+from batchgen.store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def write_data(
 
 
 def _asset(name: str) -> str:
-    return (resources.files("batchgen") / "report_assets" / name).read_text(encoding="utf-8")
+    return (resources.files("batchgen.report") / "assets" / name).read_text(encoding="utf-8")
 
 
 def _e(value: object) -> str:

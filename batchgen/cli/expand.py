@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _cmd_expand(args: argparse.Namespace) -> int:
     from batchgen.errors import InputError
-    from batchgen.expand import expand_recipe, write_expanded
+    from batchgen.recipes.expand import expand_recipe, write_expanded
 
     try:
         if args.output is not None:
@@ -67,7 +67,7 @@ def _cmd_expand(args: argparse.Namespace) -> int:
 
 def _cmd_templates_list(args: argparse.Namespace) -> int:
     from batchgen.errors import UsageError
-    from batchgen.templates import builtin_dir, list_templates
+    from batchgen.recipes.templates import builtin_dir, list_templates
 
     try:
         templates = list_templates(args.dir)
@@ -94,7 +94,7 @@ def _cmd_templates_list(args: argparse.Namespace) -> int:
 
 def _cmd_templates_show(args: argparse.Namespace) -> int:
     from batchgen.errors import UsageError
-    from batchgen.templates import load_template
+    from batchgen.recipes.templates import load_template
 
     try:
         t = load_template(args.name, args.dir)

@@ -38,10 +38,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from batchgen import gallery
 from batchgen.models import JobRecord, Status
-from batchgen.sink import TEMP_PREFIX
-from batchgen.store import Store
+from batchgen.output.sink import TEMP_PREFIX
+from batchgen.report import gallery
+from batchgen.store.db import Store
 
 SCHEMA_VERSION = 1
 

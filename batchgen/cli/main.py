@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     from batchgen.sim.cli import register as register_sim
 
     register_sim(sub)
-    from batchgen.expand_cli import register as register_expand
+    from batchgen.cli.expand import register as register_expand
 
     register_expand(sub)
     return parser
@@ -178,7 +178,7 @@ def _tune_gc() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from batchgen.pipeline import arun_files, describe
+    from batchgen.engine.runner import arun_files, describe
 
     config = _config(args)
     _tune_gc()
@@ -204,8 +204,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from batchgen import reader
-    from batchgen.pipeline import expand_inputs
+    from batchgen.engine.runner import expand_inputs
+    from batchgen.jobs import reader
 
     n = reader.validate(expand_inputs(args.jobs, None))
     print(f"{n} jobs OK")
@@ -215,8 +215,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import json
 
-    from batchgen.report import tag_csv, write_reports
-    from batchgen.store import Store
+    from batchgen.report.summary import tag_csv, write_reports
+    from batchgen.store.db import Store
 
     with Store(args.out) as store:
         summary = write_reports(store)
@@ -231,8 +231,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from batchgen.report import status_line, summarize
-    from batchgen.store import Store
+    from batchgen.report.summary import status_line, summarize
+    from batchgen.store.db import Store
 
     with Store(args.out, readonly=True) as store:
         print(status_line(summarize(store)))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchgen.models import Job, Status
-from batchgen.store import Store
+from batchgen.store.db import Store
 
 
 @dataclass

@@ -2,11 +2,11 @@
 
 Consumes a recipe file; produces a validated `Recipe` (its specs, matrix,
 [vars] and literal jobs) or raises `InputError` with every problem found in
-the file. `batchgen.expand` turns a `Recipe` and the rows of its sheet
-(`batchgen.recipe_sheet`) into job dicts in the JSONL job-file format
+the file. `batchgen.recipes.expand` turns a `Recipe` and the rows of its sheet
+(`batchgen.recipes.sheet`) into job dicts in the JSONL job-file format
 (``id``, ``prompt``, ``images``, ``aspect_ratio``, ``tags``, ``priority``,
 ``model``, ``variant``, ``sizes``); one entry's keys are parsed in
-`batchgen.recipe_entry`.
+`batchgen.recipes.entry`.
 
 Recipe schema (top-level keys must come before the first ``[table]``; only
 ``variants`` and ``templates_dir`` are also understood below ``[pack]`` or
@@ -74,11 +74,16 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .errors import InputError, InputProblem
-from .reader import validate_id
-from .recipe_entry import ENTRY_KEYS, EntryParser, Settings, Spec
-from .recipe_sheet import cell_text, sheet_kind
-from .templates import EmptyFieldError, MissingFieldError, fill_pattern, pattern_fields
+from batchgen.errors import InputError, InputProblem
+from batchgen.jobs.reader import validate_id
+from batchgen.recipes.entry import ENTRY_KEYS, EntryParser, Settings, Spec
+from batchgen.recipes.sheet import cell_text, sheet_kind
+from batchgen.recipes.templates import (
+    EmptyFieldError,
+    MissingFieldError,
+    fill_pattern,
+    pattern_fields,
+)
 
 _RECIPE_KEYS = ENTRY_KEYS | {"sheet", "id", "templates_dir", "vars", "pack", "matrix", "jobs"}
 _STATIC_KEYS = ENTRY_KEYS | {"id", "fields"}

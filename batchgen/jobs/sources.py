@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from batchgen.errors import InputProblem
-from batchgen.reader_checks import human_size as _size
+from batchgen.jobs.checks import human_size as _size
 
 #: Columns the reader understands; other columns (product sheets carry many)
 #: are dropped as early as possible so they cost no memory.

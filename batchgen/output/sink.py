@@ -24,8 +24,8 @@ import secrets
 from pathlib import Path
 
 from batchgen.errors import AbortError
-from batchgen.mime import extension_for
 from batchgen.models import GeneratedImage
+from batchgen.output.mime import extension_for
 
 SHARD_THRESHOLD = 10_000
 TEMP_PREFIX = ".part-"
@@ -111,7 +111,7 @@ def write_sizes(
 ) -> list[tuple[str, bool]]:
     """Local platform resizes of the first image, `sizes/<name>/<id>.<ext>`.
     Returns (path relative to `out`, upscaled?) for each."""
-    from batchgen.sizes import parse_size, resize
+    from batchgen.output.sizes import parse_size, resize
 
     written: list[tuple[str, bool]] = []
     for spec_text in sizes:

@@ -1,0 +1,1 @@
+"""Job sources: files of any format in, validated `Job`s out, every bad row named."""

@@ -1,0 +1,1 @@
+"""Answers to files: the HTTP client, image checks, atomic writes, sizes, previews."""

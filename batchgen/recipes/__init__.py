@@ -1,0 +1,1 @@
+"""Recipes: a `.toml` recipe and a product sheet in, job records out."""

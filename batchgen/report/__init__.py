@@ -1,0 +1,1 @@
+"""The store in, `report.json`, `failed.jsonl` and the HTML gallery out."""

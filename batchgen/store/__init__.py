@@ -1,0 +1,1 @@
+"""The state of one output folder (SQLite): plans, attempts, ends, the request cache."""
