@@ -50,7 +50,8 @@ def png(path: Path, size: tuple[int, int], mode: str = "RGB") -> str:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     with Store(tmp_path / "out") as s:
-        s.start_run()
+        with s.transaction():
+            s.start_run()
         yield s
 
 
@@ -66,19 +67,19 @@ def add_job(
     error: ErrorInfo | None = None,
     text: str = "",
 ) -> list[str]:
-    store.plan(Job(id=job_id, prompt=prompt, tags=tags), f"fp-{job_id}", reset=True)
     files: list[str] = []
-    if status is Status.PENDING:
-        store.commit()
-        return files
-    store.record_attempt(
-        job_id, cost=0.039, prompt_tokens=10, output_tokens=1290, cost_source="usage"
-    )
-    if status is Status.DONE and image is not None:
-        rel = f"images/{job_id[:2]}/{job_id}.png" if sharded else f"images/{job_id}.png"
-        png(store.out / rel, image)
-        files.append(rel)
-    store.finish(job_id, status, files=files, error=error, text=text)
+    with store.transaction():
+        store.plan(Job(id=job_id, prompt=prompt, tags=tags), f"fp-{job_id}", reset=True)
+        if status is Status.PENDING:
+            return files
+        store.record_attempt(
+            job_id, cost=0.039, prompt_tokens=10, output_tokens=1290, cost_source="usage"
+        )
+        if status is Status.DONE and image is not None:
+            rel = f"images/{job_id[:2]}/{job_id}.png" if sharded else f"images/{job_id}.png"
+            png(store.out / rel, image)
+            files.append(rel)
+        store.finish(job_id, status, files=files, error=error, text=text)
     return files
 
 
@@ -281,10 +282,11 @@ def test_transparent_image_previews_on_white(tmp_path: Path) -> None:
 
 def test_unreadable_image_gets_no_preview_and_no_crash(store: Store) -> None:
     add_job(store, "ok", Status.DONE)
-    store.plan(Job(id="bad", prompt="p"), "fp", reset=True)
     bad = store.out / "images/bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    store.finish("bad", Status.DONE, files=["images/bad.png"])
+    with store.transaction():
+        store.plan(Job(id="bad", prompt="p"), "fp", reset=True)
+        store.finish("bad", Status.DONE, files=["images/bad.png"])
     build(store)
     assert (store.out / "thumbs/images/ok.jpg").is_file()
     assert not (store.out / "thumbs/images/bad.jpg").exists()
@@ -309,12 +311,15 @@ def test_thumb_paths(image: str, thumb: str | None) -> None:
 
 
 def test_extra_files_and_pending_rows(store: Store) -> None:
-    store.plan(Job(id="multi", prompt="p"), "fp", reset=True)
     png(store.out / "images/multi.png", (100, 100))
     png(store.out / "images/multi-2.png", (100, 100))
-    store.finish(
-        "multi", Status.DONE, files=["images/multi.png", "images/multi-2.png", "sizes/s/m.png#up"]
-    )
+    with store.transaction():
+        store.plan(Job(id="multi", prompt="p"), "fp", reset=True)
+        store.finish(
+            "multi",
+            Status.DONE,
+            files=["images/multi.png", "images/multi-2.png", "sizes/s/m.png#up"],
+        )
     add_job(store, "later", Status.PENDING)
     build(store)
     multi, later = rows_as_dicts(load_data(store.out))

@@ -222,10 +222,10 @@ def test_pages_of_one_hundred_cards(browser: Browser, tmp_path: Path) -> None:
     from batchgen.store.db import Store
 
     with Store(tmp_path / "out") as store:
-        store.start_run()
-        for n in range(250):
-            store.plan(Job(id=f"p{n:03d}", prompt=f"prompt {n}"), "fp", reset=True)
-        store.commit()
+        with store.transaction():
+            store.start_run()
+            for n in range(250):
+                store.plan(Job(id=f"p{n:03d}", prompt=f"prompt {n}"), "fp", reset=True)
         page_path = write_gallery(store, summarize(store))
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     pg = context.new_page()

@@ -10,6 +10,7 @@ parents are done; until then it is planned as pending.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -139,38 +140,37 @@ def plan(
     it in the store. Jobs already done with the same fingerprint are not touched."""
     result = Plan()
     out = store.out
-    for job in jobs:
-        result.total += 1
-        model = job.model or default_model
-        fp = job_fingerprint(job, model, out, store)
-        known = store.lookup(job.id)
-        reset = True
-        if known is None:
-            result.new += 1
-        elif fp is not None and known.fingerprint == fp:
-            if known.status is Status.DONE:
-                result.done += 1
-                continue
-            if known.status is Status.FAILED and not retry_failed:
-                result.final_kept["failed"] = result.final_kept.get("failed", 0) + 1
-                continue
-            if known.status is Status.BLOCKED and not retry_blocked:
-                result.final_kept["blocked"] = result.final_kept.get("blocked", 0) + 1
-                continue
-            if known.status is Status.PENDING:
+    with store.transaction() if write else contextlib.nullcontext():
+        for job in jobs:
+            result.total += 1
+            model = job.model or default_model
+            fp = job_fingerprint(job, model, out, store)
+            known = store.lookup(job.id)
+            reset = True
+            if known is None:
+                result.new += 1
+            elif fp is not None and known.fingerprint == fp:
+                if known.status is Status.DONE:
+                    result.done += 1
+                    continue
+                if known.status is Status.FAILED and not retry_failed:
+                    result.final_kept["failed"] = result.final_kept.get("failed", 0) + 1
+                    continue
+                if known.status is Status.BLOCKED and not retry_blocked:
+                    result.final_kept["blocked"] = result.final_kept.get("blocked", 0) + 1
+                    continue
+                if known.status is Status.PENDING:
+                    result.pending += 1
+                    reset = False
+                else:
+                    result.retry += 1
+            elif fp is None and known.status is Status.PENDING:
                 result.pending += 1
                 reset = False
             else:
-                result.retry += 1
-        elif fp is None and known.status is Status.PENDING:
-            result.pending += 1
-            reset = False
-        else:
-            result.changed += 1
-        if expected_cost is not None:
-            result.expected_cost += expected_cost(job)
-        if write:
-            store.plan(job, fp or "", reset=reset)
-    if write:
-        store.commit()
+                result.changed += 1
+            if expected_cost is not None:
+                result.expected_cost += expected_cost(job)
+            if write:
+                store.plan(job, fp or "", reset=reset)
     return result

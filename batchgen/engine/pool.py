@@ -257,13 +257,15 @@ class Scheduler:
         self._load_timer = loop.call_later(LOAD_PERIOD_S, self._sample_load)
 
     def _commit_soon(self) -> None:
-        """Commit what this turn of the event loop wrote, once, when the turn ends.
+        """Open the unit of work this turn of the event loop writes in, and commit
+        it once, when the turn ends.
 
         Every job that ends in one turn shares a commit: there were two a job, each
         ~30 µs of the loop and a dozen locking and WAL-writing syscalls. The
         durability is unchanged in kind: a kill loses what was not yet committed,
         as it always lost answers still in flight, and this adds less than a turn.
         """
+        self.store.begin()
         if not self._commit_due:
             self._commit_due = True
             asyncio.get_running_loop().call_soon(self._commit)
@@ -322,8 +324,8 @@ class Scheduler:
 
     def _finish_skipped(self, job: Job, parent: str, status: Status) -> None:
         error = ErrorInfo("skipped", None, f"parent {parent} ended {status.value}")
-        self.store.finish(job.id, Status.SKIPPED, error=error, commit=False)
         self._commit_soon()
+        self.store.finish(job.id, Status.SKIPPED, error=error)
         self.counters.count(Status.SKIPPED)
         self._on_change(self.counters)
         self._release_children(job.id)
@@ -369,6 +371,7 @@ class Scheduler:
             # Now that the parents are done, the fingerprint covers their output bytes
             # (hashed here from the bytes just read: the store stays on this thread).
             digests = [hashlib.sha256(data).hexdigest() for _mime, data in refs]
+            self._commit_soon()
             self.store.set_fingerprint(job.id, fingerprint(job, item.model, digests))
         item.body = json.dumps(client.build_request(job, refs)).encode()
         item.cache_key = request_key(job, item.model, [data for _mime, data in refs])
@@ -437,15 +440,14 @@ class Scheduler:
             item.last_cost = cost
             self.counters.spent += cost
             usage = outcome.usage
+            self._commit_soon()
             self.store.record_attempt(
                 job.id,
                 cost=cost,
                 cost_source=source,
                 prompt_tokens=usage.prompt_tokens if usage else 0,
                 output_tokens=usage.output_tokens if usage else 0,
-                commit=False,
             )
-            self._commit_soon()
         item.attempts += 1
         return await self._handle(item, outcome)
 
@@ -605,6 +607,7 @@ class Scheduler:
                 # Checked again: a shared cache is a folder anyone may have damaged.
                 written = await self._save(item.job, answer.images)
                 if written is not None:
+                    self._commit_soon()
                     self.store.mark_cache_hit(item.job.id, answer.cost_usd)
                     self.counters.cache_hits += 1
                     return self._end_done(item, written, answer.text)
@@ -633,6 +636,7 @@ class Scheduler:
         if not item.cache_key:
             return
         images_only = files[: len(outcome.images)]
+        self._commit_soon()
         self.store.remember_request(
             item.cache_key, item.job.id, images_only, outcome.text, item.last_cost
         )
@@ -669,6 +673,7 @@ class Scheduler:
         upscaled: list[str] | None = None,
         preview: str | None = None,
     ) -> bool:
+        self._commit_soon()
         self.store.finish(
             item.job.id,
             status,
@@ -677,9 +682,7 @@ class Scheduler:
             text=text,
             upscaled=upscaled,
             preview=preview,
-            commit=False,
         )
-        self._commit_soon()
         self.counters.count(status)
         self._on_change(self.counters)
         return True

@@ -161,7 +161,8 @@ async def _arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool) ->
     config.out.mkdir(parents=True, exist_ok=True)
     with Store(config.out) as store:
         clean_temporaries(config.out)
-        store.start_run()
+        with store.transaction():
+            store.start_run()
         sharded_meta = store.meta("sharded")
         result = RunResult(EXIT_OK, Plan())
         try:
@@ -172,22 +173,25 @@ async def _arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool) ->
                 retry_failed=config.retry_failed,
                 retry_blocked=config.retry_blocked,
             )
-            if sharded_meta is None:
-                sharded_meta = "1" if result.plan.total > SHARD_THRESHOLD else "0"
-                store.set_meta("sharded", sharded_meta)
-            if result.plan.to_run:
-                store.set_meta(REPORT_CURRENT, "0")
+            with store.transaction():
+                if sharded_meta is None:
+                    sharded_meta = "1" if result.plan.total > SHARD_THRESHOLD else "0"
+                    store.set_meta("sharded", sharded_meta)
+                if result.plan.to_run:
+                    store.set_meta(REPORT_CURRENT, "0")
             async with _endpoint(config, sim) as cfg:
                 await _schedule(store, cfg, prices, result, sharded=sharded_meta == "1")
         finally:
             result.exit_code = _exit_code(result)
             try:
-                store.end_run(result.exit_code)
+                with store.transaction():
+                    store.end_run(result.exit_code)
                 # A stopped run exits within seconds; the next report makes missing previews.
                 budget = None if result.stop is None else THUMB_BUDGET_ON_STOP
                 result.report = _report(store, result, thumb_budget_s=budget)
                 settled_now = result.stop is None and result.report["pending"] == 0
-                store.set_meta(SETTLED_INPUTS, digest if settled_now else "")
+                with store.transaction():
+                    store.set_meta(SETTLED_INPUTS, digest if settled_now else "")
             except OSError as exc:
                 if not is_disk_full(exc):
                     raise
@@ -207,10 +211,12 @@ def _already_settled(config: RunConfig, digest: str) -> RunResult | None:
     with Store(config.out) as store:
         if not settled(store, digest):
             return None
-        store.start_run()
+        with store.transaction():
+            store.start_run()
         counts = store.counts()
         result = RunResult(EXIT_OK, Plan(total=sum(counts.values()), done=counts["done"]))
-        store.end_run(EXIT_OK)
+        with store.transaction():
+            store.end_run(EXIT_OK)
         result.report = _report(store, result)
     return result
 
@@ -222,7 +228,8 @@ def _report(
     if _reports_current(store, result):
         return summarize(store)
     summary = write_reports(store, thumb_budget_s=thumb_budget_s)
-    store.set_meta(REPORT_CURRENT, "1")
+    with store.transaction():
+        store.set_meta(REPORT_CURRENT, "1")
     return summary
 
 

@@ -302,31 +302,53 @@ class Store:
     def close(self) -> None:
         db = getattr(self, "db", None)
         if db is not None:
+            # An unit of work its owner did not end is not committed behind its back.
             with contextlib.suppress(sqlite3.Error):
                 if db.in_transaction:
-                    db.commit()
+                    db.rollback()
             db.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    # -- the unit of work ----------------------------------------------------
+    # Write methods never commit: each writes inside a unit of work that its
+    # caller opened and ends. One-shot writes use `with store.transaction():`;
+    # the pool's ledger keeps one open across an event-loop turn (`begin`, then
+    # `commit` when the turn ends) so that every job ending in a turn shares a
+    # commit. A write outside any unit of work is a programming error.
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
+        """Everything written in the block commits together, or rolls back when the
+        block raises. Inside an open unit of work, the block joins it (the owner
+        of the outer one commits or rolls back)."""
+        if self.db.in_transaction:
+            yield
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self.rollback()
             raise
         self.db.execute("COMMIT")
+
+    def begin(self) -> None:
+        """Open a unit of work unless one is open; `commit` ends it."""
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
         if self.db.in_transaction:
             self.db.execute("COMMIT")
 
-    def _begin(self) -> None:
+    def rollback(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
+    def _writing(self) -> None:
         if not self.db.in_transaction:
-            self.db.execute("BEGIN IMMEDIATE")
+            raise RuntimeError("store write outside a unit of work (use store.transaction())")
 
     # -- meta and runs -------------------------------------------------------
     def meta(self, key: str) -> str | None:
@@ -334,24 +356,21 @@ class Store:
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        self._begin()
+        self._writing()
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-        self.commit()
 
     def start_run(self) -> int:
-        self._begin()
+        self._writing()
         cur = self.db.execute("INSERT INTO runs (started_at) VALUES (?)", (time.time(),))
-        self.commit()
         self.run_id = int(cur.lastrowid or 0)
         return self.run_id
 
     def end_run(self, exit_code: int) -> None:
-        self._begin()
+        self._writing()
         self.db.execute(
             "UPDATE runs SET finished_at=?, exit_code=?, requests=? WHERE run_id=?",
             (time.time(), exit_code, self._run_requests, self.run_id),
         )
-        self.commit()
 
     # -- planning ------------------------------------------------------------
     def lookup(self, job_id: str) -> Known | None:
@@ -365,7 +384,7 @@ class Store:
     def plan(self, job: Job, fingerprint: str, *, reset: bool) -> None:
         """Mark `job` as wanted by this run. `reset` starts it afresh (new or changed
         request, or a retry of a failed one); otherwise only its plan mark moves."""
-        self._begin()
+        self._writing()
         if reset:
             self._next_seq += 1
             self.db.execute(
@@ -412,7 +431,7 @@ class Store:
                 yield job_from_json(text)
 
     def set_fingerprint(self, job_id: str, fingerprint: str) -> None:
-        self._begin()
+        self._writing()
         self.db.execute("UPDATE jobs SET fingerprint=? WHERE id=?", (fingerprint, job_id))
 
     # -- results -------------------------------------------------------------
@@ -424,14 +443,12 @@ class Store:
         prompt_tokens: int,
         output_tokens: int,
         cost_source: str,
-        commit: bool = True,
     ) -> None:
-        """One request made, committed at once (or by the caller within moments,
-        `commit=False`): a retry may wait long before any job ends, and a crash
-        must lose only the counts (and cost) of requests still in flight, never
-        those of answered ones."""
+        """One request made. Its caller commits within moments: a retry may wait
+        long before any job ends, and a crash must lose only the counts (and cost)
+        of requests still in flight, never those of answered ones."""
         self._run_requests += 1
-        self._begin()
+        self._writing()
         self.db.execute(
             """UPDATE jobs SET attempts=attempts+1, requests=requests+1,
                cost_usd=cost_usd+?, prompt_tokens=prompt_tokens+?, output_tokens=output_tokens+?,
@@ -449,8 +466,6 @@ class Store:
                 job_id,
             ),
         )
-        if commit:
-            self.commit()
 
     def finish(
         self,
@@ -462,11 +477,9 @@ class Store:
         text: str = "",
         upscaled: list[str] | None = None,
         preview: str | None = None,
-        commit: bool = True,
     ) -> None:
-        """A job's end, committed at once (or by the caller within moments,
-        `commit=False`), after its image is on disk."""
-        self._begin()
+        """A job's end, written after its image is on disk."""
+        self._writing()
         self.db.execute(
             """UPDATE jobs SET status=?, files=?, error_kind=?, http_status=?, error_message=?,
                text=?, finished_at=?, upscaled=?, preview=? WHERE id=?""",
@@ -483,8 +496,6 @@ class Store:
                 job_id,
             ),
         )
-        if commit:
-            self.commit()
 
     # -- request cache (this folder) ------------------------------------------
     def cached_request(self, key: str) -> tuple[list[str], str, float] | None:
@@ -497,14 +508,14 @@ class Store:
     def remember_request(
         self, key: str, job_id: str, files: list[str], text: str, cost: float
     ) -> None:
-        self._begin()
+        self._writing()
         self.db.execute(
             "INSERT OR REPLACE INTO request_cache VALUES (?, ?, ?, ?, ?)",
             (key, job_id, json.dumps(files), text, cost),
         )
 
     def mark_cache_hit(self, job_id: str, saved: float) -> None:
-        self._begin()
+        self._writing()
         self.db.execute(
             "UPDATE jobs SET cache_hit=1, saved_usd=?, cost_source='cache' WHERE id=?",
             (saved, job_id),
@@ -525,7 +536,7 @@ class Store:
     def remember_hash(self, path: str, size: int, mtime_ns: int, digest: str) -> None:
         if self.readonly:
             return
-        self._begin()
+        self._writing()
         self.db.execute(
             "INSERT OR REPLACE INTO image_hashes VALUES (?, ?, ?, ?)",
             (path, size, mtime_ns, digest),
