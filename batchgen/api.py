@@ -17,9 +17,10 @@ from typing import Any
 
 from batchgen.config import RunConfig, Secret, key_from_env
 from batchgen.engine.runner import RunResult, arun_files
+from batchgen.jobs.codec import job_to_dict
 from batchgen.models import Job
 from batchgen.output.sink import write_atomic
-from batchgen.store.db import STATE_DIR, job_to_dict
+from batchgen.store.db import STATE_DIR
 
 JobsArg = str | os.PathLike[str] | Iterable[str | os.PathLike[str] | Mapping[str, Any] | Job]
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from batchgen.errors import AbortError, StateError
+from batchgen.jobs.codec import job_from_json, job_to_json
 from batchgen.models import ErrorInfo, Job, JobRecord, Status
 
 STATE_DIR = ".batchgen"
@@ -107,50 +108,6 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m005_preview,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def job_to_dict(job: Job) -> dict[str, Any]:
-    """The job in the input format (what `failed.jsonl` feeds back)."""
-    d: dict[str, Any] = {"id": job.id, "prompt": job.prompt}
-    if job.images:
-        d["images"] = list(job.images)
-    if job.aspect_ratio:
-        d["aspect_ratio"] = job.aspect_ratio
-    if job.tags:
-        d["tags"] = list(job.tags)
-    if job.priority:
-        d["priority"] = job.priority
-    if job.model:
-        d["model"] = job.model
-    if job.variant is not None:
-        d["variant"] = job.variant
-    if job.sizes:
-        d["sizes"] = list(job.sizes)
-    return d
-
-
-def job_from_json(text: str, source: str = "", line: int = 0) -> Job:
-    d = json.loads(text)
-    return Job(
-        id=d["id"],
-        prompt=d["prompt"],
-        images=tuple(d.get("images", ())),
-        aspect_ratio=d.get("aspect_ratio"),
-        tags=tuple(d.get("tags", ())),
-        priority=int(d.get("priority", 0)),
-        model=d.get("model"),
-        variant=d.get("variant"),
-        sizes=tuple(d.get("sizes", ())),
-        source=d.get("source", source),
-        line=int(d.get("line", line)),
-    )
-
-
-def _job_json(job: Job) -> str:
-    d = job_to_dict(job)
-    d["source"] = job.source
-    d["line"] = job.line
-    return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
 
 
 class _Connection(sqlite3.Connection):
@@ -395,12 +352,12 @@ class Store:
                      job=excluded.job, attempts=0, files='[]', error_kind=NULL,
                      cache_hit=0, saved_usd=0, http_status=NULL, error_message=NULL, text='',
                      started_at=NULL, finished_at=NULL, upscaled='[]', preview=NULL""",
-                (job.id, self._next_seq, fingerprint, job.priority, self.run_id, _job_json(job)),
+                (job.id, self._next_seq, fingerprint, job.priority, self.run_id, job_to_json(job)),
             )
         else:
             self.db.execute(
                 "UPDATE jobs SET plan_run=?, priority=?, job=? WHERE id=?",
-                (self.run_id, job.priority, _job_json(job), job.id),
+                (self.run_id, job.priority, job_to_json(job), job.id),
             )
 
     def pending(self, limit: int | None = None, page: int = 500) -> Iterator[Job]:
