@@ -33,7 +33,7 @@ from batchgen.engine.runner import arun_files
 from batchgen.models import FINAL_STATUSES, Status
 from batchgen.output.sink import TEMP_PREFIX
 from batchgen.sim import SimConfig, Simulator, SimulatorThread
-from batchgen.store.db import DB_NAME, STATE_DIR, Store
+from batchgen.store import DB_NAME, STATE_DIR, Store
 from tests.conftest import KEY, make_config
 
 #: About 10 % of requests fail at random (seeded): every retryable kind.

@@ -22,7 +22,7 @@ from batchgen.models import ErrorInfo, Job, Status
 from batchgen.output import thumbs
 from batchgen.report import gallery
 from batchgen.report.summary import summarize
-from batchgen.store.db import Store
+from batchgen.store import Store
 
 EVIL = "</script><script>window.__pwned=1</script><img src=x onerror=alert(1)> & \"q\" 'a'"
 

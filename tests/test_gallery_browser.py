@@ -219,7 +219,7 @@ def test_pages_of_one_hundred_cards(browser: Browser, tmp_path: Path) -> None:
     from batchgen.models import Job
     from batchgen.report.gallery import write_gallery
     from batchgen.report.summary import summarize
-    from batchgen.store.db import Store
+    from batchgen.store import Store
 
     with Store(tmp_path / "out") as store:
         with store.transaction():

@@ -23,7 +23,7 @@ import pytest
 
 from batchgen.models import FINAL_STATUSES
 from batchgen.sim import SimConfig, SimulatorThread
-from batchgen.store.db import Store
+from batchgen.store import Store
 from tests.conftest import KEY
 from tests.test_chaos import cli, cli_env, image_ok, temporaries
 

@@ -14,7 +14,7 @@ from batchgen.engine.runner import arun_files
 from batchgen.errors import InputError, StateError, UsageError
 from batchgen.models import Status
 from batchgen.sim import SimConfig, Simulator
-from batchgen.store.db import Store
+from batchgen.store import Store
 from tests.conftest import KEY, make_config, write_jobs
 
 

@@ -216,7 +216,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import json
 
     from batchgen.report.summary import tag_csv, write_reports
-    from batchgen.store.db import Store
+    from batchgen.store import Store
 
     with Store(args.out) as store:
         summary = write_reports(store)
@@ -232,7 +232,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from batchgen.report.summary import status_line, summarize
-    from batchgen.store.db import Store
+    from batchgen.store import Store
 
     with Store(args.out, readonly=True) as store:
         print(status_line(summarize(store)))

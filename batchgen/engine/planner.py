@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchgen.models import Job, Status
-from batchgen.store.db import Store
+from batchgen.store import Store
 
 
 @dataclass

@@ -44,7 +44,7 @@ from batchgen.output.handoff import Handoff
 from batchgen.output.mime import extension_for, sniff_mime
 from batchgen.output.sink import is_disk_full, write_images, write_sizes
 from batchgen.output.thumbs import is_own_preview, preview
-from batchgen.store.db import Store
+from batchgen.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from batchgen.jobs import reader
 from batchgen.models import Job
 from batchgen.output.sink import SHARD_THRESHOLD, DiskFullError, clean_temporaries, is_disk_full
 from batchgen.report.summary import summarize, write_reports
-from batchgen.store.db import DB_NAME, STATE_DIR, Store
+from batchgen.store import DB_NAME, STATE_DIR, Store
 
 log = logging.getLogger(__name__)
 

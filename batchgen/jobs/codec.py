@@ -16,6 +16,9 @@ from typing import Any
 
 from batchgen.models import Job
 
+#: Keys of the stored form that the input form does not have.
+ORIGIN_KEYS = ("source", "line")
+
 
 def job_to_dict(job: Job) -> dict[str, Any]:
     """The job in the input format (what `failed.jsonl` feeds back): defaults are
@@ -64,3 +67,12 @@ def job_from_json(text: str, source: str = "", line: int = 0) -> Job:
         source=d.get("source", source),
         line=int(d.get("line", line)),
     )
+
+
+def input_form(stored: str) -> dict[str, Any]:
+    """A stored job as a row of the input format: its origin dropped, the rest
+    (and its key order) as stored."""
+    d: dict[str, Any] = json.loads(stored)
+    for key in ORIGIN_KEYS:
+        d.pop(key, None)
+    return d

@@ -36,7 +36,7 @@ from typing import Any, TextIO
 from batchgen.models import JobRecord, Status
 from batchgen.output.sink import TEMP_PREFIX
 from batchgen.output.thumbs import ThumbMaker
-from batchgen.store.db import Store
+from batchgen.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -38,66 +38,57 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from batchgen.models import JobRecord, Status
+from batchgen.models import ErrorInfo, JobRecord
 from batchgen.output.sink import TEMP_PREFIX
 from batchgen.report import gallery
-from batchgen.store.db import Store
+from batchgen.store import Store
 
 SCHEMA_VERSION = 1
 
 
 def _tag_rollup(store: Store) -> dict[str, dict[str, Any]]:
-    """Per-tag totals, grouped by SQLite (one Python row per tag, not per job)."""
-    rows = store.db.execute(
-        """SELECT t.value, count(*), sum(status = 'done'), sum(status = 'failed'),
-           sum(status = 'blocked'), total(cost_usd)
-           FROM jobs, json_each(jobs.job, '$.tags') AS t GROUP BY t.value"""
-    ).fetchall()
+    """Per-tag totals, sorted by tag."""
     tags = {
-        str(tag): {
-            "jobs": n,
-            "done": done,
-            "failed": failed,
-            "blocked": blocked,
-            "cost_usd": round(cost, 6),
+        t.tag: {
+            "jobs": t.jobs,
+            "done": t.done,
+            "failed": t.failed,
+            "blocked": t.blocked,
+            "cost_usd": round(t.cost_usd, 6),
         }
-        for tag, n, done, failed, blocked, cost in rows
+        for t in store.tag_totals()
     }
     return dict(sorted(tags.items()))
 
 
 def summarize(store: Store) -> dict[str, Any]:
     """Totals for the top of the report (everything but the job rows)."""
-    counts = store.counts()
-    agg = store.aggregate()
-    finished = counts["done"] + counts["failed"] + counts["blocked"] + counts["skipped"]
-    elapsed = agg["elapsed_s"]
+    t = store.totals()
     return {
         "schema": SCHEMA_VERSION,
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "out": str(store.out),
-        "total": agg["jobs"],
-        "done": counts["done"],
-        "blocked": counts["blocked"],
-        "failed": counts["failed"],
-        "skipped": counts["skipped"],
-        "pending": counts["pending"],
-        "success_rate": round(counts["done"] / finished, 4) if finished else 0.0,
-        "requests": agg["requests"],
-        "retries": agg["retries"],
-        "errors": agg["errors"],
-        "tokens": {"prompt": agg["prompt_tokens"], "output": agg["output_tokens"]},
-        "cost_usd": round(agg["cost_usd"], 6),
-        "cost_sources": agg["cost_sources"],
-        "elapsed_s": round(elapsed, 3),
-        "images_per_minute": round(counts["done"] * 60 / elapsed, 2) if elapsed > 0 else 0.0,
-        "cache": {"hits": agg["cache_hits"], "saved_usd": round(agg["saved_usd"], 6)},
+        "total": t.jobs,
+        "done": t.done,
+        "blocked": t.blocked,
+        "failed": t.failed,
+        "skipped": t.skipped,
+        "pending": t.pending,
+        "success_rate": round(t.done / t.finished, 4) if t.finished else 0.0,
+        "requests": t.requests,
+        "retries": t.retries,
+        "errors": {e.name: e.jobs for e in t.errors},
+        "tokens": {"prompt": t.prompt_tokens, "output": t.output_tokens},
+        "cost_usd": round(t.cost_usd, 6),
+        "cost_sources": {c.name: c.jobs for c in t.cost_sources},
+        "elapsed_s": round(t.elapsed_s, 3),
+        "images_per_minute": round(t.done * 60 / t.elapsed_s, 2) if t.elapsed_s > 0 else 0.0,
+        "cache": {"hits": t.cache_hits, "saved_usd": round(t.saved_usd, 6)},
         "by_tag": _tag_rollup(store),
     }
 
 
-def _error(rec: JobRecord) -> dict[str, Any] | None:
-    err = rec.error
+def _error(err: ErrorInfo | None) -> dict[str, Any] | None:
     return (
         None
         if err is None
@@ -113,7 +104,7 @@ def job_row(rec: JobRecord) -> dict[str, Any]:
         "requests": rec.requests,
         "files": rec.files,
         "upscaled": rec.upscaled,
-        "error": _error(rec),
+        "error": _error(rec.error),
         "text": rec.text,
         "prompt": rec.prompt,
         "tokens": {"prompt": rec.prompt_tokens, "output": rec.output_tokens},
@@ -171,12 +162,8 @@ def write_failed(store: Store, path: Path) -> int:
     """Failed and blocked jobs in the input format plus their error: fix and feed back."""
     n = 0
     with _AtomicText(path) as fh:
-        for rec in store.records((Status.FAILED, Status.BLOCKED)):
-            job = store.job_json(rec.id) or {"id": rec.id, "prompt": rec.prompt}
-            job.pop("source", None)
-            job.pop("line", None)
-            job["status"] = rec.status.value
-            job["error"] = _error(rec)
+        for failed in store.failed_jobs():
+            job = {**failed.job, "status": failed.status.value, "error": _error(failed.error)}
             fh.write(json.dumps(job, ensure_ascii=False) + "\n")
             n += 1
     return n

@@ -1,1 +1,11 @@
-"""The state of one output folder (SQLite): plans, attempts, ends, the request cache."""
+"""The state of one output folder (SQLite): plans, attempts, ends, the request cache.
+
+`Store` is what callers hold; `state.py` says how it is put together.
+"""
+
+from __future__ import annotations
+
+from batchgen.store.db import DB_NAME, STATE_DIR
+from batchgen.store.state import Store
+
+__all__ = ["DB_NAME", "STATE_DIR", "Store"]

@@ -1,30 +1,30 @@
-"""store: the single source of truth for progress, in `OUT/.batchgen/state.sqlite`.
+"""db: the connection to one output folder's state, `OUT/.batchgen/state.sqlite`.
 
-In: planned jobs, attempt results, finished jobs. Out: what is left to do,
-and every record for the report. SQLite in WAL mode, one connection owned by
-the event loop thread, committed as each job ends (a `kill -9` loses only
-what was in flight). Migrations are an append-only list; the database carries
-an application id and a schema version so that a foreign, corrupt or newer
-file is refused with a clear message instead of being silently replaced,
-which would pay for every image again.
+In: an output folder. Out: an open SQLite connection that is safe to write,
+and the unit of work every write happens in. This module knows no table but
+the schema's history: it takes the folder's lock (two runs on one folder would
+pay twice), refuses a foreign, corrupt or newer file with a clear message
+(silently replacing it would pay for every image again), applies the
+append-only migrations in one transaction, and maps a full disk or a damaged
+page met mid-run to the errors that stop a run cleanly. The tables' queries
+are in `runs.py`, `jobs.py`, `requests.py` and `queries.py`, and `state.py`
+puts them together as the `Store` callers hold.
+
+SQLite in WAL mode, one connection owned by the event loop thread, committed
+as each loop turn ends (a `kill -9` loses only what was in flight).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import sqlite3
-import time
-from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from batchgen.errors import AbortError, StateError
-from batchgen.jobs.codec import job_from_json, job_to_json
-from batchgen.models import ErrorInfo, Job, JobRecord, Status
 
 STATE_DIR = ".batchgen"
 DB_NAME = "state.sqlite"
@@ -100,13 +100,16 @@ def _m005_preview(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE jobs ADD COLUMN preview TEXT")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+Migration = Callable[[sqlite3.Connection], None]
+
+#: Append-only: a folder written by this list is upgraded by running its tail.
+MIGRATIONS: tuple[Migration, ...] = (
     _m001_initial,
     _m002_request_cache,
     _m003_seq_index,
     _m004_upscaled,
     _m005_preview,
-]
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -140,15 +143,16 @@ def corrupt_message(path: Path, exc: BaseException) -> str:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Known:
-    status: Status
-    fingerprint: str
-    files: tuple[str, ...]
+class Database:
+    """One output folder's connection: opening, the lock, the unit of work.
 
+    The tables' classes derive from this one and `Store` combines them, so a
+    table's methods see the connection and the unit of work, and nothing of
+    the other tables (mypy holds each part to this class's members).
+    """
 
-class Store:
-    """One output folder's state. Use as a context manager; holds an exclusive lock."""
+    #: The schema this class knows; a test may open with a longer list.
+    migrations: Sequence[Migration] = MIGRATIONS
 
     def __init__(self, out: Path, *, readonly: bool = False) -> None:
         self.out = out
@@ -157,12 +161,9 @@ class Store:
         self.readonly = readonly
         self._lock_fd: int | None = None
         self.db: sqlite3.Connection
-        self.run_id = 0
-        self._next_seq = 0
-        self._run_requests = 0
 
     # -- opening -------------------------------------------------------------
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         self.open()
         return self
 
@@ -189,10 +190,11 @@ class Store:
         except sqlite3.DatabaseError as exc:
             self._corrupt(exc)
         self._migrate()
-        # Sequence numbers keep file order; counted here, not by max(seq) per insert.
-        self._next_seq = int(
-            self.db.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchone()[0]
-        )
+        self._opened()
+
+    def _opened(self) -> None:
+        """Called once the schema is current on a writable open: a table that
+        keeps a counter in memory reads it here (extend with `super()`)."""
 
     def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
         try:
@@ -238,23 +240,25 @@ class Store:
                 f"{self.path} is not a batchgen state database (application id {app_id:#x}); "
                 "choose another --out folder"
             )
-        if version > SCHEMA_VERSION:
+        known = len(self.migrations)
+        if version > known:
             raise StateError(
                 f"{self.path} was written by a newer batchgen (schema {version}, this one "
-                f"knows {SCHEMA_VERSION}); upgrade batchgen to continue this run"
+                f"knows {known}); upgrade batchgen to continue this run"
             )
 
     def _migrate(self) -> None:
         """Every pending migration in one transaction: a run stopped while opening
         leaves the old schema or the new one, never a mix that readers trip on."""
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version >= SCHEMA_VERSION:
+        target = len(self.migrations)
+        if version >= target:
             return
         with self.transaction():
-            for migration in MIGRATIONS[version:]:
+            for migration in self.migrations[version:]:
                 migration(self.db)
             self.db.execute(f"PRAGMA application_id={APPLICATION_ID}")
-            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.db.execute(f"PRAGMA user_version={target}")
 
     def close(self) -> None:
         db = getattr(self, "db", None)
@@ -306,288 +310,3 @@ class Store:
     def _writing(self) -> None:
         if not self.db.in_transaction:
             raise RuntimeError("store write outside a unit of work (use store.transaction())")
-
-    # -- meta and runs -------------------------------------------------------
-    def meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def set_meta(self, key: str, value: str) -> None:
-        self._writing()
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-
-    def start_run(self) -> int:
-        self._writing()
-        cur = self.db.execute("INSERT INTO runs (started_at) VALUES (?)", (time.time(),))
-        self.run_id = int(cur.lastrowid or 0)
-        return self.run_id
-
-    def end_run(self, exit_code: int) -> None:
-        self._writing()
-        self.db.execute(
-            "UPDATE runs SET finished_at=?, exit_code=?, requests=? WHERE run_id=?",
-            (time.time(), exit_code, self._run_requests, self.run_id),
-        )
-
-    # -- planning ------------------------------------------------------------
-    def lookup(self, job_id: str) -> Known | None:
-        row = self.db.execute(
-            "SELECT status, fingerprint, files FROM jobs WHERE id=?", (job_id,)
-        ).fetchone()
-        if row is None:
-            return None
-        return Known(Status(row[0]), row[1], tuple(json.loads(row[2])))
-
-    def plan(self, job: Job, fingerprint: str, *, reset: bool) -> None:
-        """Mark `job` as wanted by this run. `reset` starts it afresh (new or changed
-        request, or a retry of a failed one); otherwise only its plan mark moves."""
-        self._writing()
-        if reset:
-            self._next_seq += 1
-            self.db.execute(
-                """INSERT INTO jobs (id, seq, fingerprint, status, priority, plan_run, job)
-                   VALUES (?, ?, ?, 'pending', ?, ?, ?)
-                   ON CONFLICT(id) DO UPDATE SET fingerprint=excluded.fingerprint,
-                     status='pending', priority=excluded.priority, plan_run=excluded.plan_run,
-                     job=excluded.job, attempts=0, files='[]', error_kind=NULL,
-                     cache_hit=0, saved_usd=0, http_status=NULL, error_message=NULL, text='',
-                     started_at=NULL, finished_at=NULL, upscaled='[]', preview=NULL""",
-                (job.id, self._next_seq, fingerprint, job.priority, self.run_id, job_to_json(job)),
-            )
-        else:
-            self.db.execute(
-                "UPDATE jobs SET plan_run=?, priority=?, job=? WHERE id=?",
-                (self.run_id, job.priority, job_to_json(job), job.id),
-            )
-
-    def pending(self, limit: int | None = None, page: int = 500) -> Iterator[Job]:
-        """This run's pending jobs, highest priority first, in file order within a
-        priority; paged so no cursor stays open across writes."""
-        last: tuple[int, int] | None = None
-        served = 0
-        while limit is None or served < limit:
-            size = page if limit is None else min(page, limit - served)
-            if last is None:
-                rows = self.db.execute(
-                    "SELECT priority, seq, job FROM jobs WHERE status='pending' AND plan_run=? "
-                    "ORDER BY priority DESC, seq LIMIT ?",
-                    (self.run_id, size),
-                ).fetchall()
-            else:
-                rows = self.db.execute(
-                    "SELECT priority, seq, job FROM jobs WHERE status='pending' AND plan_run=? "
-                    "AND (priority < ? OR (priority = ? AND seq > ?)) "
-                    "ORDER BY priority DESC, seq LIMIT ?",
-                    (self.run_id, last[0], last[0], last[1], size),
-                ).fetchall()
-            if not rows:
-                return
-            for priority, seq, text in rows:
-                last = (priority, seq)
-                served += 1
-                yield job_from_json(text)
-
-    def set_fingerprint(self, job_id: str, fingerprint: str) -> None:
-        self._writing()
-        self.db.execute("UPDATE jobs SET fingerprint=? WHERE id=?", (fingerprint, job_id))
-
-    # -- results -------------------------------------------------------------
-    def record_attempt(
-        self,
-        job_id: str,
-        *,
-        cost: float,
-        prompt_tokens: int,
-        output_tokens: int,
-        cost_source: str,
-    ) -> None:
-        """One request made. Its caller commits within moments: a retry may wait
-        long before any job ends, and a crash must lose only the counts (and cost)
-        of requests still in flight, never those of answered ones."""
-        self._run_requests += 1
-        self._writing()
-        self.db.execute(
-            """UPDATE jobs SET attempts=attempts+1, requests=requests+1,
-               cost_usd=cost_usd+?, prompt_tokens=prompt_tokens+?, output_tokens=output_tokens+?,
-               cost_source=CASE WHEN ?='' THEN cost_source WHEN cost_source IN ('', ?)
-                 THEN ? ELSE 'mixed' END,
-               started_at=coalesce(started_at, ?) WHERE id=?""",
-            (
-                cost,
-                prompt_tokens,
-                output_tokens,
-                cost_source,
-                cost_source,
-                cost_source,
-                time.time(),
-                job_id,
-            ),
-        )
-
-    def finish(
-        self,
-        job_id: str,
-        status: Status,
-        *,
-        files: list[str] | None = None,
-        error: ErrorInfo | None = None,
-        text: str = "",
-        upscaled: list[str] | None = None,
-        preview: str | None = None,
-    ) -> None:
-        """A job's end, written after its image is on disk."""
-        self._writing()
-        self.db.execute(
-            """UPDATE jobs SET status=?, files=?, error_kind=?, http_status=?, error_message=?,
-               text=?, finished_at=?, upscaled=?, preview=? WHERE id=?""",
-            (
-                status.value,
-                json.dumps(files) if files else "[]",
-                error.kind if error else None,
-                error.http_status if error else None,
-                error.message if error else None,
-                text,
-                time.time(),
-                json.dumps(upscaled) if upscaled else "[]",
-                preview,
-                job_id,
-            ),
-        )
-
-    # -- request cache (this folder) ------------------------------------------
-    def cached_request(self, key: str) -> tuple[list[str], str, float] | None:
-        """Files (relative to OUT), text and original cost of a finished identical request."""
-        row = self.db.execute(
-            "SELECT files, text, cost_usd FROM request_cache WHERE key=?", (key,)
-        ).fetchone()
-        return None if row is None else (json.loads(row[0]), row[1], float(row[2]))
-
-    def remember_request(
-        self, key: str, job_id: str, files: list[str], text: str, cost: float
-    ) -> None:
-        self._writing()
-        self.db.execute(
-            "INSERT OR REPLACE INTO request_cache VALUES (?, ?, ?, ?, ?)",
-            (key, job_id, json.dumps(files), text, cost),
-        )
-
-    def mark_cache_hit(self, job_id: str, saved: float) -> None:
-        self._writing()
-        self.db.execute(
-            "UPDATE jobs SET cache_hit=1, saved_usd=?, cost_source='cache' WHERE id=?",
-            (saved, job_id),
-        )
-
-    # -- image hashes --------------------------------------------------------
-    def cached_hash(self, path: str, size: int, mtime_ns: int) -> str | None:
-        row = self.db.execute(
-            "SELECT sha256 FROM image_hashes WHERE path=? AND size=? AND mtime_ns=?",
-            (path, size, mtime_ns),
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def hashed_files(self) -> Iterator[tuple[str, int, int]]:
-        """Every reference file hashed so far, with the size and mtime it had."""
-        yield from self.db.execute("SELECT path, size, mtime_ns FROM image_hashes")
-
-    def remember_hash(self, path: str, size: int, mtime_ns: int, digest: str) -> None:
-        if self.readonly:
-            return
-        self._writing()
-        self.db.execute(
-            "INSERT OR REPLACE INTO image_hashes VALUES (?, ?, ?, ?)",
-            (path, size, mtime_ns, digest),
-        )
-
-    # -- reading for reports -------------------------------------------------
-    def spent(self) -> float:
-        return float(self.db.execute("SELECT coalesce(sum(cost_usd), 0) FROM jobs").fetchone()[0])
-
-    def counts(self) -> dict[str, int]:
-        rows = self.db.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall()
-        counts = {s.value: 0 for s in Status}
-        counts.update({str(s): int(n) for s, n in rows})
-        return counts
-
-    def records(self, statuses: Collection[Status] = ()) -> Iterator[JobRecord]:
-        """Every job's record in file order, or only those in `statuses`."""
-        where = ""
-        if statuses:
-            where = "WHERE status IN (" + ",".join("?" * len(statuses)) + ")"
-        cur = self.db.execute(
-            f"""SELECT id, fingerprint, status, attempts, files, error_kind, http_status,
-               error_message, text, prompt_tokens, output_tokens, cost_usd, cost_source, job,
-               started_at, finished_at, requests, upscaled, preview
-               FROM jobs {where} ORDER BY seq""",
-            [s.value for s in statuses],
-        )
-        for row in cur:
-            job = json.loads(row[13])
-            error = ErrorInfo(row[5], row[6], row[7] or "") if row[5] else None
-            rec = JobRecord(
-                id=row[0],
-                fingerprint=row[1],
-                status=Status(row[2]),
-                attempts=row[3],
-                files=json.loads(row[4]),
-                error=error,
-                text=row[8],
-                prompt_tokens=row[9],
-                output_tokens=row[10],
-                cost_usd=row[11],
-                cost_source=row[12],
-                tags=list(job.get("tags", [])),
-                prompt=job["prompt"],
-                source=job.get("source", ""),
-                line=int(job.get("line", 0)),
-                started_at=row[14],
-                finished_at=row[15],
-                requests=row[16],
-                upscaled=json.loads(row[17]),
-                preview=row[18],
-            )
-            yield rec
-
-    def job_json(self, job_id: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT job FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
-
-    def aggregate(self) -> dict[str, Any]:
-        row = self.db.execute(
-            """SELECT count(*), coalesce(sum(requests),0),
-               coalesce(sum(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END),0),
-               coalesce(sum(prompt_tokens),0), coalesce(sum(output_tokens),0),
-               coalesce(sum(cost_usd),0), min(started_at), max(finished_at),
-               coalesce(sum(cache_hit),0), coalesce(sum(saved_usd),0)
-               FROM jobs"""
-        ).fetchone()
-        kinds = dict(
-            self.db.execute(
-                "SELECT error_kind, count(*) FROM jobs WHERE error_kind IS NOT NULL "
-                "AND status != 'pending' GROUP BY error_kind"
-            ).fetchall()
-        )
-        sources = dict(
-            self.db.execute(
-                "SELECT cost_source, count(*) FROM jobs WHERE cost_source != '' "
-                "GROUP BY cost_source"
-            ).fetchall()
-        )
-        elapsed = self.db.execute(
-            "SELECT coalesce(sum(coalesce(finished_at, started_at) - started_at), 0) FROM runs"
-        ).fetchone()[0]
-        return {
-            "jobs": row[0],
-            "requests": row[1],
-            "retries": row[2],
-            "prompt_tokens": row[3],
-            "output_tokens": row[4],
-            "cost_usd": row[5],
-            "first_started": row[6],
-            "last_finished": row[7],
-            "errors": kinds,
-            "cost_sources": sources,
-            "elapsed_s": float(elapsed),
-            "cache_hits": int(row[8]),
-            "saved_usd": float(row[9]),
-        }

@@ -1,0 +1,192 @@
+"""jobs: the jobs table, one row per job id ever planned in the folder.
+
+In: jobs planned with their request fingerprint, each request made (tokens,
+cost), each job's end (files or error). Out: what is already known about an
+id (the planner's and the chain gate's question), this run's pending jobs in
+order, and the counts and spend the run checks as it goes. The report's reads
+of this table are in `queries.py`.
+
+Every statement here runs once per job or once per request, in the pool's
+hot path or the planner's loop, so each is a single indexed statement and
+nothing is computed per insert that can be counted once (`_next_seq`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from batchgen.jobs.codec import job_from_json, job_to_json
+from batchgen.models import ErrorInfo, Job, Status
+from batchgen.store.runs import RunsTable
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    status: Status
+    fingerprint: str
+    files: tuple[str, ...]
+
+
+def status_counts(db: sqlite3.Connection) -> dict[str, int]:
+    """Jobs per status, every status present (served by the `jobs_pending` index)."""
+    rows = db.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall()
+    counts = {s.value: 0 for s in Status}
+    counts.update({str(s): int(n) for s, n in rows})
+    return counts
+
+
+class JobsTable(RunsTable):
+    #: The last sequence number given; sequence numbers keep file order.
+    _next_seq: int = 0
+
+    def _opened(self) -> None:
+        super()._opened()
+        # Counted once here, not by max(seq) per insert (that made planning quadratic).
+        self._next_seq = int(
+            self.db.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchone()[0]
+        )
+
+    # -- planning ------------------------------------------------------------
+    def lookup(self, job_id: str) -> Known | None:
+        row = self.db.execute(
+            "SELECT status, fingerprint, files FROM jobs WHERE id=?", (job_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return Known(Status(row[0]), row[1], tuple(json.loads(row[2])))
+
+    def plan(self, job: Job, fingerprint: str, *, reset: bool) -> None:
+        """Mark `job` as wanted by this run. `reset` starts it afresh (new or changed
+        request, or a retry of a failed one); otherwise only its plan mark moves."""
+        self._writing()
+        if reset:
+            self._next_seq += 1
+            self.db.execute(
+                """INSERT INTO jobs (id, seq, fingerprint, status, priority, plan_run, job)
+                   VALUES (?, ?, ?, 'pending', ?, ?, ?)
+                   ON CONFLICT(id) DO UPDATE SET fingerprint=excluded.fingerprint,
+                     status='pending', priority=excluded.priority, plan_run=excluded.plan_run,
+                     job=excluded.job, attempts=0, files='[]', error_kind=NULL,
+                     cache_hit=0, saved_usd=0, http_status=NULL, error_message=NULL, text='',
+                     started_at=NULL, finished_at=NULL, upscaled='[]', preview=NULL""",
+                (job.id, self._next_seq, fingerprint, job.priority, self.run_id, job_to_json(job)),
+            )
+        else:
+            self.db.execute(
+                "UPDATE jobs SET plan_run=?, priority=?, job=? WHERE id=?",
+                (self.run_id, job.priority, job_to_json(job), job.id),
+            )
+
+    def pending(self, limit: int | None = None, page: int = 500) -> Iterator[Job]:
+        """This run's pending jobs, highest priority first, in file order within a
+        priority; paged so no cursor stays open across writes."""
+        last: tuple[int, int] | None = None
+        served = 0
+        while limit is None or served < limit:
+            size = page if limit is None else min(page, limit - served)
+            if last is None:
+                rows = self.db.execute(
+                    "SELECT priority, seq, job FROM jobs WHERE status='pending' AND plan_run=? "
+                    "ORDER BY priority DESC, seq LIMIT ?",
+                    (self.run_id, size),
+                ).fetchall()
+            else:
+                rows = self.db.execute(
+                    "SELECT priority, seq, job FROM jobs WHERE status='pending' AND plan_run=? "
+                    "AND (priority < ? OR (priority = ? AND seq > ?)) "
+                    "ORDER BY priority DESC, seq LIMIT ?",
+                    (self.run_id, last[0], last[0], last[1], size),
+                ).fetchall()
+            if not rows:
+                return
+            for priority, seq, text in rows:
+                last = (priority, seq)
+                served += 1
+                yield job_from_json(text)
+
+    def set_fingerprint(self, job_id: str, fingerprint: str) -> None:
+        self._writing()
+        self.db.execute("UPDATE jobs SET fingerprint=? WHERE id=?", (fingerprint, job_id))
+
+    # -- results -------------------------------------------------------------
+    def record_attempt(
+        self,
+        job_id: str,
+        *,
+        cost: float,
+        prompt_tokens: int,
+        output_tokens: int,
+        cost_source: str,
+    ) -> None:
+        """One request made. Its caller commits within moments: a retry may wait
+        long before any job ends, and a crash must lose only the counts (and cost)
+        of requests still in flight, never those of answered ones."""
+        self._run_requests += 1
+        self._writing()
+        self.db.execute(
+            """UPDATE jobs SET attempts=attempts+1, requests=requests+1,
+               cost_usd=cost_usd+?, prompt_tokens=prompt_tokens+?, output_tokens=output_tokens+?,
+               cost_source=CASE WHEN ?='' THEN cost_source WHEN cost_source IN ('', ?)
+                 THEN ? ELSE 'mixed' END,
+               started_at=coalesce(started_at, ?) WHERE id=?""",
+            (
+                cost,
+                prompt_tokens,
+                output_tokens,
+                cost_source,
+                cost_source,
+                cost_source,
+                time.time(),
+                job_id,
+            ),
+        )
+
+    def finish(
+        self,
+        job_id: str,
+        status: Status,
+        *,
+        files: list[str] | None = None,
+        error: ErrorInfo | None = None,
+        text: str = "",
+        upscaled: list[str] | None = None,
+        preview: str | None = None,
+    ) -> None:
+        """A job's end, written after its image is on disk."""
+        self._writing()
+        self.db.execute(
+            """UPDATE jobs SET status=?, files=?, error_kind=?, http_status=?, error_message=?,
+               text=?, finished_at=?, upscaled=?, preview=? WHERE id=?""",
+            (
+                status.value,
+                json.dumps(files) if files else "[]",
+                error.kind if error else None,
+                error.http_status if error else None,
+                error.message if error else None,
+                text,
+                time.time(),
+                json.dumps(upscaled) if upscaled else "[]",
+                preview,
+                job_id,
+            ),
+        )
+
+    def mark_cache_hit(self, job_id: str, saved: float) -> None:
+        """The job's answer came from the request cache: no request, `saved` not spent.
+        (A write to this table, so here rather than with the cache's own tables.)"""
+        self._writing()
+        self.db.execute(
+            "UPDATE jobs SET cache_hit=1, saved_usd=?, cost_source='cache' WHERE id=?",
+            (saved, job_id),
+        )
+
+    # -- totals the run checks as it goes ------------------------------------
+    def spent(self) -> float:
+        return float(self.db.execute("SELECT coalesce(sum(cost_usd), 0) FROM jobs").fetchone()[0])
+
+    def counts(self) -> dict[str, int]:
+        return status_counts(self.db)

@@ -1,0 +1,43 @@
+"""runs: the folder's runs and its notes (the `runs` and `meta` tables).
+
+In: a run starting and ending, and small facts the pipeline keeps about the
+folder (the image layout chosen once, whether the reports are current, the
+digest of settled inputs). Out: this run's id, which every job it plans
+carries as its plan mark, and those facts on the next run. The number of
+requests a run made is counted in memory by the jobs table and written when
+the run ends, so no per-request statement touches this table.
+"""
+
+from __future__ import annotations
+
+import time
+
+from batchgen.store.db import Database
+
+
+class RunsTable(Database):
+    #: This run's id (0 until `start_run`): the plan mark of the jobs it wants.
+    run_id: int = 0
+    #: Requests made by this run so far (counted by `JobsTable.record_attempt`).
+    _run_requests: int = 0
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._writing()
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def start_run(self) -> int:
+        self._writing()
+        cur = self.db.execute("INSERT INTO runs (started_at) VALUES (?)", (time.time(),))
+        self.run_id = int(cur.lastrowid or 0)
+        return self.run_id
+
+    def end_run(self, exit_code: int) -> None:
+        self._writing()
+        self.db.execute(
+            "UPDATE runs SET finished_at=?, exit_code=?, requests=? WHERE run_id=?",
+            (time.time(), exit_code, self._run_requests, self.run_id),
+        )

@@ -1,0 +1,38 @@
+"""state: the `Store`, the one object callers hold for an output folder's state.
+
+In: an output folder. Out: every read and write of its state, through the
+methods of the parts it combines (each module names what it keeps):
+
+    Database        db.py        connection, lock, identity, migrations, unit of work
+    └ RunsTable     runs.py      runs and meta
+      └ JobsTable   jobs.py      jobs: plan, lookup, pending, attempts, ends, counts
+    RequestTables   requests.py  request cache, reference image hashes
+    ReportQueries   queries.py   typed totals, tag roll-up, records, failed jobs
+
+Combined as mixins, not by delegation, because:
+
+- callers (the planner, the pool, the runner, the CLI, the report) keep
+  calling `store.plan(...)`, `store.finish(...)` with the names and signatures
+  they always had, without 30 forwarding methods that repeat each signature
+  and drift from it;
+- the pool calls `record_attempt` and `finish` once per request and per job:
+  a forwarding layer would add a Python call to each on the tuned hot path;
+- the parts share one connection, one unit of work and the run's counters,
+  which they get from their common base instead of each holding references
+  to the others.
+
+The cost of mixins, parts reaching into each other, is held off by typing:
+each part derives only from `Database` (jobs also from runs, whose run id
+marks its rows), so mypy refuses a call from one part into another.
+"""
+
+from __future__ import annotations
+
+from batchgen.store.jobs import JobsTable
+from batchgen.store.queries import ReportQueries
+from batchgen.store.requests import RequestTables
+
+
+class Store(JobsTable, RequestTables, ReportQueries):
+    """One output folder's state. Use as a context manager; a writable store holds
+    the folder's exclusive lock until closed."""
