@@ -171,12 +171,25 @@ class Database:
         self.close()
 
     def open(self) -> None:
-        if self.readonly:
-            if not self.path.exists():
-                raise StateError(f"{self.out}: no batchgen state here (nothing has run yet)")
-            self.db = self._connect(f"file:{self.path}?mode=ro", uri=True)
-            self._check_identity(fresh=False)
-            return
+        """Connect, check and migrate. A refused or failed open leaves nothing held:
+        a caller that reports the error and opens again must not find its own
+        lock in the way ("in use by another run")."""
+        try:
+            if self.readonly:
+                self._open_readonly()
+            else:
+                self._open_writable()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_readonly(self) -> None:
+        if not self.path.exists():
+            raise StateError(f"{self.out}: no batchgen state here (nothing has run yet)")
+        self.db = self._connect(f"file:{self.path}?mode=ro", uri=True)
+        self._check_identity(fresh=False)
+
+    def _open_writable(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
         fresh = not self.path.exists() or self.path.stat().st_size == 0
