@@ -1,7 +1,7 @@
 """cli: argv in, an exit code out. Thin: it builds a `RunConfig` and calls the pipeline.
 
 Errors become one clear message and an exit code, never a traceback (unless
-`--debug`). Heavy modules (aiohttp, pandas) are imported inside commands so
+`--debug`). Heavy modules (aiohttp, pyarrow, Pillow) are imported inside commands so
 that `batchgen --help` stays fast.
 """
 
