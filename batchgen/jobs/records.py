@@ -20,7 +20,6 @@ from batchgen.errors import InputProblem
 from batchgen.jobs.checks import human_size as _size
 
 BOM = b"\xef\xbb\xbf"
-# Excel's "Unicode Text" export; one problem for the file beats one per line.
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 UTF16 = "file is UTF-16 encoded; save it as UTF-8"
 
@@ -28,8 +27,8 @@ UTF16 = "file is UTF-16 encoded; save it as UTF-8"
 Record = tuple[int, Sequence[object]] | InputProblem
 
 
-class _Utf16(Exception):
-    pass
+class Utf16Error(Exception):
+    """The file starts with a UTF-16 byte-order mark: one problem for the file."""
 
 
 class _LineTooLong(Exception):
@@ -51,20 +50,11 @@ def csv_records(
     """
     bad_lines: dict[int, str] = {}
 
-    def physical_lines() -> Iterator[str]:
+    def decoded() -> Iterator[str]:
         with path.open("rb") as f:
-            n = 0
-            while True:
-                raw, cut = read_line(f, max_line_bytes)
-                if not raw:
-                    return
-                n += 1
-                if cut:
+            for n, raw in physical_lines(f, max_line_bytes):
+                if raw is None:
                     raise _LineTooLong(n)
-                if n == 1 and raw.startswith(BOM):
-                    raw = raw[len(BOM) :]
-                if n == 1 and raw.startswith(UTF16_BOMS):
-                    raise _Utf16
                 try:
                     yield raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
@@ -75,7 +65,7 @@ def csv_records(
     # may be as long as a line may be, instead of the default 128 KB.
     if csv.field_size_limit() < max_line_bytes:
         csv.field_size_limit(max_line_bytes)
-    reader = csv.reader(physical_lines(), delimiter=delimiter, strict=True)
+    reader = csv.reader(decoded(), delimiter=delimiter, strict=True)
     end = 0
     while True:
         start = end + 1
@@ -83,7 +73,7 @@ def csv_records(
             cells = next(reader)
         except StopIteration:
             return
-        except _Utf16:
+        except Utf16Error:
             yield InputProblem(name, 1, "", UTF16)
             return
         except _LineTooLong as exc:
@@ -107,6 +97,27 @@ def utf8_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
         f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line); "
         'if the file is not UTF-8, save it as UTF-8 ("CSV UTF-8" in Excel)'
     )
+
+
+def physical_lines(f: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+    """Each physical line with its number (from 1), a UTF-8 BOM dropped; None for
+    a line longer than the cap (never read into memory). Raises `Utf16Error` at
+    a UTF-16 BOM (Excel's "Unicode Text" export)."""
+    n = 0
+    while True:
+        raw, cut = read_line(f, max_line_bytes)
+        if not raw:
+            return
+        n += 1
+        if cut:
+            yield n, None
+            continue
+        if n == 1:
+            if raw.startswith(BOM):
+                raw = raw[len(BOM) :]
+            if raw.startswith(UTF16_BOMS):
+                raise Utf16Error
+        yield n, raw
 
 
 def read_line(f: BinaryIO, max_line_bytes: int) -> tuple[bytes, bool]:

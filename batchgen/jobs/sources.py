@@ -26,13 +26,12 @@ from pathlib import Path
 from batchgen.errors import InputProblem
 from batchgen.jobs.checks import human_size as _size
 from batchgen.jobs.records import (
-    BOM,
     UTF16,
-    UTF16_BOMS,
     Record,
+    Utf16Error,
     csv_records,
     filled,
-    read_line,
+    physical_lines,
     utf8_problem,
     xlsx_records,
 )
@@ -194,47 +193,40 @@ def json_type(value: object) -> str:
 
 def _iter_jsonl(path: Path, name: str, max_line_bytes: int, table: Table) -> Iterator[SourceItem]:
     with path.open("rb") as f:
-        line = 0
-        while True:
-            raw, cut = read_line(f, max_line_bytes)
-            if not raw:
-                return
-            line += 1
-            if cut:
-                limit = _size(max_line_bytes)
-                yield InputProblem(name, line, "", f"line is longer than {limit}; skipped")
-                continue
-            if line == 1 and raw.startswith(BOM):
-                raw = raw[len(BOM) :]
-            if line == 1 and raw.startswith(UTF16_BOMS):
-                yield InputProblem(name, 1, "", UTF16)
-                return
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield InputProblem(name, line, "", utf8_problem(raw, exc))
-                continue
-            if not text.strip(_JSON_BLANK):
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                msg = f"not valid JSON: {exc.msg} (column {exc.colno})"
-                yield InputProblem(name, line, "", msg)
-                continue
-            except RecursionError:
-                yield InputProblem(name, line, "", "not valid JSON: nested too deeply")
-                continue
-            except ValueError as exc:  # e.g. an integer with thousands of digits
-                yield InputProblem(name, line, "", f"not valid JSON: {exc}")
-                continue
-            if not isinstance(obj, dict):
-                msg = f"expected a JSON object {{...}}, got {json_type(obj)}"
-                yield InputProblem(name, line, "", msg)
-                continue
-            known = table.known
-            fields = obj if known is None else {k: obj[k] for k in known if k in obj}
-            yield RawRow(line, fields, table=False)
+        try:
+            for line, raw in physical_lines(f, max_line_bytes):
+                if raw is None:
+                    limit = _size(max_line_bytes)
+                    yield InputProblem(name, line, "", f"line is longer than {limit}; skipped")
+                    continue
+                item = _jsonl_item(raw, name, line, table)
+                if item is not None:
+                    yield item
+        except Utf16Error:
+            yield InputProblem(name, 1, "", UTF16)
+
+
+def _jsonl_item(raw: bytes, name: str, line: int, table: Table) -> SourceItem | None:
+    """One line's row, or its problem; None for a blank line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return InputProblem(name, line, "", utf8_problem(raw, exc))
+    if not text.strip(_JSON_BLANK):
+        return None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return InputProblem(name, line, "", f"not valid JSON: {exc.msg} (column {exc.colno})")
+    except RecursionError:
+        return InputProblem(name, line, "", "not valid JSON: nested too deeply")
+    except ValueError as exc:  # e.g. an integer with thousands of digits
+        return InputProblem(name, line, "", f"not valid JSON: {exc}")
+    if not isinstance(obj, dict):
+        return InputProblem(name, line, "", f"expected a JSON object {{...}}, got {json_type(obj)}")
+    known = table.known
+    fields = obj if known is None else {k: obj[k] for k in known if k in obj}
+    return RawRow(line, fields, table=False)
 
 
 def _table_rows(

@@ -98,13 +98,10 @@ def write_bytes(path: Path, data: bytes, *, durable: bool = False) -> None:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        _place(tmp, path, durable=durable)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
-    if durable:
-        fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -113,19 +110,27 @@ def write_text(path: Path, *, durable: bool = False) -> Iterator[TextIO]:
     `path` only if the block ends without an exception; else nothing changes."""
     tmp = temp_path(path)
     try:
-        fd = _create(tmp)
-        with open(fd, "w", encoding="utf-8", newline="\n") as fh:
+        with open(_create(tmp), "w", encoding="utf-8", newline="\n") as fh:
             yield fh
             fh.flush()  # a full disk fails here or at close, before the rename
             if durable:
                 os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        _place(tmp, path, durable=durable)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
+
+
+def _place(tmp: Path, path: Path, *, durable: bool) -> None:
+    os.replace(tmp, path)
     if durable:
         fsync_dir(path.parent)
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary whose write failed (it may never have been created)."""
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
 
 
 def fsync_dir(folder: Path) -> None:
