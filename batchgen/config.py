@@ -3,15 +3,23 @@
 The API key lives only inside `Secret`, whose `repr` and `str` are redacted,
 so that a config object printed in a traceback, a log line or a report can
 never leak it.
+
+`RunConfig` (and the simulator's `SimConfig`) are the only place a default is
+written: command lines declare `Flag`s naming a field, `add_flags` reads the
+default from the dataclass (and shows it in ``--help``), `flag_values` hands
+the parsed values back by field name.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import ipaddress
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from batchgen.errors import UsageError
@@ -142,3 +150,46 @@ class RunConfig:
 
     def endpoint(self, model: str) -> str:
         return f"{self.base_url}/v1beta/models/{model}:generateContent"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag that sets the config field `field`; its default is the
+    field's. `action` makes a switch (``store_false`` for a ``--no-...`` flag);
+    `hidden` keeps an advanced flag out of ``--help``."""
+
+    name: str
+    field: str
+    help: str
+    type: Callable[[str], Any] | None = None
+    action: Literal["store_true", "store_false"] | None = None
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    hidden: bool = False
+
+
+def add_flags(parser: argparse.ArgumentParser, config: type[Any], flags: Sequence[Flag]) -> None:
+    """Add `flags` to `parser`, each defaulting to its field's default in the
+    dataclass `config`; ``--help`` shows every default that is a value."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    for flag in flags:
+        default = defaults[flag.field]
+        if default is dataclasses.MISSING:
+            raise TypeError(f"{config.__name__}.{flag.field} has no plain default for {flag.name}")
+        options: dict[str, Any] = {"dest": flag.field, "default": default}
+        if flag.action is not None:
+            options["action"] = flag.action
+        else:
+            options.update(type=flag.type, choices=flag.choices, metavar=flag.metavar)
+            if flag.metavar is None and flag.choices is None:
+                # Named after the flag, not the field: `--prices PRICES`, not PRICES_FILE.
+                options["metavar"] = flag.name.lstrip("-").replace("-", "_").upper()
+        shown = default is not None and not isinstance(default, bool)
+        text = f"{flag.help} (default: %(default)s)" if shown else flag.help
+        options["help"] = argparse.SUPPRESS if flag.hidden else text
+        parser.add_argument(flag.name, **options)
+
+
+def flag_values(args: argparse.Namespace, flags: Sequence[Flag]) -> dict[str, Any]:
+    """The parsed value of every flag, by field name: keyword arguments for the config."""
+    return {flag.field: getattr(args, flag.field) for flag in flags}

@@ -20,7 +20,7 @@ import pytest
 
 from batchgen.engine import pool as scheduler
 from batchgen.engine.runner import arun_files
-from batchgen.output import sink
+from batchgen.output import atomic
 from batchgen.sim import SimConfig, Simulator, SimulatorThread
 from tests.conftest import KEY, make_config
 from tests.test_chaos import check_folder, cli, cli_env, read_store, temporaries
@@ -139,7 +139,7 @@ class FailingWrite:
         self.code = code
         self.after = after
         self.calls = 0
-        self.real = sink._write_all
+        self.real = atomic._write_all
 
     def __call__(self, fd: int, data: bytes) -> None:
         self.calls += 1
@@ -158,7 +158,7 @@ async def test_enospc_while_writing_an_image(
     ids = _jobs(jobs, 30)
     out = tmp_path / "out"
     async with Simulator(SimConfig(small_images=True, api_key=KEY)) as sim:
-        monkeypatch.setattr(sink, "_write_all", FailingWrite(errno.ENOSPC, after=10))
+        monkeypatch.setattr(atomic, "_write_all", FailingWrite(errno.ENOSPC, after=10))
         result = await arun_files([jobs], make_config(out, sim.base_url, concurrency=4))
         assert result.exit_code == 3
         assert result.stop is not None
@@ -183,7 +183,7 @@ async def test_an_unexpected_io_error_stops_the_run_instead_of_hanging(
     ids = _jobs(jobs, 20)
     out = tmp_path / "out"
     async with Simulator(SimConfig(small_images=True, api_key=KEY)) as sim:
-        monkeypatch.setattr(sink, "_write_all", FailingWrite(errno.EIO, after=5))
+        monkeypatch.setattr(atomic, "_write_all", FailingWrite(errno.EIO, after=5))
         cfg = make_config(out, sim.base_url, concurrency=4)
         result = await asyncio.wait_for(arun_files([jobs], cfg), 30)
         assert result.exit_code == 3

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from batchgen.errors import EXIT_OK, EXIT_USAGE
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``expand`` and ``templates list|show`` to the main CLI."""
@@ -48,7 +50,7 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         if args.output is not None:
             count = write_expanded(args.recipe, args.output)
             sys.stderr.write(f"wrote {count} jobs to {args.output}\n")
-            return 0
+            return EXIT_OK
         for job in expand_recipe(args.recipe):
             sys.stdout.write(json.dumps(job, ensure_ascii=False) + "\n")
         sys.stdout.flush()
@@ -61,8 +63,8 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         os.dup2(devnull, sys.stdout.fileno())
     except OSError as exc:
         sys.stderr.write(f"batchgen expand: {exc}\n")
-        return 2
-    return 0
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def _cmd_templates_list(args: argparse.Namespace) -> int:
@@ -89,7 +91,7 @@ def _cmd_templates_list(args: argparse.Namespace) -> int:
             detail += f"; aspect {t.aspect_ratio}" if t.aspect_ratio else ""
         sys.stdout.write(f"{t.name:<{width}}  v{t.version}  {t.description}{origin}\n")
         sys.stdout.write(f"{'':<{width}}      {detail}\n")
-    return 0
+    return EXIT_OK
 
 
 def _cmd_templates_show(args: argparse.Namespace) -> int:
@@ -112,4 +114,4 @@ def _cmd_templates_show(args: argparse.Namespace) -> int:
         t.pattern,
     ]
     sys.stdout.write("\n".join(lines) + "\n")
-    return 0
+    return EXIT_OK

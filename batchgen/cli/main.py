@@ -1,7 +1,7 @@
 """cli: argv in, an exit code out. Thin: it builds a `RunConfig` and calls the pipeline.
 
 Errors become one clear message and an exit code, never a traceback (unless
-`--debug`). Heavy modules (aiohttp, pandas) are imported inside commands so
+`--debug`). Heavy modules (aiohttp, pyarrow, Pillow) are imported inside commands so
 that `batchgen --help` stays fast.
 """
 
@@ -15,18 +15,62 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from batchgen import __version__
-from batchgen.errors import EXIT_OK, EXIT_USAGE, BatchgenError, InputError
-from batchgen.models import DEFAULT_BASE_URL, DEFAULT_MODEL
+from batchgen.config import Flag, RunConfig, add_flags, check_base_url, flag_values, key_from_env
+from batchgen.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BatchgenError, InputError
 
-if TYPE_CHECKING:
-    from batchgen.config import RunConfig
+#: `batchgen run` flags that set one `RunConfig` field each; defaults are RunConfig's.
+RUN_FLAGS: tuple[Flag, ...] = (
+    Flag(
+        "--auth",
+        "auth",
+        "send the key as x-goog-api-key (header) or Authorization: Bearer",
+        choices=("header", "bearer"),
+    ),
+    Flag("--model", "model", "default model"),
+    Flag("--concurrency", "concurrency", "requests in flight at most", type=int),
+    Flag(
+        "--rpm", "rpm", "never more than N requests in any 60 s window, evenly spread", type=float
+    ),
+    Flag("--max-attempts", "max_attempts", "attempts per job for retryable outcomes", type=int),
+    Flag("--timeout", "timeout", "seconds per request", type=float),
+    Flag("--limit", "limit", "only the first N pending jobs", type=int),
+    Flag("--retry-failed", "retry_failed", "run failed jobs again", action="store_true"),
+    Flag("--retry-blocked", "retry_blocked", "run blocked jobs again", action="store_true"),
+    Flag(
+        "--dry-run",
+        "dry_run",
+        "validate, count and estimate cost; send nothing",
+        action="store_true",
+    ),
+    Flag("--budget", "budget", "never spend more than USD in this output folder", type=float),
+    Flag("--prices", "prices_file", "JSON file of negotiated prices per model", type=Path),
+    Flag(
+        "--max-retry-delay",
+        "max_retry_delay",
+        "a server asking to wait longer than this many seconds stops the run",
+        type=float,
+    ),
+    Flag(
+        "--cache",
+        "cache_dir",
+        "answer cache shared across output folders (pays once per request)",
+        type=Path,
+        metavar="DIR",
+    ),
+    Flag("--seed", "seed", "seed for retry jitter", type=int),
+    # Advanced (tests and chaos runs shrink the retry delays): base and cap of the backoff.
+    Flag("--backoff-base", "backoff_base", "", type=float, hidden=True),
+    Flag("--backoff-cap", "backoff_cap", "", type=float, hidden=True),
+    Flag("--no-progress", "progress", "no progress display", action="store_false"),
+)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("jobs", nargs="+", type=Path, help="job files (.jsonl, .csv, .parquet, .toml)")
+    p.add_argument(
+        "jobs", nargs="+", type=Path, help="job files (.jsonl, .csv, .parquet, .xlsx, .toml)"
+    )
     p.add_argument("--out", "-o", type=Path, required=True, help="output folder")
     p.add_argument(
         "--sim",
@@ -36,64 +80,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--base-url",
         default=None,
-        help=f"API root (default $GEMINI_BASE_URL or {DEFAULT_BASE_URL})",
-    )
-    p.add_argument(
-        "--auth",
-        choices=("header", "bearer"),
-        default="header",
-        help="send the key as x-goog-api-key (default) or Authorization: Bearer",
+        help=f"API root (default $GEMINI_BASE_URL or {RunConfig.base_url})",
     )
     p.add_argument(
         "--allow-insecure-http",
         action="store_true",
         help="allow a plain http:// base URL to a non-loopback host",
     )
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"default model ({DEFAULT_MODEL})")
-    p.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
-    p.add_argument(
-        "--rpm",
-        type=float,
-        default=None,
-        help="never more than N requests in any 60 s window, evenly spread",
-    )
-    p.add_argument(
-        "--max-attempts",
-        type=int,
-        default=5,
-        help="attempts per job for retryable outcomes (default 5)",
-    )
-    p.add_argument("--timeout", type=float, default=180.0, help="seconds per request (180)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N pending jobs")
-    p.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
-    p.add_argument("--retry-blocked", action="store_true", help="run blocked jobs again")
-    p.add_argument(
-        "--dry-run", action="store_true", help="validate, count and estimate cost; send nothing"
-    )
-    p.add_argument(
-        "--budget", type=float, default=None, help="never spend more than USD in this output folder"
-    )
-    p.add_argument(
-        "--prices", type=Path, default=None, help="JSON file of negotiated prices per model"
-    )
-    p.add_argument(
-        "--max-retry-delay",
-        type=float,
-        default=900.0,
-        help="a server asking to wait longer than this stops the run (900 s)",
-    )
-    p.add_argument(
-        "--cache",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="answer cache shared across output folders (pays once per request)",
-    )
-    p.add_argument("--seed", type=int, default=None, help="seed for retry jitter")
-    # Advanced (tests and chaos runs shrink the retry delays): base and cap of the backoff.
-    p.add_argument("--backoff-base", type=float, default=1.0, help=argparse.SUPPRESS)
-    p.add_argument("--backoff-cap", type=float, default=60.0, help=argparse.SUPPRESS)
-    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    add_flags(p, RunConfig, RUN_FLAGS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,35 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
-    from batchgen.config import RunConfig, check_base_url, key_from_env
-
     key = key_from_env()
-    base = args.base_url or os.environ.get("GEMINI_BASE_URL") or DEFAULT_BASE_URL
+    base = args.base_url or os.environ.get("GEMINI_BASE_URL") or RunConfig.base_url
     if not args.sim:
         base = check_base_url(base, allow_insecure=args.allow_insecure_http)
-    return RunConfig(
-        out=args.out,
-        api_key=key,
-        base_url=base,
-        auth=args.auth,
-        model=args.model,
-        concurrency=args.concurrency,
-        rpm=args.rpm,
-        max_attempts=args.max_attempts,
-        timeout=args.timeout,
-        limit=args.limit,
-        retry_failed=args.retry_failed,
-        retry_blocked=args.retry_blocked,
-        dry_run=args.dry_run,
-        budget=args.budget,
-        prices_file=args.prices,
-        max_retry_delay=args.max_retry_delay,
-        seed=args.seed,
-        backoff_base=args.backoff_base,
-        backoff_cap=args.backoff_cap,
-        progress=not args.no_progress,
-        cache_dir=args.cache,
-    )
+    return RunConfig(out=args.out, api_key=key, base_url=base, **flag_values(args, RUN_FLAGS))
 
 
 def _tune_gc() -> None:
@@ -272,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("batchgen: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except OSError as exc:
         if args.debug:
             raise

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchgen.models import GeneratedImage, Job
+from batchgen.output.atomic import write_bytes
 from batchgen.output.mime import extension_for
-from batchgen.output.sink import write_atomic
 
 
 def request_key(job: Job, model: str, references: Sequence[bytes]) -> str:
@@ -118,8 +118,8 @@ class SharedCache:
         for image in answer.images:
             digest = hashlib.sha256(image.data).hexdigest()
             path = self._blob_path(digest, image.mime_type)
-            if not path.exists():
-                write_atomic(path, image.data)
+            if not path.exists():  # not durable: a torn blob fails its hash, a miss
+                write_bytes(path, image.data)
             blobs.append((digest, image.mime_type))
         with contextlib.suppress(sqlite3.IntegrityError):
             self.db.execute(

@@ -295,7 +295,9 @@ async def _schedule(
         except asyncio.CancelledError:
             if interrupts < 2:
                 raise
-            scheduler.stop = scheduler.stop or StopReason("interrupted", "interrupted", 130)
+            scheduler.stop = scheduler.stop or StopReason(
+                "interrupted", "interrupted", EXIT_INTERRUPTED
+            )
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)

@@ -30,7 +30,7 @@ from batchgen.jobs.checks import (
     find_cycles,
     human_size,
 )
-from batchgen.jobs.sources import RawRow, iter_source, json_type
+from batchgen.jobs.sources import RawRow, cell_text, iter_source, json_type
 from batchgen.models import ASPECT_RATIOS, Job
 
 __all__ = [
@@ -116,24 +116,12 @@ def _type_name(value: object) -> str:
     return "list" if isinstance(value, list | tuple) else json_type(value)
 
 
-def _cell_text(value: object) -> str | None:
-    """A spreadsheet/Parquet scalar as the text a person typed: 12 not 12.0."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, float):
-        if value != value:  # NaN: pandas' empty cell
-            return None
-        if value.is_integer():
-            return str(int(value))
-        return repr(value)
-    if isinstance(value, bool | int):
-        return str(value)
-    raise _Bad(f"must be text, got {_type_name(value)}")
-
-
 def _text(value: object, row: RawRow) -> str | None:
     if row.table:
-        return _cell_text(value)
+        try:
+            return cell_text(value)
+        except TypeError:
+            raise _Bad(f"must be text, got {_type_name(value)}") from None
     if value is None or isinstance(value, str):
         return value
     raise _Bad(f"must be a string, got {_type_name(value)}")

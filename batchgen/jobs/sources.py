@@ -1,24 +1,40 @@
-"""Turn one job file into a stream of raw rows and problems, per format.
+"""Turn one table file into a stream of raw rows and problems, per format.
 
-Consumes a path; produces `RawRow`s (a row's known fields, not yet validated)
-and `InputProblem`s (a row or the whole file could not be read). Every format
-reports its own notion of "line": JSONL the physical line, CSV the line a
+Consumes a path; produces `RawRow`s (a row's fields, not yet validated) and
+`InputProblem`s (a row or the whole file could not be read). Every format
+reports its own notion of "line": JSONL the physical line, CSV/TSV the line a
 record starts on (header = 1), XLSX the sheet row, Parquet the 1-based row
 number. Nothing here raises for bad input: a reader that can be crashed by a
 hostile file would turn one bad row into a lost run.
+
+Job files and recipe product sheets are both read here, so both get every
+rule about bytes (line caps, BOMs and UTF-16, per-line decoding, physical line
+numbers); a `Table` says what differs: the formats, which columns are kept,
+what the header must hold. `cell_text` is the one way a typed cell (an Excel
+number, a Parquet boolean) becomes text for both.
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO
 
 from batchgen.errors import InputProblem
 from batchgen.jobs.checks import human_size as _size
+from batchgen.jobs.records import (
+    UTF16,
+    Record,
+    Utf16Error,
+    csv_records,
+    filled,
+    physical_lines,
+    utf8_problem,
+    xlsx_records,
+)
 
 #: Columns the reader understands; other columns (product sheets carry many)
 #: are dropped as early as possible so they cost no memory.
@@ -43,10 +59,28 @@ FORMATS = {
     ".xlsx": "xlsx",
 }
 
-_BOM = b"\xef\xbb\xbf"
-# Excel's "Unicode Text" export; one problem for the file beats one per line.
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-_UTF16 = "file is UTF-16 encoded; save it as UTF-8"
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """What one kind of file keeps from a table and what its header must hold.
+
+    `known`: the columns kept, matched case-insensitively (a job file's fields);
+    None keeps every named column as written (a product sheet's, which a
+    recipe names). `too_wide`: the message for a CSV row with more cells than
+    its header (`{cells}`, `{width}`, `{extra}`)."""
+
+    noun: str
+    formats: Mapping[str, str]
+    known: tuple[str, ...] | None
+    required: tuple[str, ...] = ()
+    too_wide: str = (
+        "row has {cells} cells but the header has {width} (a comma in an unquoted field?)"
+    )
+
+
+JOB_FILE = Table("job file", FORMATS, KNOWN_FIELDS, REQUIRED_FIELDS)
+
+_DELIMITERS = {"csv": ",", "tsv": "\t"}
 _JSON_BLANK = " \t\r\n"
 _BATCH_ROWS = 4096
 
@@ -68,49 +102,76 @@ class RawRow:
 SourceItem = RawRow | InputProblem
 
 
-class _Utf16(Exception):
-    pass
-
-
-class _LineTooLong(Exception):
-    def __init__(self, line: int) -> None:
-        super().__init__(line)
-        self.line = line
-
-
-def iter_source(path: Path, max_line_bytes: int) -> Iterator[SourceItem]:
-    """Yield the rows and problems of one job file, in file order."""
+def iter_source(path: Path, max_line_bytes: int, table: Table = JOB_FILE) -> Iterator[SourceItem]:
+    """Yield the rows and problems of one file, in file order."""
     name = str(path)
-    kind = FORMATS.get(path.suffix.lower())
+    kind = table.formats.get(path.suffix.lower())
     if kind is None:
-        allowed = ", ".join(sorted(FORMATS))
+        allowed = ", ".join(sorted(table.formats))
         found = path.suffix or "no extension"
         yield InputProblem(name, 0, "", f"unsupported file type ({found}); use one of {allowed}")
         return
+    noun = table.noun
     try:
         if kind == "jsonl":
-            yield from _iter_jsonl(path, name, max_line_bytes)
-        elif kind == "csv":
-            yield from _iter_csv(path, name, max_line_bytes)
+            yield from _iter_jsonl(path, name, max_line_bytes, table)
+        elif kind in _DELIMITERS:
+            records = csv_records(path, name, max_line_bytes, _DELIMITERS[kind])
+            yield from _table_rows(records, name, table, check_width=True)
         elif kind == "parquet":
-            yield from _iter_parquet(path, name)
+            yield from _iter_parquet(path, name, table)
         else:
-            yield from _iter_xlsx(path, name)
+            yield from _table_rows(xlsx_records(path, name), name, table, check_width=False)
     except FileNotFoundError:
-        yield InputProblem(name, 0, "", "job file not found")
+        yield InputProblem(name, 0, "", f"{noun} not found")
     except IsADirectoryError:
-        yield InputProblem(name, 0, "", "job file is a directory")
+        yield InputProblem(name, 0, "", f"{noun} is a directory")
     except PermissionError:
-        yield InputProblem(name, 0, "", "job file cannot be read (permission denied)")
+        yield InputProblem(name, 0, "", f"{noun} cannot be read (permission denied)")
     except OSError as exc:
-        yield InputProblem(name, 0, "", f"job file cannot be read: {exc.strerror or exc}")
+        yield InputProblem(name, 0, "", f"{noun} cannot be read: {exc.strerror or exc}")
 
 
-def _utf8_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
-    return (
-        f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line); "
-        "save the file as UTF-8"
-    )
+def table_header(path: Path, max_line_bytes: int, table: Table) -> list[str] | None:
+    """The column names of a CSV, TSV or XLSX file's header (its first non-blank
+    record) as `table` keys its rows; None for other formats, or when the
+    header cannot be read (`iter_source` says why)."""
+    kind = table.formats.get(path.suffix.lower())
+    records: Generator[Record, None, None]
+    if kind in _DELIMITERS:
+        records = csv_records(path, str(path), max_line_bytes, _DELIMITERS[kind])
+    elif kind == "xlsx":
+        records = xlsx_records(path, str(path))
+    else:
+        return None
+    with contextlib.closing(records):
+        try:
+            first = next(records, None)
+        except OSError:
+            return None
+    if first is None or isinstance(first, InputProblem):
+        return None
+    return [_column_name(cell, table) for cell in first[1]]
+
+
+def cell_text(value: object) -> str | None:
+    """A typed table cell as the text a person typed: `12` not `12.0`, `true` not
+    `True` (JSON's and TOML's spelling, so a sheet cell and a recipe's values
+    agree); None for an empty cell (None, or pandas' NaN).
+
+    Raises TypeError for anything else (a list, a date): whether that is an
+    error or how it reads is the caller's to say."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value != value:  # NaN: pandas' empty cell
+            return None
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, int | Decimal):
+        return str(value)
+    raise TypeError(f"not a text cell: {type(value).__name__}")
 
 
 def json_type(value: object) -> str:
@@ -130,163 +191,101 @@ def json_type(value: object) -> str:
     return type(value).__name__
 
 
-def _read_line(f: BinaryIO, max_line_bytes: int) -> tuple[bytes, bool]:
-    """Read one physical line, never more than the cap into memory.
-
-    Returns the line and whether it was cut; a cut line's remainder is
-    consumed so the next read starts on the next line.
-    """
-    raw = f.readline(max_line_bytes + 1)
-    if len(raw) <= max_line_bytes or (raw.endswith(b"\n") and len(raw) == max_line_bytes + 1):
-        return raw, False
-    while True:
-        rest = f.readline(1 << 20)
-        if not rest or rest.endswith(b"\n"):
-            return raw, True
-
-
-def _iter_jsonl(path: Path, name: str, max_line_bytes: int) -> Iterator[SourceItem]:
+def _iter_jsonl(path: Path, name: str, max_line_bytes: int, table: Table) -> Iterator[SourceItem]:
     with path.open("rb") as f:
-        line = 0
-        while True:
-            raw, cut = _read_line(f, max_line_bytes)
-            if not raw:
-                return
-            line += 1
-            if cut:
-                limit = _size(max_line_bytes)
-                yield InputProblem(name, line, "", f"line is longer than {limit}; skipped")
-                continue
-            if line == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM) :]
-            if line == 1 and raw.startswith(_UTF16_BOMS):
-                yield InputProblem(name, 1, "", _UTF16)
-                return
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield InputProblem(name, line, "", _utf8_problem(raw, exc))
-                continue
-            if not text.strip(_JSON_BLANK):
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield InputProblem(name, line, "", f"invalid JSON: {exc.msg} (column {exc.colno})")
-                continue
-            except RecursionError:
-                yield InputProblem(name, line, "", "invalid JSON: nested too deeply")
-                continue
-            except ValueError as exc:  # e.g. an integer with thousands of digits
-                yield InputProblem(name, line, "", f"invalid JSON: {exc}")
-                continue
-            if not isinstance(obj, dict):
-                msg = f"expected a JSON object {{...}}, got {json_type(obj)}"
-                yield InputProblem(name, line, "", msg)
-                continue
-            yield RawRow(line, {k: obj[k] for k in KNOWN_FIELDS if k in obj}, table=False)
+        try:
+            for line, raw in physical_lines(f, max_line_bytes):
+                if raw is None:
+                    limit = _size(max_line_bytes)
+                    yield InputProblem(name, line, "", f"line is longer than {limit}; skipped")
+                    continue
+                item = _jsonl_item(raw, name, line, table)
+                if item is not None:
+                    yield item
+        except Utf16Error:
+            yield InputProblem(name, 1, "", UTF16)
 
 
-def _iter_csv(path: Path, name: str, max_line_bytes: int) -> Iterator[SourceItem]:
-    """Parse CSV with the stdlib reader fed one physical line at a time.
+def _jsonl_item(raw: bytes, name: str, line: int, table: Table) -> SourceItem | None:
+    """One line's row, or its problem; None for a blank line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return InputProblem(name, line, "", utf8_problem(raw, exc))
+    if not text.strip(_JSON_BLANK):
+        return None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return InputProblem(name, line, "", f"not valid JSON: {exc.msg} (column {exc.colno})")
+    except RecursionError:
+        return InputProblem(name, line, "", "not valid JSON: nested too deeply")
+    except ValueError as exc:  # e.g. an integer with thousands of digits
+        return InputProblem(name, line, "", f"not valid JSON: {exc}")
+    if not isinstance(obj, dict):
+        return InputProblem(name, line, "", f"expected a JSON object {{...}}, got {json_type(obj)}")
+    known = table.known
+    fields = obj if known is None else {k: obj[k] for k in known if k in obj}
+    return RawRow(line, fields, table=False)
 
-    pandas' chunked reader is faster but cannot say which physical line a
-    record started on once quoted fields span lines; here each record starts
-    one line after the previous one ended (`csv.reader.line_num`). Lines are
-    decoded one by one so a stray latin-1 byte costs one row, not the file.
-    """
-    bad_lines: dict[int, str] = {}
 
-    def physical_lines() -> Iterator[str]:
-        with path.open("rb") as f:
-            n = 0
-            while True:
-                raw, cut = _read_line(f, max_line_bytes)
-                if not raw:
-                    return
-                n += 1
-                if cut:
-                    raise _LineTooLong(n)
-                if n == 1 and raw.startswith(_BOM):
-                    raw = raw[len(_BOM) :]
-                if n == 1 and raw.startswith(_UTF16_BOMS):
-                    raise _Utf16
-                try:
-                    yield raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    bad_lines[n] = _utf8_problem(raw, exc)
-                    yield raw.decode("utf-8", "replace")
-
-    # The limit is module-wide: raise it (never lower it) so one quoted field
-    # may be as long as a line may be, instead of the default 128 KB.
-    if csv.field_size_limit() < max_line_bytes:
-        csv.field_size_limit(max_line_bytes)
-    reader = csv.reader(physical_lines(), strict=True)
+def _table_rows(
+    records: Generator[Record, None, None], name: str, table: Table, *, check_width: bool
+) -> Iterator[SourceItem]:
+    """Header, then rows keyed by column. A header that cannot be read ends the
+    file: every row would be misread. `check_width`: a row wider than the
+    header is a problem (in CSV, a sign of an unquoted comma)."""
     columns: dict[str, int] | None = None
     width = 0
-    end = 0
-    while True:
-        start = end + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except _Utf16:
-            yield InputProblem(name, 1, "", _UTF16)
-            return
-        except _LineTooLong as exc:
-            limit = _size(max_line_bytes)
-            msg = f"line is longer than {limit}; the rest of the file was not read"
-            yield InputProblem(name, exc.line, "", msg)
-            return
-        except csv.Error as exc:
-            end = reader.line_num
-            yield InputProblem(name, start, "", f"broken CSV: {exc}")
-            continue
-        end = reader.line_num
-        if not any(c.strip() for c in cells):
-            continue
-        bad = next((bad_lines[n] for n in range(start, end + 1) if n in bad_lines), None)
-        if bad is not None:
-            yield InputProblem(name, start, "", bad)
+    with contextlib.closing(records):
+        for record in records:
+            if isinstance(record, InputProblem):
+                yield record
+                if columns is None:
+                    return
+                continue
+            line, cells = record
             if columns is None:
-                return
-            continue
-        if columns is None:
-            problems = _header_problems(cells, name, start)
-            if problems:
-                yield from problems
-                return
-            columns = _columns(cells)
-            width = len(cells)
-            continue
-        if len(cells) > width and any(c.strip() for c in cells[width:]):
-            msg = (
-                f"row has {len(cells)} cells but the header has {width} "
-                "(a comma in an unquoted field?)"
-            )
-            yield InputProblem(name, start, "", msg)
-            continue
-        fields = {k: cells[i] for k, i in columns.items() if i < len(cells)}
-        yield RawRow(start, fields, table=True)
+                problems = _header_problems(cells, name, line, table)
+                if problems:
+                    yield from problems
+                    return
+                columns = _columns(cells, table)
+                width = len(cells)
+                continue
+            if check_width and len(cells) > width and any(filled(c) for c in cells[width:]):
+                n = len(cells)
+                msg = table.too_wide.format(cells=n, width=width, extra=n - width)
+                yield InputProblem(name, line, "", msg)
+                continue
+            fields = {k: cells[i] for k, i in columns.items() if i < len(cells)}
+            yield RawRow(line, fields, table=True)
 
 
-def _columns(header: Sequence[object]) -> dict[str, int]:
+def _column_name(cell: object, table: Table) -> str:
+    key = str(cell).strip() if cell is not None else ""
+    return key if table.known is None else key.lower()
+
+
+def _columns(header: Sequence[object], table: Table) -> dict[str, int]:
     columns: dict[str, int] = {}
     for i, cell in enumerate(header):
-        key = str(cell).strip().lower() if cell is not None else ""
-        if key in KNOWN_FIELDS and key not in columns:
+        key = _column_name(cell, table)
+        if key and (table.known is None or key in table.known) and key not in columns:
             columns[key] = i
     return columns
 
 
-def _header_problems(header: Sequence[object], name: str, line: int) -> list[InputProblem]:
-    keys = [str(c).strip().lower() if c is not None else "" for c in header]
+def _header_problems(
+    header: Sequence[object], name: str, line: int, table: Table
+) -> list[InputProblem]:
+    keys = [_column_name(c, table) for c in header]
+    checked = table.known if table.known is not None else dict.fromkeys(k for k in keys if k)
     problems = []
-    for key in KNOWN_FIELDS:
+    for key in checked:
         if keys.count(key) > 1:
             problems.append(InputProblem(name, line, key, f"column '{key}' appears twice"))
-    missing = [key for key in REQUIRED_FIELDS if key not in keys]
+    missing = [key for key in table.required if key not in keys]
     hint = ""
     if len(keys) == 1 and (";" in keys[0] or "\t" in keys[0]):
         hint = "; the header looks ';'- or tab-separated, batchgen expects commas"
@@ -297,17 +296,18 @@ def _header_problems(header: Sequence[object], name: str, line: int) -> list[Inp
     return problems
 
 
-def _iter_parquet(path: Path, name: str) -> Iterator[SourceItem]:
+def _iter_parquet(path: Path, name: str, table: Table) -> Iterator[SourceItem]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
-        present = [c for c in pf.schema_arrow.names if c in KNOWN_FIELDS]
+        names = pf.schema_arrow.names
+        present = names if table.known is None else [c for c in names if c in table.known]
     except (pa.ArrowException, ValueError, TypeError) as exc:
         yield InputProblem(name, 0, "", f"not a readable Parquet file: {exc}")
         return
-    missing = [c for c in REQUIRED_FIELDS if c not in present]
+    missing = [c for c in table.required if c not in present]
     if missing:
         for key in missing:
             yield InputProblem(name, 0, key, f"missing column '{key}'")
@@ -320,39 +320,3 @@ def _iter_parquet(path: Path, name: str) -> Iterator[SourceItem]:
                 yield RawRow(line, row, table=True)
     except (pa.ArrowException, ValueError, TypeError) as exc:
         yield InputProblem(name, line + 1, "", f"Parquet file cannot be read past here: {exc}")
-
-
-def _iter_xlsx(path: Path, name: str) -> Iterator[SourceItem]:
-    """Stream the first sheet with openpyxl's read-only mode (no DataFrame)."""
-    import openpyxl
-
-    try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except OSError:
-        raise
-    except Exception as exc:  # openpyxl raises a zoo of types for a corrupt zip/XML
-        yield InputProblem(name, 0, "", f"not a readable .xlsx workbook: {exc}")
-        return
-    line = 0
-    try:
-        sheet = book.worksheets[0]
-        columns: dict[str, int] | None = None
-        for line, values in enumerate(sheet.iter_rows(values_only=True), start=1):
-            cells = list(values)
-            if all(c is None or (isinstance(c, str) and not c.strip()) for c in cells):
-                continue
-            if columns is None:
-                problems = _header_problems(cells, name, line)
-                if problems:
-                    yield from problems
-                    return
-                columns = _columns(cells)
-                continue
-            fields = {k: cells[i] for k, i in columns.items() if i < len(cells)}
-            yield RawRow(line, fields, table=True)
-    except OSError:
-        raise
-    except Exception as exc:  # same zoo, from a sheet's XML read lazily
-        yield InputProblem(name, line + 1, "", f"workbook cannot be read past here: {exc}")
-    finally:
-        book.close()

@@ -1,9 +1,10 @@
 """sink: generated image bytes in, files under `OUT/images/` out.
 
-Every file is written to a temporary name in its final folder and renamed
-into place (`os.replace` is atomic on one filesystem), so a crash leaves
-either the whole file or nothing under a final name. Leftover temporaries of a
-killed run start with `.part-` and are removed at the next start.
+Every file is written by `batchgen.output.atomic`: a temporary name in its
+final folder, renamed into place, so a crash of the process leaves either the
+whole file or nothing under a final name (images are not fsynced: a power
+loss is a different promise, see `atomic`). Leftover temporaries of a killed
+run start with `.part-` and are removed at the next start.
 
 Layout: `images/<id>.<ext>` for folders planned below `SHARD_THRESHOLD` jobs;
 above it `images/<xy>/<id>.<ext>` with `xy` the first two hex digits of the
@@ -18,17 +19,27 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import itertools
 import os
-import secrets
 from pathlib import Path
 
 from batchgen.errors import AbortError
 from batchgen.models import GeneratedImage
+from batchgen.output.atomic import TEMP_PREFIX, write_bytes
 from batchgen.output.mime import extension_for
 
+__all__ = [
+    "SHARD_THRESHOLD",
+    "TEMP_PREFIX",
+    "DiskFullError",
+    "clean_temporaries",
+    "image_dir",
+    "is_disk_full",
+    "write_atomic",
+    "write_images",
+    "write_sizes",
+]
+
 SHARD_THRESHOLD = 10_000
-TEMP_PREFIX = ".part-"
 
 
 class DiskFullError(AbortError):
@@ -47,41 +58,12 @@ def image_dir(out: Path, job_id: str, *, sharded: bool) -> Path:
     return base
 
 
-#: Temporary names only need to be unique within this process: the state lock
-#: keeps other runs out of the folder (a counter costs no syscall, unlike urandom).
-_temp_ids = itertools.count()
-_temp_tag = secrets.token_hex(2)
-
-
-#: Plain `os.open`: the built-in `open` adds an fstat, an ioctl and an lseek per file.
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that no reader ever sees a partial file."""
-    tmp = path.parent / f"{TEMP_PREFIX}{_temp_tag}{next(_temp_ids):x}-{path.name}"
+    """Write one file of the folder (`atomic.write_bytes`: whole or absent after a
+    crash, not fsynced, see there); a full disk becomes `DiskFullError`."""
     try:
-        try:
-            fd = os.open(tmp, _CREATE, 0o666)
-        except FileNotFoundError:
-            # The folder is created on first use only: a mkdir per image was a
-            # syscall, an exception and a stat for every job.
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, _CREATE, 0o666)
-        try:
-            _write_all(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_bytes(path, data)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         if is_disk_full(exc):
             raise DiskFullError(
                 f"disk full while writing {path}; free some space and run the same "

@@ -9,16 +9,16 @@ pure function of the image path and never needs a lookup:
 
 Decoding and resizing run in a thread pool: Pillow releases the GIL while it
 works, so the threads really run in parallel while the caller keeps streaming
-rows. Previews are written under a `.part-` temporary name and renamed into
-place, like every other file of the folder; the run start removes leftovers.
+rows. Previews are written like every other file of the folder
+(`batchgen.output.atomic`, not fsynced: a lost preview is remade); the run
+start removes leftover temporaries.
 """
 
 from __future__ import annotations
 
-import contextlib
+import io
 import logging
 import os
-import secrets
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
-from batchgen.output.sink import TEMP_PREFIX
+from batchgen.output.atomic import write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +80,14 @@ def make_thumb(src: Path, dst: Path, *, max_side: int = MAX_SIDE, quality: int =
             # reducing_gap: a cheap integer box reduction first, then a bicubic pass.
             im.thumbnail((max_side, max_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
             rgb = _flatten(im)
+        encoded = io.BytesIO()
+        rgb.save(encoded, "JPEG", quality=quality)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         log.warning("no preview for %s: %s", src, exc)
         return False
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f"{TEMP_PREFIX}{secrets.token_hex(4)}-{dst.name}"
     try:
-        rgb.save(tmp, "JPEG", quality=quality)
-        os.replace(tmp, dst)
+        write_bytes(dst, encoded.getvalue())
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         log.warning("could not write preview %s: %s", dst, exc)
         return False
     return True

@@ -26,12 +26,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from batchgen.errors import InputError, InputProblem
+from batchgen.output.atomic import write_text
 from batchgen.recipes.entry import Spec
 from batchgen.recipes.schema import Combo, Recipe, field_message, id_problem, load_recipe
 from batchgen.recipes.sheet import Row, csv_columns, read_rows
@@ -72,21 +72,12 @@ def expand_recipe(path: Path) -> Iterator[dict[str, object]]:
 def write_expanded(recipe: Path, dest: Path) -> int:
     """Write the expanded jobs to `dest` as JSONL, atomically; return the job count."""
     jobs = expand_recipe(recipe)
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            for job in jobs:
-                fh.write(json.dumps(job, ensure_ascii=False) + "\n")
-                count += 1
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, dest)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    # Durable: the user's job file, written once and not rebuilt by a run.
+    with write_text(Path(dest), durable=True) as fh:
+        for job in jobs:
+            fh.write(json.dumps(job, ensure_ascii=False) + "\n")
+            count += 1
     return count
 
 

@@ -160,7 +160,7 @@ class _RecipeLoader(EntryParser):
         if sheet is not None and not sheet.is_file():
             self.problem("sheet", f"sheet {sheet} not found")
         if sheet is not None and sheet_kind(sheet) is None:
-            self.problem("sheet", "use a .csv, .tsv, .jsonl or .parquet sheet")
+            self.problem("sheet", "use a .csv, .tsv, .jsonl, .parquet or .xlsx sheet")
 
         id_pattern = self.opt_str(data, "id") or "{id}"
         self.check_pattern("id", id_pattern)

@@ -25,16 +25,15 @@ import contextlib
 import html
 import json
 import logging
-import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
 from batchgen.models import JobRecord, Status
-from batchgen.output.sink import TEMP_PREFIX
+from batchgen.output.atomic import TEMP_PREFIX, write_text
 from batchgen.output.thumbs import ThumbMaker
 from batchgen.store import Store
 
@@ -89,12 +88,12 @@ def write_gallery(
     if not store.readonly:
         _clean_own_temporaries(out)
     with (
-        _atomic_text(out / DATA_NAME) as fh,
+        write_text(out / DATA_NAME) as fh,
         ThumbMaker(out, workers=workers, budget_s=thumb_budget_s) as thumbs,
     ):
         rows = write_data(fh, store.records() if records is None else records, summary, thumbs)
     page = out / PAGE_NAME
-    with _atomic_text(page) as fh:
+    with write_text(page) as fh:
         fh.write(render_page(summary))
     log.info(
         "gallery: %d jobs, %d previews made, %d reused, %d failed, %d deferred, in %.1fs",
@@ -321,19 +320,6 @@ def render_page(summary: dict[str, Any]) -> str:
 
 
 # -- files ----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _atomic_text(path: Path) -> Iterator[TextIO]:
-    """A text file that appears under its name only when complete."""
-    tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{path.name}"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-            yield fh
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _clean_own_temporaries(out: Path) -> None:

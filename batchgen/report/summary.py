@@ -33,13 +33,12 @@ import csv
 import datetime as dt
 import io
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from batchgen.models import ErrorInfo, JobRecord
-from batchgen.output.sink import TEMP_PREFIX
+from batchgen.output.atomic import write_text
 from batchgen.report import gallery
 from batchgen.store import Store
 
@@ -116,34 +115,10 @@ def job_row(rec: JobRecord) -> dict[str, Any]:
     }
 
 
-class _AtomicText:
-    """A text file that appears under its name only when complete."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{path.name}"
-        self.fh: TextIO
-
-    def __enter__(self) -> TextIO:
-        self.fh = open(self.tmp, "w", encoding="utf-8", newline="")
-        return self.fh
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        try:
-            self.fh.close()  # flushes: a full disk can fail here too
-            if exc_type is None:
-                os.replace(self.tmp, self.path)
-        except BaseException:
-            self.tmp.unlink(missing_ok=True)
-            raise
-        if exc_type is not None:
-            self.tmp.unlink(missing_ok=True)
-
-
 @contextlib.contextmanager
 def _json_report(path: Path, summary: dict[str, Any]) -> Iterator[Callable[[JobRecord], None]]:
     """`report.json`, streamed: the summary, then each job row as it is given."""
-    with _AtomicText(path) as fh:
+    with write_text(path) as fh:
         head = json.dumps(summary, indent=2, ensure_ascii=False)
         fh.write(head[:-2] + ',\n  "jobs": [')
         first = True
@@ -161,7 +136,7 @@ def _json_report(path: Path, summary: dict[str, Any]) -> Iterator[Callable[[JobR
 def write_failed(store: Store, path: Path) -> int:
     """Failed and blocked jobs in the input format plus their error: fix and feed back."""
     n = 0
-    with _AtomicText(path) as fh:
+    with write_text(path) as fh:
         for failed in store.failed_jobs():
             job = {**failed.job, "status": failed.status.value, "error": _error(failed.error)}
             fh.write(json.dumps(job, ensure_ascii=False) + "\n")

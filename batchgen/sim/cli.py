@@ -17,11 +17,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from batchgen.config import Flag, add_flags, flag_values
+from batchgen.errors import EXIT_OK, EXIT_USAGE
 from batchgen.sim.config import SimConfig
-from batchgen.sim.faults import Latency, SpecError, parse_faults, spread_fault_rate
+from batchgen.sim.faults import SpecError, parse_faults, spread_fault_rate
 
-EXIT_OK = 0
-EXIT_USAGE = 2
+#: `sim serve` flags that set one `SimConfig` field each; defaults are SimConfig's.
+SIM_FLAGS: tuple[Flag, ...] = (
+    Flag("--host", "host", "address to bind"),
+    Flag("--port", "port", "port; 0 picks a free one", type=int),
+    Flag("--latency", "latency", "seconds, uniform:LOW:HIGH or lognormal:MEDIAN:SIGMA"),
+    Flag("--rpm", "rpm", "requests per minute (sliding window)", type=int),
+    Flag("--rpd", "rpd", "requests per day (fixed window)", type=int),
+    Flag("--quota-window", "quota_window_s", "length of the RPM window in seconds", type=float),
+    Flag("--quota-scope", "quota_scope", "who shares a quota", choices=("project", "key")),
+    Flag("--max-concurrent", "max_concurrent", "answer 503 beyond this many in flight", type=int),
+    Flag("--seed", "seed", "seed for faults and latency", type=int),
+    Flag("--noise", "noise", "noisy ~1 MB images, like real ones", action="store_true"),
+    Flag(
+        "--small-images",
+        "small_images",
+        "tiny images (1:1 is 16x16) for benchmarks",
+        action="store_true",
+    ),
+    Flag("--hang-seconds", "hang_seconds", "how long a 'hang' lasts", type=float),
+    Flag("--log", "log_path", "append one JSON line per request", metavar="FILE"),
+)
 
 
 def register(subparsers: Any) -> None:
@@ -35,51 +56,30 @@ def register(subparsers: Any) -> None:
         description="Serve a simulated Gemini image API on loopback. Prompts may force "
         "outcomes with [[sim:KIND]] or [[sim:KINDxN]] markers.",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    serve.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
+    add_flags(serve, SimConfig, SIM_FLAGS)
     serve.add_argument(
         "--api-key",
         default=os.environ.get("BATCHGEN_SIM_KEY"),
         help="require this key (default: env BATCHGEN_SIM_KEY; none = accept any)",
     )
+    always = ", ".join(SimConfig.models)
     serve.add_argument(
         "--model",
         action="append",
         default=[],
-        help="serve this model id too (repeatable); gemini-2.5-flash-image is always served",
+        help=f"serve this model id too (repeatable); {always} is always served",
     )
-    serve.add_argument(
-        "--latency",
-        default="0",
-        help="seconds, uniform:LOW:HIGH or lognormal:MEDIAN:SIGMA (default 0)",
-    )
-    serve.add_argument("--rpm", type=int, help="requests per minute (sliding window)")
-    serve.add_argument("--rpd", type=int, help="requests per day (fixed window)")
-    serve.add_argument(
-        "--quota-window", type=float, default=60.0, help="length of the RPM window in seconds"
-    )
-    serve.add_argument(
-        "--quota-scope", choices=("project", "key"), default="project", help="who shares a quota"
-    )
-    serve.add_argument("--max-concurrent", type=int, help="answer 503 beyond this many in flight")
     serve.add_argument(
         "--fault-rate", type=float, help="overall random fault rate spread over a default mix"
     )
     serve.add_argument(
         "--faults", default="", help="per-kind rates, e.g. 429=0.02,500=0.01,reset=0.01,hang=0.005"
     )
-    serve.add_argument("--seed", type=int, default=0, help="seed for faults and latency")
-    serve.add_argument("--noise", action="store_true", help="noisy ~1 MB images, like real ones")
-    serve.add_argument(
-        "--small-images", action="store_true", help="tiny images (1:1 is 16x16) for benchmarks"
-    )
-    serve.add_argument("--hang-seconds", type=float, default=3600.0, help="how long a 'hang' lasts")
     serve.add_argument(
         "--script",
         metavar="FILE",
         help='JSON object {"prompt substring": ["503", "text", ...]}: kinds answered in order',
     )
-    serve.add_argument("--log", metavar="FILE", help="append one JSON line per request")
     serve.set_defaults(func=run_serve)
 
 
@@ -90,26 +90,13 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         faults.update(spread_fault_rate(args.fault_rate))
     if args.faults:
         faults.update(parse_faults(args.faults))
-    models = ("gemini-2.5-flash-image", *args.model)
-    script = _load_script(args.script) if args.script else None
+    models = (*SimConfig.models, *args.model)
     return SimConfig(
-        host=args.host,
-        port=args.port,
         api_key=args.api_key or None,
         models=tuple(dict.fromkeys(models)),
-        latency=Latency.parse(args.latency),
-        rpm=args.rpm,
-        rpd=args.rpd,
-        quota_window_s=args.quota_window,
-        quota_scope=args.quota_scope,
-        max_concurrent=args.max_concurrent,
         faults=faults,
-        seed=args.seed,
-        noise=args.noise,
-        small_images=args.small_images,
-        hang_seconds=args.hang_seconds,
-        log_path=args.log,
-        script=script,
+        script=_load_script(args.script) if args.script else None,
+        **flag_values(args, SIM_FLAGS),
     )
 
 
