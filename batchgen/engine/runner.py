@@ -58,6 +58,9 @@ class RunResult:
     counters: Counters = field(default_factory=Counters)
     report: dict[str, Any] = field(default_factory=dict)
     stop: StopReason | None = None
+    #: After a budget stop: this run's jobs still pending and what they would
+    #: cost, priced as the run priced its requests (`--prices`, each job's model).
+    left: tuple[int, float] | None = None
 
 
 def expand_inputs(paths: Sequence[Path], out: Path | None) -> list[Path]:
@@ -186,6 +189,8 @@ async def _arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool) ->
             try:
                 with store.transaction():
                     store.end_run(result.exit_code)
+                if result.stop is not None and result.stop.kind == "budget":
+                    result.left = _left_to_run(store, config, prices)
                 # A stopped run exits within seconds; the next report makes missing previews.
                 budget = None if result.stop is None else THUMB_BUDGET_ON_STOP
                 result.report = _report(store, result, thumb_budget_s=budget)
@@ -310,6 +315,15 @@ async def _schedule(
                 shared.close()
 
 
+def _left_to_run(store: Store, config: RunConfig, prices: PriceTable) -> tuple[int, float]:
+    """This run's pending jobs and their expected cost, estimated as the dry run does."""
+    count, usd = 0, 0.0
+    for job in store.pending():
+        count += 1
+        usd += prices.expected(job.model or config.model, job.prompt, len(job.images))
+    return count, usd
+
+
 def _exit_code(result: RunResult) -> int:
     if result.stop is not None:
         return result.stop.exit_code
@@ -331,9 +345,9 @@ def describe(result: RunResult, budget: float | None = None) -> str:
             f"{r['skipped']} skipped, {r['pending']} pending of {r['total']}; "
             f"{result.counters.requests} requests this run; spent ${r['cost_usd']:.4f} in all"
         )
-    if result.stop is not None and result.stop.kind == "budget" and r:
-        per = PriceTable().price("gemini-2.5-flash-image").per_image
-        lines.append(f"the {r['pending']} jobs left would cost about ${r['pending'] * per:.2f}")
+    if result.left is not None:
+        count, usd = result.left
+        lines.append(f"the {count} jobs left would cost about ${usd:.2f}")
     return "\n".join(lines)
 
 
