@@ -1,9 +1,11 @@
-"""pipeline: job files and a `RunConfig` in, a finished (or cleanly stopped) run out.
+"""pipeline: job sources and a `RunConfig` in, a finished (or cleanly stopped) run out.
 
 Wires the stages in the design's order — reader, planner, scheduler (client,
 sink), store, report — and owns the run's lifecycle: the state lock, signal
 handling (first Ctrl-C/SIGTERM drains, the second cancels), and the `finally`
-that always commits the store and rewrites the report.
+that always commits the store and rewrites the report. The inputs (job files,
+recipes, records from Python: `batchgen.jobs.inputs`) are read once, by the
+reader's pass that feeds the planner inside one unit of work.
 """
 
 from __future__ import annotations
