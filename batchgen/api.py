@@ -1,47 +1,62 @@
 """The Python API: `run` and `arun`, the CLI's behaviour for notebooks and programs.
 
-Jobs may be paths to job files, or job records (dicts in the JSONL format or
-`Job`s); records are written to a JSONL file inside the output folder first,
-so that validation, resume and the report work exactly as from the CLI.
+Jobs may be paths to job files and recipes, or job records (dicts in the
+JSONL format or `Job`s). Records are read straight from what was given, as
+a source of the reader's single pass: checked by the same rules as a file's
+rows, once, and never written to disk first. Resume and the report work as
+from the CLI; only the settled-folder fast path needs files (records cannot
+be hashed without being consumed).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import itertools
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from batchgen.config import RunConfig, Secret, key_from_env
-from batchgen.engine.runner import RunResult, arun_files
-from batchgen.jobs.codec import job_to_dict
+from batchgen.engine.runner import RunResult, arun_sources, sources_for
+from batchgen.jobs.inputs import JobSource, RecordsSource
 from batchgen.models import Job
-from batchgen.output.sink import write_atomic
-from batchgen.store.db import STATE_DIR
 
 JobsArg = str | os.PathLike[str] | Iterable[str | os.PathLike[str] | Mapping[str, Any] | Job]
 
 
-def _job_files(jobs: JobsArg, out: Path) -> list[Path]:
+def _sources(jobs: JobsArg) -> list[JobSource] | Iterator[JobSource]:
+    """Paths alone give a list (so the fast path can hash the files); anything
+    else is streamed: each run of consecutive records is one source, whose
+    rows are numbered by their place in `jobs`."""
     if isinstance(jobs, str | os.PathLike):
-        return [Path(jobs)]
-    paths: list[Path] = []
-    records: list[str] = []
-    for item in jobs:
-        if isinstance(item, str | os.PathLike):
-            paths.append(Path(item))
-        elif isinstance(item, Job):
-            records.append(json.dumps(job_to_dict(item), ensure_ascii=False))
+        return sources_for([jobs])
+    if isinstance(jobs, list | tuple):
+        paths = [item for item in jobs if isinstance(item, str | os.PathLike)]
+        if len(paths) == len(jobs):
+            return sources_for(paths)
+    return _streamed(jobs)
+
+
+def _streamed(jobs: Iterable[object]) -> Iterator[JobSource]:
+    base = os.getcwd()
+    numbered = enumerate(jobs, start=1)
+    for paths, group in itertools.groupby(numbered, key=lambda item: _is_path(item[1])):
+        if paths:
+            yield from sources_for(item for _, item in group if _is_path(item))
         else:
-            records.append(json.dumps(dict(item), ensure_ascii=False))
-    if records:
-        inline = out / STATE_DIR / "inline-jobs.jsonl"
-        write_atomic(inline, ("\n".join(records) + "\n").encode())
-        paths.append(inline)
-    return paths
+            yield _records(group, base)
+
+
+def _is_path(item: object) -> TypeGuard[str | os.PathLike[str]]:
+    return isinstance(item, str | os.PathLike)
+
+
+def _records(numbered: Iterator[tuple[int, object]], base: str) -> RecordsSource:
+    first, record = next(numbered)
+    rest = (item for _, item in numbered)
+    return RecordsSource(itertools.chain([record], rest), first_line=first, base=base)
 
 
 async def arun(
@@ -62,7 +77,7 @@ async def arun(
     key = Secret(api_key) if api_key else key_from_env()
     options.setdefault("progress", False)
     config = RunConfig(out=out_path, api_key=key, **options)
-    return await arun_files(_job_files(jobs, out_path), config, sim=sim)
+    return await arun_sources(_sources(jobs), config, sim=sim)
 
 
 def run(

@@ -11,7 +11,7 @@ from PIL import Image
 
 from batchgen.errors import InputError, InputProblem
 from batchgen.jobs import checks as reader_checks
-from batchgen.jobs import reader
+from batchgen.jobs import inputs, reader
 from batchgen.jobs.reader import read_jobs, validate, validate_id
 from batchgen.models import Job
 
@@ -619,7 +619,7 @@ def test_nul_in_csv_cell_is_kept_in_prompt_but_rejected_in_id(tmp_path: Path) ->
 def test_enormous_line_is_reported_and_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(reader, "MAX_LINE_BYTES", 100)
+    monkeypatch.setattr(inputs, "MAX_LINE_BYTES", 100)
     path = write(
         tmp_path / "j.jsonl",
         '{"id": "a", "prompt": "p"}\n{"id": "b", "prompt": "'
@@ -628,12 +628,12 @@ def test_enormous_line_is_reported_and_skipped(
     )
     (found,) = problems([path])
     assert (found.line, found.message) == (2, "line is longer than 100 bytes; skipped")
-    monkeypatch.setattr(reader, "MAX_LINE_BYTES", 10_000)
+    monkeypatch.setattr(inputs, "MAX_LINE_BYTES", 10_000)
     assert validate([path]) == 3
 
 
 def test_enormous_csv_line_stops_that_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reader, "MAX_LINE_BYTES", 100)
+    monkeypatch.setattr(inputs, "MAX_LINE_BYTES", 100)
     path = write(tmp_path / "j.csv", "id,prompt\na,p\nb," + "x" * 500 + "\nc,p\n")
     (found,) = problems([path])
     assert found.line == 3

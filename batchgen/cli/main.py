@@ -174,10 +174,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from batchgen.engine.runner import expand_inputs
+    from batchgen.engine.runner import sources_for
     from batchgen.jobs import reader
 
-    n = reader.validate(expand_inputs(args.jobs, None))
+    n = reader.check(sources_for(args.jobs))
     print(f"{n} jobs OK")
     return EXIT_OK
 

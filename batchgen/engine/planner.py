@@ -14,10 +14,11 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batchgen.jobs.inputs import JobSource
 from batchgen.models import Job, Status
 from batchgen.store import Store
 
@@ -87,6 +88,20 @@ def job_fingerprint(job: Job, model: str, out: Path, store: Store) -> str | None
     return fingerprint(job, model, digests)
 
 
+def sources_digest(sources: Iterable[JobSource], model: str) -> str:
+    """`inputs_digest` of the sources' files, or "" when they have none: a
+    recipe or records (their bytes do not decide their jobs), or a lazy stream
+    of sources (looking would consume it)."""
+    if not isinstance(sources, Sequence):
+        return ""
+    paths = [s.path for s in sources if s.identified_by_bytes and s.path is not None]
+    if len(paths) != len(sources):
+        return ""
+    with contextlib.suppress(OSError):  # an unreadable file is the reader's to report
+        return inputs_digest(paths, model)
+    return ""
+
+
 def inputs_digest(paths: Iterable[Path], model: str) -> str:
     """The bytes of every job file and the default model: when they and every
     reference file are as they were at the end of a run that left nothing
@@ -128,7 +143,7 @@ SETTLED_INPUTS = "settled_inputs"
 
 def plan(
     jobs: Iterable[Job],
-    store: Store,
+    store: Store | None,
     *,
     default_model: str,
     retry_failed: bool = False,
@@ -137,8 +152,16 @@ def plan(
     expected_cost: Callable[[Job], float] | None = None,
 ) -> Plan:
     """Decide each job's fate and (unless `write` is False, for a dry run) record
-    it in the store. Jobs already done with the same fingerprint are not touched."""
+    it in the store. Jobs already done with the same fingerprint are not touched.
+    No store (a dry run in a folder that has none yet): every job is new."""
     result = Plan()
+    if store is None:
+        for job in jobs:
+            result.total += 1
+            result.new += 1
+            if expected_cost is not None:
+                result.expected_cost += expected_cost(job)
+        return result
     out = store.out
     with store.transaction() if write else contextlib.nullcontext():
         for job in jobs:

@@ -1,19 +1,23 @@
-"""pipeline: job files and a `RunConfig` in, a finished (or cleanly stopped) run out.
+"""pipeline: job sources and a `RunConfig` in, a finished (or cleanly stopped) run out.
 
 Wires the stages in the design's order — reader, planner, scheduler (client,
 sink), store, report — and owns the run's lifecycle: the state lock, signal
 handling (first Ctrl-C/SIGTERM drains, the second cancels), and the `finally`
-that always commits the store and rewrites the report.
+that always commits the store and rewrites the report. The inputs (job files,
+recipes, records from Python: `batchgen.jobs.inputs`) are read once, by the
+reader's pass that feeds the planner inside one unit of work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ import aiohttp
 from batchgen.config import RunConfig
 from batchgen.engine.cache import SharedCache
 from batchgen.engine.limiter import Pacer
-from batchgen.engine.planner import SETTLED_INPUTS, Plan, inputs_digest, plan, settled
+from batchgen.engine.planner import SETTLED_INPUTS, Plan, plan, settled, sources_digest
 from batchgen.engine.pool import Budget, Counters, Scheduler, StopReason
 from batchgen.engine.pricing import PriceTable
 from batchgen.engine.progress import Progress
@@ -32,9 +36,11 @@ from batchgen.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SOME_FAILED,
+    InputError,
     UsageError,
 )
 from batchgen.jobs import reader
+from batchgen.jobs.inputs import FileSource, JobSource
 from batchgen.models import Job
 from batchgen.output.sink import SHARD_THRESHOLD, DiskFullError, clean_temporaries, is_disk_full
 from batchgen.report.summary import summarize, write_reports
@@ -48,6 +54,9 @@ REPORT_CURRENT = "report_current"
 #: Seconds an interrupted or aborted run may spend making missing gallery previews.
 THUMB_BUDGET_ON_STOP = 5.0
 
+#: The store's lock file in the state folder (`Store` holds it while open).
+LOCK_NAME = "lock"
+
 
 @dataclass
 class RunResult:
@@ -58,53 +67,44 @@ class RunResult:
     counters: Counters = field(default_factory=Counters)
     report: dict[str, Any] = field(default_factory=dict)
     stop: StopReason | None = None
+    #: After a budget stop: this run's jobs still pending and what they would
+    #: cost, priced as the run priced its requests (`--prices`, each job's model).
+    left: tuple[int, float] | None = None
 
 
-def expand_inputs(paths: Sequence[Path], out: Path | None) -> list[Path]:
-    """Recipe files (`.toml`) become expanded JSONL job files; others pass through."""
-    result: list[Path] = []
-    for path in paths:
-        if path.suffix.lower() != ".toml":
-            result.append(path)
-            continue
-        from batchgen.recipes.expand import write_expanded
+def sources_for(paths: Iterable[str | os.PathLike[str]]) -> list[JobSource]:
+    """One source per input file: a recipe (`.toml`) is expanded as it is read;
+    any other file is a job file (its format is the reader's to judge)."""
+    sources: list[JobSource] = []
+    for given in paths:
+        if Path(given).suffix.lower() == ".toml":
+            # Imported here: the recipe machinery is slow to import.
+            from batchgen.recipes.expand import RecipeSource
 
-        dest_dir = (out / STATE_DIR / "expanded") if out is not None else None
-        if dest_dir is None:
-            import tempfile
-
-            dest_dir = Path(tempfile.mkdtemp(prefix="batchgen-expand-"))
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        dest = dest_dir / f"{path.stem}.jsonl"
-        write_expanded(path, dest)
-        result.append(dest)
-    return result
+            sources.append(RecipeSource(given))
+        else:
+            sources.append(FileSource(given))
+    return sources
 
 
-def dry_run(paths: Sequence[Path], config: RunConfig, prices: PriceTable) -> RunResult:
-    """Count new, changed and done jobs and estimate the cost, without sending or writing."""
+def dry_run(sources: Iterable[JobSource], config: RunConfig, prices: PriceTable) -> RunResult:
+    """Count new, changed and done jobs and estimate the cost, without sending or writing:
+    the run's own pass over the inputs, planned against a read-only store."""
 
     def expected(job: Job) -> float:
         return prices.expected(job.model or config.model, job.prompt, len(job.images))
 
-    state = config.out / STATE_DIR / DB_NAME
-    if state.exists():
-        with Store(config.out, readonly=True) as store:
-            result = plan(
-                reader.read_jobs(paths),
-                store,
-                default_model=config.model,
-                retry_failed=config.retry_failed,
-                retry_blocked=config.retry_blocked,
-                write=False,
-                expected_cost=expected,
-            )
-    else:
-        result = Plan()
-        for job in reader.read_jobs(paths):
-            result.total += 1
-            result.new += 1
-            result.expected_cost += expected(job)
+    has_state = (config.out / STATE_DIR / DB_NAME).exists()
+    with Store(config.out, readonly=True) if has_state else contextlib.nullcontext() as store:
+        result = plan(
+            reader.read_sources(sources),
+            store,
+            default_model=config.model,
+            retry_failed=config.retry_failed,
+            retry_blocked=config.retry_blocked,
+            write=False,
+            expected_cost=expected,
+        )
     return RunResult(EXIT_OK, result)
 
 
@@ -121,10 +121,22 @@ async def _endpoint(config: RunConfig, sim: bool) -> AsyncIterator[RunConfig]:
         yield replace(config, base_url=server.base_url)
 
 
-async def arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool = False) -> RunResult:
-    """The whole run. Raises `BatchgenError`s for bad input/usage before anything is sent."""
+async def arun_files(
+    paths: Sequence[str | os.PathLike[str]], config: RunConfig, *, sim: bool = False
+) -> RunResult:
+    """The whole run of job files and recipes (`sources_for`)."""
+    return await arun_sources(sources_for(paths), config, sim=sim)
+
+
+async def arun_sources(
+    sources: Iterable[JobSource], config: RunConfig, *, sim: bool = False
+) -> RunResult:
+    """The whole run. Raises `BatchgenError`s for bad input/usage before anything is sent.
+
+    `sources` is read once, lazily. A sequence of sources that are all
+    identified by their bytes may take the settled-folder fast path."""
     with _sigterm_as_interrupt():
-        return await _arun_files(paths, config, sim=sim)
+        return await _arun(sources, config, sim=sim)
 
 
 @contextlib.contextmanager
@@ -143,49 +155,32 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
-async def _arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool) -> RunResult:
-    paths = expand_inputs(paths, None if config.dry_run else config.out)
+async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -> RunResult:
     prices = PriceTable.load(config.prices_file)
     if not config.dry_run and config.api_key is None and not sim:
         raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or use --sim")
     digest = ""
     if not config.dry_run and not (config.retry_failed or config.retry_blocked):
-        with contextlib.suppress(OSError):  # an unreadable file is validate's to report
-            digest = inputs_digest(paths, config.model)
+        digest = sources_digest(sources, config.model)
         done = _already_settled(config, digest) if digest else None
         if done is not None:
             return done
-    reader.validate(paths)
     if config.dry_run:
-        return dry_run(paths, config, prices)
-    config.out.mkdir(parents=True, exist_ok=True)
-    with Store(config.out) as store:
-        clean_temporaries(config.out)
-        with store.transaction():
-            store.start_run()
-        sharded_meta = store.meta("sharded")
+        return dry_run(sources, config, prices)
+    with _no_trace_of_bad_input(config.out), Store(config.out) as store:
         result = RunResult(EXIT_OK, Plan())
+        result.plan, sharded = _plan_run(store, sources, config)
+        clean_temporaries(config.out)
         try:
-            result.plan = plan(
-                reader.read_jobs(paths),
-                store,
-                default_model=config.model,
-                retry_failed=config.retry_failed,
-                retry_blocked=config.retry_blocked,
-            )
-            with store.transaction():
-                if sharded_meta is None:
-                    sharded_meta = "1" if result.plan.total > SHARD_THRESHOLD else "0"
-                    store.set_meta("sharded", sharded_meta)
-                if result.plan.to_run:
-                    store.set_meta(REPORT_CURRENT, "0")
             async with _endpoint(config, sim) as cfg:
-                await _schedule(store, cfg, prices, result, sharded=sharded_meta == "1")
+                await _schedule(store, cfg, prices, result, sharded=sharded)
         finally:
             result.exit_code = _exit_code(result)
             try:
                 with store.transaction():
                     store.end_run(result.exit_code)
+                if result.stop is not None and result.stop.kind == "budget":
+                    result.left = _left_to_run(store, config, prices)
                 # A stopped run exits within seconds; the next report makes missing previews.
                 budget = None if result.stop is None else THUMB_BUDGET_ON_STOP
                 result.report = _report(store, result, thumb_budget_s=budget)
@@ -200,6 +195,62 @@ async def _arun_files(paths: Sequence[Path], config: RunConfig, *, sim: bool) ->
                     "and run the same command again (finished images are kept)"
                 ) from exc
     return result
+
+
+def _plan_run(store: Store, sources: Iterable[JobSource], config: RunConfig) -> tuple[Plan, bool]:
+    """Read, check and plan every job in one pass and one unit of work: the run's
+    record, its jobs and its meta commit together once the last row is read,
+    or a bad row anywhere (`InputError` as the pass ends) rolls all of it back.
+    Returns the plan and whether images are sharded into sub-folders."""
+    with store.transaction():
+        store.start_run()
+        planned = plan(
+            reader.read_sources(sources),
+            store,
+            default_model=config.model,
+            retry_failed=config.retry_failed,
+            retry_blocked=config.retry_blocked,
+        )
+        sharded = store.meta("sharded")
+        if sharded is None:
+            sharded = "1" if planned.total > SHARD_THRESHOLD else "0"
+            store.set_meta("sharded", sharded)
+        if planned.to_run:
+            store.set_meta(REPORT_CURRENT, "0")
+    return planned, sharded == "1"
+
+
+@contextlib.contextmanager
+def _no_trace_of_bad_input(out: Path) -> Iterator[None]:
+    """Bad input leaves the output folder as it was. The planning transaction
+    undoes the rows; a folder that had no state before this run has its new
+    state file, journals and lock removed, and the folders this run made, so a
+    typo in a job file leaves nothing behind (the store must exist to plan
+    into, and the pass that plans is the one that finds the typo)."""
+    state = out / STATE_DIR
+    fresh = not (state / DB_NAME).exists()
+    made = [folder for folder in (state, out, *out.parents) if not folder.exists()]
+    try:
+        yield
+    except InputError:
+        if fresh:
+            _remove_state(state)
+            for folder in made:  # deepest first; one that is no longer empty stays
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
+
+
+def _remove_state(state: Path) -> None:
+    """Delete a state just made, under its lock: a run that got in since is left alone."""
+    with contextlib.suppress(OSError):
+        fd = os.open(state / LOCK_NAME, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", LOCK_NAME):
+                (state / name).unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 def _already_settled(config: RunConfig, digest: str) -> RunResult | None:
@@ -312,6 +363,15 @@ async def _schedule(
                 shared.close()
 
 
+def _left_to_run(store: Store, config: RunConfig, prices: PriceTable) -> tuple[int, float]:
+    """This run's pending jobs and their expected cost, estimated as the dry run does."""
+    count, usd = 0, 0.0
+    for job in store.pending():
+        count += 1
+        usd += prices.expected(job.model or config.model, job.prompt, len(job.images))
+    return count, usd
+
+
 def _exit_code(result: RunResult) -> int:
     if result.stop is not None:
         return result.stop.exit_code
@@ -333,10 +393,10 @@ def describe(result: RunResult, budget: float | None = None) -> str:
             f"{r['skipped']} skipped, {r['pending']} pending of {r['total']}; "
             f"{result.counters.requests} requests this run; spent ${r['cost_usd']:.4f} in all"
         )
-    if result.stop is not None and result.stop.kind == "budget" and r:
-        per = PriceTable().price("gemini-2.5-flash-image").per_image
-        lines.append(f"the {r['pending']} jobs left would cost about ${r['pending'] * per:.2f}")
+    if result.left is not None:
+        count, usd = result.left
+        lines.append(f"the {count} jobs left would cost about ${usd:.2f}")
     return "\n".join(lines)
 
 
-__all__ = ["EXIT_ABORTED", "RunResult", "arun_files", "describe"]
+__all__ = ["EXIT_ABORTED", "RunResult", "arun_files", "arun_sources", "describe", "sources_for"]

@@ -1,4 +1,4 @@
-"""Whole-run checks for `validate`: duplicate ids, reference images, chains.
+"""Whole-run checks of the reader's pass: duplicate ids, reference images, chains.
 
 These are the checks that need memory across rows, so each keeps the
 smallest structure that answers its question: a flat hash table of ids
@@ -257,3 +257,65 @@ class ProblemSink:
     def extend(self, problems: Iterable[InputProblem]) -> None:
         for p in problems:
             self.add(p)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def duplicate_problem(
+    job_id: str, seen: Seen, names: list[str], name: str, line: int
+) -> InputProblem:
+    """The problem for a second use of an id; `names` maps file indexes to names."""
+    where = (
+        f"line {seen.line}"
+        if names[seen.file_index] == name
+        else (f"{names[seen.file_index]}:{seen.line}")
+    )
+    if seen.exact:
+        msg = f"duplicate id '{job_id}' (first on {where})"
+    else:
+        msg = (
+            f"id '{job_id}' differs only in letter case from the id on {where}; their images "
+            "would overwrite each other on case-insensitive disks (macOS, Windows)"
+        )
+    return InputProblem(name, line, "id", msg)
+
+
+def image_problems(
+    paths: tuple[str, ...], images: ImageChecker, name: str, line: int
+) -> list[InputProblem]:
+    """Each bad reference image of one row, or the row's total over the limit."""
+    problems = []
+    total = 0
+    for path in paths:
+        if path.startswith("@"):
+            continue
+        result = images.check(path)
+        if isinstance(result, str):
+            problems.append(InputProblem(name, line, "images", result))
+        else:
+            total += result
+    if not problems and total > images.limit:
+        msg = (
+            f"reference images total {human_size(total)}, over the "
+            f"{human_size(images.limit)} inline request limit"
+        )
+        problems.append(InputProblem(name, line, "images", msg))
+    return problems
+
+
+def chain_problems(
+    chains: dict[str, ChainNode], orphans: list[ChainNode], ids: IdTable, names: list[str]
+) -> list[InputProblem]:
+    """References to ids no row has, and cycles; known only once every row is read."""
+    problems = []
+    for node in [*chains.values(), *orphans]:
+        for ref in node.refs:
+            if ref not in ids:
+                msg = f"'@{ref}' refers to job id '{ref}', which is not in the job files"
+                problems.append(InputProblem(names[node.file_index], node.line, "images", msg))
+    for cycle in find_cycles(chains):
+        node = chains[cycle[0]]
+        msg = "chained edits form a cycle: " + " → ".join(f"@{c}" for c in cycle)
+        problems.append(InputProblem(names[node.file_index], node.line, "images", msg))
+    return problems

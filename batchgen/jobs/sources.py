@@ -91,12 +91,15 @@ class RawRow:
 
     `table` is true for CSV, XLSX and Parquet, where a cell may hold a
     `;`-separated list or a number written as text; JSONL values are taken
-    at their JSON type, so `"priority": "3"` is a type error there.
+    at their JSON type, so `"priority": "3"` is a type error there. `file`
+    names the row's file when it is not its source's own (a recipe's jobs
+    come from its sheet); empty otherwise.
     """
 
     line: int
     fields: Mapping[str, object]
     table: bool
+    file: str = ""
 
 
 SourceItem = RawRow | InputProblem

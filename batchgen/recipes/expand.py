@@ -10,12 +10,16 @@ The recipe schema, ids and tags are documented in `batchgen.recipes.schema`, whi
 loads and checks the recipe; `batchgen.recipes.sheet` reads the sheet's rows.
 This module expands them and holds the public API and the CLI commands.
 
-Validation: a first pass reads the whole sheet and collects *every* problem
-(missing column, empty field, unknown template or size, missing photo, bad
-id, duplicate id, a chain ref to a job this row does not make) without
-holding rows; `expand_recipe` raises `InputError` with all of them before
-returning. The second pass streams jobs row by row, so memory stays flat for
-a 50,000-row sheet (only base ids are remembered, to catch duplicates). A
+Two ways out. A run reads a recipe as a job source (`RecipeSource`): one
+pass over the sheet yields each job as its row is expanded, with the
+problems found on the way (missing column, empty field, unknown template or
+size, missing photo, bad id, duplicate id, a chain ref to a job this row
+does not make), each job named by the sheet row it came from; the reader
+checks the jobs like any others and the run starts only if nothing was
+wrong anywhere. `expand_recipe` (the `expand` command) checks the whole
+sheet first and raises `InputError` with every problem before returning,
+then streams the jobs in a second pass. Either way memory stays flat for a
+50,000-row sheet (only base ids are remembered, to catch duplicates). A
 CSV's missing column is reported once, at the header (line 1); an empty cell
 is reported at the row's line, with the column as the field. Rows whose cells
 are all empty are skipped. Parquet rows are numbered from 1.
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchgen.errors import InputError, InputProblem
+from batchgen.jobs.sources import RawRow, SourceItem
 from batchgen.output.atomic import write_text
 from batchgen.recipes.entry import Spec
 from batchgen.recipes.schema import Combo, Recipe, field_message, id_problem, load_recipe
@@ -41,7 +46,7 @@ from batchgen.recipes.templates import (
     pattern_fields,
 )
 
-__all__ = ["expand_recipe", "write_expanded"]
+__all__ = ["RecipeSource", "expand_recipe", "write_expanded"]
 
 MAX_PROBLEMS = 1000
 
@@ -57,7 +62,7 @@ def expand_recipe(path: Path) -> Iterator[dict[str, object]]:
     """
     recipe = load_recipe(Path(path))
     problems: list[InputProblem] = []
-    for _job in _Expander(recipe, problems).run():
+    for _located in _Expander(recipe, problems).run():
         if len(problems) >= MAX_PROBLEMS:
             break
     if problems:
@@ -83,9 +88,43 @@ def write_expanded(recipe: Path, dest: Path) -> int:
 
 def _stream(recipe: Recipe) -> Iterator[dict[str, object]]:
     problems: list[InputProblem] = []
-    yield from _Expander(recipe, problems).run()
+    for _where, job in _Expander(recipe, problems).run():
+        yield job
     if problems:  # the sheet changed between the two passes
         raise InputError(problems)
+
+
+class RecipeSource:
+    """A recipe as a run's job source (`batchgen.jobs.inputs.JobSource`).
+
+    Expanded as it is read, in memory: each job is a row named by its sheet
+    row (the recipe itself, line 0, for `[[jobs]]` and sheet-less recipes),
+    and every problem the recipe or its rows have comes out with the rows,
+    so it is listed with the problems of the other inputs.
+    """
+
+    #: The jobs also depend on the sheet and the templates, so the recipe's
+    #: bytes alone do not say whether a finished folder is still up to date.
+    identified_by_bytes = False
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.name = str(path)
+        self.base = os.path.abspath(self.path.parent)
+
+    def items(self) -> Iterator[SourceItem]:
+        try:
+            recipe = load_recipe(self.path)
+        except InputError as exc:
+            yield from exc.problems
+            return
+        problems: list[InputProblem] = []
+        for jobs in _Expander(recipe, problems).by_row():
+            yield from problems  # emptied row by row: a garbage sheet costs no memory
+            problems.clear()
+            for where, job in jobs:
+                yield RawRow(where.line, job, table=False, file=where.file)
+        yield from problems
 
 
 # --------------------------------------------------------------------------- expansion
@@ -100,6 +139,10 @@ class _Where:
         return InputProblem(self.file, self.line, field, message)
 
 
+#: A job dict and the row it was expanded from.
+_Located = tuple[_Where, dict[str, object]]
+
+
 class _Expander:
     """Turns a recipe's rows into jobs. Problems are appended, never raised, so
     the same code serves the validation pass and the streaming pass."""
@@ -112,25 +155,30 @@ class _Expander:
         # Many rows share a photo: remember recent answers, within a fixed size.
         self.is_file = functools.lru_cache(maxsize=4096)(os.path.isfile)
 
-    def run(self) -> Iterator[dict[str, object]]:
+    def run(self) -> Iterator[_Located]:
+        for jobs in self.by_row():
+            yield from jobs
+
+    def by_row(self) -> Iterator[list[_Located]]:
+        """The jobs of each row together (a `[[jobs]]` entry is a row), possibly
+        none: a caller can act on the problems between rows."""
         recipe = self.recipe
         here = _Where(str(recipe.path), 0)
         for static in recipe.statics:
-            yield from self.jobs(
-                static.spec, static.id, static.values, (), here, recipe.path.parent
+            yield list(
+                self.jobs(static.spec, static.id, static.values, (), here, recipe.path.parent)
             )
         if not recipe.specs:
             return
         if recipe.sheet is None:  # no sheet: one row made of [vars]
-            yield from self.row_jobs(Row(0, {}), here, recipe.path.parent, set(), set())
+            yield list(self.row_jobs(Row(0, {}), here, recipe.path.parent, set(), set()))
             return
         file = str(recipe.sheet)
         missing = self.missing_columns(recipe.sheet)
         seen: set[str] = set()
         for row in read_rows(recipe.sheet):
-            yield from self.row_jobs(
-                row, _Where(file, row.line), recipe.sheet.parent, missing, seen
-            )
+            where = _Where(file, row.line)
+            yield list(self.row_jobs(row, where, recipe.sheet.parent, missing, seen))
 
     def missing_columns(self, sheet: Path) -> set[str]:
         """Needed columns a CSV/TSV header lacks, each reported once at line 1."""
@@ -148,7 +196,7 @@ class _Expander:
 
     def row_jobs(
         self, row: Row, where: _Where, base: Path, missing: set[str], seen: set[str]
-    ) -> Iterator[dict[str, object]]:
+    ) -> Iterator[_Located]:
         recipe = self.recipe
         if row.problem:
             self.problems.append(where.at("", row.problem))
@@ -204,8 +252,8 @@ class _Expander:
         base: Path,
         own: tuple[str, set[str]] | None = None,
         bad: set[str] | frozenset[str] = frozenset(),
-    ) -> Iterator[dict[str, object]]:
-        """The jobs of one spec for one row and matrix combination."""
+    ) -> Iterator[_Located]:
+        """The jobs of one spec for one row and matrix combination, each with its row."""
         values = dict(row_values)
         for key, slug, value in combo:
             values[key] = value
@@ -265,7 +313,7 @@ class _Expander:
             if spec.variants > 1:
                 job["variant"] = n
             job["sizes"] = list(spec.sizes)
-            yield job
+            yield where, job
 
     def image(
         self,
