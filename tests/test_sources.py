@@ -23,7 +23,8 @@ from batchgen.jobs.inputs import FileSource, JobSource, RecordsSource
 from batchgen.models import Job
 from batchgen.recipes.expand import RecipeSource
 from batchgen.sim import Simulator
-from batchgen.store.db import DB_NAME, STATE_DIR, Store
+from batchgen.store import Store
+from batchgen.store.db import DB_NAME, STATE_DIR
 from tests.conftest import KEY, make_config, write_jobs
 from tests.test_expand import PACK, make_photo, product, write_csv
 
