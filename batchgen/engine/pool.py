@@ -38,7 +38,17 @@ from batchgen.engine.limiter import Pacer, backoff
 from batchgen.engine.planner import fingerprint
 from batchgen.engine.pricing import PriceTable
 from batchgen.errors import EXIT_ABORTED, AbortError
-from batchgen.models import ErrorInfo, GeneratedImage, Job, Outcome, OutcomeKind, Status
+from batchgen.models import (
+    Counters,
+    ErrorInfo,
+    GeneratedImage,
+    Job,
+    Outcome,
+    OutcomeKind,
+    Status,
+    StopKind,
+    StopReason,
+)
 from batchgen.output import client
 from batchgen.output.handoff import Handoff
 from batchgen.output.mime import extension_for, sniff_mime
@@ -63,32 +73,6 @@ LOAD_PERIOD_S = 0.5
 MAX_RATE_LIMITED = 100
 
 
-@dataclass
-class Counters:
-    """Live numbers for the progress display and the end-of-run summary."""
-
-    done: int = 0
-    blocked: int = 0
-    failed: int = 0
-    skipped: int = 0
-    retrying: int = 0
-    requests: int = 0
-    rate_limited: int = 0
-    spent: float = 0.0
-    in_flight: int = 0
-    cache_hits: int = 0
-
-    def count(self, status: Status) -> None:
-        if status is Status.DONE:
-            self.done += 1
-        elif status is Status.BLOCKED:
-            self.blocked += 1
-        elif status is Status.FAILED:
-            self.failed += 1
-        elif status is Status.SKIPPED:
-            self.skipped += 1
-
-
 class Budget:
     """Reserve the worst case before sending, settle on the answer: spend never
     passes the limit, counting what earlier runs in this folder already spent."""
@@ -107,13 +91,6 @@ class Budget:
     def settle(self, reserved: float, actual: float) -> None:
         self.reserved -= reserved
         self.committed += actual
-
-
-@dataclass
-class StopReason:
-    kind: str  # "interrupted" | "fatal" | "quota" | "budget" | "disk" | "error"
-    message: str
-    exit_code: int
 
 
 @dataclass(slots=True)
@@ -196,7 +173,7 @@ class Scheduler:
     def request_stop(self, reason: StopReason) -> None:
         if self.stop is None:
             self.stop = reason
-            if reason.kind in ("fatal", "quota", "budget", "disk", "error"):
+            if reason.kind is not StopKind.INTERRUPTED:
                 log.warning("stopping: %s", reason.message)
         self._stopped.set()
         for timer in self._timers:
@@ -398,7 +375,7 @@ class Scheduler:
             self._slots.release()
             self.request_stop(
                 StopReason(
-                    "budget",
+                    StopKind.BUDGET,
                     f"budget ${self.budget.limit:.2f} reached (spent ${self.budget.committed:.2f})",
                     EXIT_ABORTED,
                 )
@@ -485,7 +462,7 @@ class Scheduler:
         if kind is OutcomeKind.FATAL:
             self.request_stop(
                 StopReason(
-                    "fatal",
+                    StopKind.FATAL,
                     f"the API refused the run (HTTP {outcome.http_status}, "
                     f"{outcome.reason or 'error'}): {message}",
                     EXIT_ABORTED,
@@ -495,7 +472,7 @@ class Scheduler:
         if kind is OutcomeKind.QUOTA_EXHAUSTED:
             self.request_stop(
                 StopReason(
-                    "quota",
+                    StopKind.QUOTA,
                     f"daily quota exhausted ({outcome.quota_id}); it resets at midnight "
                     "Pacific time; run the same command again then",
                     EXIT_ABORTED,
@@ -515,7 +492,7 @@ class Scheduler:
             if outcome.retry_after is not None and outcome.retry_after > too_long:
                 self.request_stop(
                     StopReason(
-                        "quota",
+                        StopKind.QUOTA,
                         f"the server asked to wait {outcome.retry_after:.0f}s (more than "
                         f"{self.config.max_retry_delay:.0f}s): treating it as a quota stop; "
                         "run the same command again later",
@@ -692,18 +669,18 @@ def _stop_for(exc: Exception, what: str) -> StopReason:
     """The stop for an error no outcome covers: a full disk (`AbortError` says so
     itself) or anything else, `what` saying where it happened."""
     if isinstance(exc, AbortError):
-        return StopReason("disk", str(exc), exc.exit_code)
+        return StopReason(StopKind.DISK, str(exc), exc.exit_code)
     if isinstance(exc, OSError) and is_disk_full(exc):
         where = exc.filename or "the output folder"
         return StopReason(
-            "disk",
+            StopKind.DISK,
             f"disk full while writing {where}; free some space and run the same command "
             "again (finished images are kept)",
             EXIT_ABORTED,
         )
     log.error("%s: %s", what, type(exc).__name__, exc_info=exc)
     return StopReason(
-        "error",
+        StopKind.ERROR,
         f"stopped: {what} ({type(exc).__name__}: {exc}); fix it and run the same command again",
         EXIT_ABORTED,
     )

@@ -24,7 +24,7 @@ from batchgen.config import RunConfig
 from batchgen.engine.cache import SharedCache
 from batchgen.engine.limiter import Pacer
 from batchgen.engine.planner import SETTLED_INPUTS, Plan, inputs_digest, plan, settled
-from batchgen.engine.pool import Budget, Counters, Scheduler, StopReason
+from batchgen.engine.pool import Budget, Scheduler
 from batchgen.engine.pricing import PriceTable
 from batchgen.engine.progress import Progress
 from batchgen.errors import (
@@ -35,7 +35,7 @@ from batchgen.errors import (
     UsageError,
 )
 from batchgen.jobs import reader
-from batchgen.models import Job
+from batchgen.models import Counters, Job, StopKind, StopReason
 from batchgen.output.sink import SHARD_THRESHOLD, DiskFullError, clean_temporaries, is_disk_full
 from batchgen.report.summary import summarize, write_reports
 from batchgen.store.db import DB_NAME, STATE_DIR, Store
@@ -278,7 +278,9 @@ async def _schedule(
                 )
                 scheduler.request_stop(
                     StopReason(
-                        "interrupted", "interrupted: finishing in-flight requests", EXIT_INTERRUPTED
+                        StopKind.INTERRUPTED,
+                        "interrupted: finishing in-flight requests",
+                        EXIT_INTERRUPTED,
                     )
                 )
             elif task is not None:
@@ -295,7 +297,9 @@ async def _schedule(
         except asyncio.CancelledError:
             if interrupts < 2:
                 raise
-            scheduler.stop = scheduler.stop or StopReason("interrupted", "interrupted", 130)
+            scheduler.stop = scheduler.stop or StopReason(
+                StopKind.INTERRUPTED, "interrupted", EXIT_INTERRUPTED
+            )
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
