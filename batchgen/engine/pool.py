@@ -358,7 +358,7 @@ class Scheduler:
             return Path(ref)
         known = self.store.lookup(ref[1:])
         if known is None or not known.files:
-            raise AbortError(f"chained input {ref} has no image")
+            raise AbortError(f"chained input {ref} has no image", kind=StopKind.ERROR)
         return self.store.out / known.files[0]
 
     async def _attempt(self, item: WorkItem) -> bool:
@@ -666,10 +666,10 @@ class Scheduler:
 
 
 def _stop_for(exc: Exception, what: str) -> StopReason:
-    """The stop for an error no outcome covers: a full disk (`AbortError` says so
-    itself) or anything else, `what` saying where it happened."""
+    """The stop for an error no outcome covers: an `AbortError` says its kind
+    itself; a full disk; anything else, `what` saying where it happened."""
     if isinstance(exc, AbortError):
-        return StopReason(StopKind.DISK, str(exc), exc.exit_code)
+        return StopReason(exc.kind, str(exc), exc.exit_code)
     if isinstance(exc, OSError) and is_disk_full(exc):
         where = exc.filename or "the output folder"
         return StopReason(

@@ -24,7 +24,7 @@ import secrets
 from pathlib import Path
 
 from batchgen.errors import AbortError
-from batchgen.models import GeneratedImage
+from batchgen.models import GeneratedImage, StopKind
 from batchgen.output.mime import extension_for
 
 SHARD_THRESHOLD = 10_000
@@ -33,6 +33,8 @@ TEMP_PREFIX = ".part-"
 
 class DiskFullError(AbortError):
     """Raised when the disk is full: the run stops, nothing is marked done."""
+
+    kind = StopKind.DISK
 
 
 def is_disk_full(exc: BaseException) -> bool:
