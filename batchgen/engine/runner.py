@@ -21,12 +21,14 @@ from typing import Any
 import aiohttp
 
 from batchgen.config import RunConfig
+from batchgen.engine.budget import Budget
 from batchgen.engine.cache import SharedCache
 from batchgen.engine.limiter import Pacer
 from batchgen.engine.planner import SETTLED_INPUTS, Plan, inputs_digest, plan, settled
-from batchgen.engine.pool import Budget, Scheduler
+from batchgen.engine.pool import Pool
 from batchgen.engine.pricing import PriceTable
 from batchgen.engine.progress import Progress
+from batchgen.engine.sender import http_sender
 from batchgen.errors import (
     EXIT_ABORTED,
     EXIT_INTERRUPTED,
@@ -251,10 +253,10 @@ async def _schedule(
     connector = aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=config.concurrency)
     shared = SharedCache(config.cache_dir) if config.cache_dir is not None else None
     async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
-        scheduler = Scheduler(
+        scheduler = Pool(
             config,
             store,
-            session,
+            http_sender(session, config),
             prices=prices,
             pacer=Pacer(config.rpm),
             budget=Budget(config.budget, store.spent()),
