@@ -29,11 +29,24 @@ back together. Other retries wait ``backoff(attempts)`` (see
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from batchgen.config import RunConfig
-from batchgen.models import RETRYABLE_KINDS, ErrorInfo, Outcome, OutcomeKind, Status, StopKind
+from batchgen.errors import EXIT_ABORTED, AbortError
+from batchgen.models import (
+    RETRYABLE_KINDS,
+    ErrorInfo,
+    Outcome,
+    OutcomeKind,
+    Status,
+    StopKind,
+    StopReason,
+)
+from batchgen.output.sink import is_disk_full
+
+log = logging.getLogger(__name__)
 
 #: 429s do not use up a job's attempts (the quota is not the job's fault), up to this.
 MAX_RATE_LIMITED = 100
@@ -162,3 +175,25 @@ def _after_rate_limit(
     if tries.rate_limited >= limits.max_rate_limited:
         return End(Status.FAILED, error)
     return Retry((wait or backoff(tries.rate_limited)) * (1 + 0.1 * jitter()))
+
+
+def stop_for(exc: Exception, what: str) -> StopReason:
+    """The stop for an error no outcome covers: an `AbortError` says its kind
+    itself; a full disk; anything else, `what` saying where it happened (only
+    then is the traceback logged: nobody foresaw it)."""
+    if isinstance(exc, AbortError):
+        return StopReason(exc.kind, str(exc), exc.exit_code)
+    if isinstance(exc, OSError) and is_disk_full(exc):
+        where = exc.filename or "the output folder"
+        return StopReason(
+            StopKind.DISK,
+            f"disk full while writing {where}; free some space and run the same command "
+            "again (finished images are kept)",
+            EXIT_ABORTED,
+        )
+    log.error("%s: %s", what, type(exc).__name__, exc_info=exc)
+    return StopReason(
+        StopKind.ERROR,
+        f"stopped: {what} ({type(exc).__name__}: {exc}); fix it and run the same command again",
+        EXIT_ABORTED,
+    )

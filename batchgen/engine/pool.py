@@ -34,12 +34,11 @@ from batchgen.engine.chains import Chains, Skip, Wait
 from batchgen.engine.items import WorkItem, prepare
 from batchgen.engine.ledger import Ledger
 from batchgen.engine.limiter import Pacer, backoff
-from batchgen.engine.policy import Limits, Retry, Stop, decide
+from batchgen.engine.policy import Limits, Retry, Stop, decide, stop_for
 from batchgen.engine.pricing import PriceTable
 from batchgen.engine.sender import Sender
-from batchgen.errors import EXIT_ABORTED, AbortError
+from batchgen.errors import EXIT_ABORTED
 from batchgen.models import Counters, Job, Outcome, OutcomeKind, Status, StopKind, StopReason
-from batchgen.output.sink import is_disk_full
 from batchgen.output.writer import Writer, Written
 from batchgen.store.db import Store
 
@@ -69,7 +68,11 @@ class Pool:
         self._prices = prices
         self._on_change = on_change or (lambda c: None)
         self._ledger = Ledger(
-            store, self.counters, prices, on_change=self._on_change, on_error=self._unsaved
+            store,
+            self.counters,
+            prices,
+            on_change=self._on_change,
+            on_error=lambda exc: self.request_stop(stop_for(exc, "the state could not be saved")),
         )
         self._writer = Writer(store.out, sharded=sharded, thumbnails=config.thumbnails)
         self._chains = Chains(store.lookup, store.out)
@@ -87,9 +90,7 @@ class Pool:
         self._slots = asyncio.Semaphore(config.concurrency)
         self._outstanding = 0
         self._feeding = True
-        self._idle = asyncio.Event()
-        self._stopped = asyncio.Event()
-        self._quiet = asyncio.Event()
+        self._idle, self._stopped, self._quiet = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._timers: set[asyncio.TimerHandle] = set()
 
     # -- lifecycle -----------------------------------------------------------
@@ -102,9 +103,6 @@ class Pool:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
-
-    def _unsaved(self, exc: Exception) -> None:
-        self.request_stop(stop_for(exc, "the state could not be saved"))
 
     async def run(self, pending: Iterator[Job]) -> Counters:
         # Twice as many workers as request slots: while some write images, the
@@ -347,24 +345,3 @@ class Pool:
 
         timer = loop.call_later(delay, fire)
         self._timers.add(timer)
-
-
-def stop_for(exc: Exception, what: str) -> StopReason:
-    """The stop for an error no outcome covers: an `AbortError` says its kind
-    itself; a full disk; anything else, `what` saying where it happened."""
-    if isinstance(exc, AbortError):
-        return StopReason(exc.kind, str(exc), exc.exit_code)
-    if isinstance(exc, OSError) and is_disk_full(exc):
-        where = exc.filename or "the output folder"
-        return StopReason(
-            StopKind.DISK,
-            f"disk full while writing {where}; free some space and run the same command "
-            "again (finished images are kept)",
-            EXIT_ABORTED,
-        )
-    log.error("%s: %s", what, type(exc).__name__, exc_info=exc)
-    return StopReason(
-        StopKind.ERROR,
-        f"stopped: {what} ({type(exc).__name__}: {exc}); fix it and run the same command again",
-        EXIT_ABORTED,
-    )
