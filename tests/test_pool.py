@@ -21,20 +21,23 @@ from PIL import Image
 from batchgen.config import RunConfig, Secret
 from batchgen.engine.budget import Budget
 from batchgen.engine.cache import SharedCache
+from batchgen.engine.chains import RUN_NOW, Chains, Gate, Skip, Wait, gate
 from batchgen.engine.limiter import Pacer
 from batchgen.engine.planner import plan
 from batchgen.engine.pool import Pool
 from batchgen.engine.pricing import PriceTable
 from batchgen.engine.runner import arun_files
+from batchgen.errors import AbortError
 from batchgen.models import (
     GeneratedImage,
     Job,
     Outcome,
     OutcomeKind,
+    Status,
     StopKind,
     Usage,
 )
-from batchgen.store.db import DB_NAME, STATE_DIR, Store
+from batchgen.store.db import DB_NAME, STATE_DIR, Known, Store
 from tests.conftest import KEY, make_config, write_jobs
 
 K = OutcomeKind
@@ -279,6 +282,42 @@ async def test_a_chain_runs_on_its_parents_image_and_skips_after_a_failed_parent
     assert base64.b64decode(inline["data"]) == png()
     assert rows["child"]["fingerprint"] != ""
     assert (pool.counters.done, pool.counters.skipped) == (2, 2)
+
+
+PARENTS = {
+    "done": Known(Status.DONE, "f1", ("images/done.png",)),
+    "pending": Known(Status.PENDING, "", ()),
+    "failed": Known(Status.FAILED, "f2", ()),
+}
+
+
+@pytest.mark.parametrize(
+    ("refs", "expected"),
+    [
+        (("@done", "/tmp/plain.png"), RUN_NOW),
+        (("@pending",), Wait("pending")),
+        (("@unknown",), Wait("unknown")),
+        (("@done", "@pending"), Wait("pending")),
+        (("@failed",), Skip("failed", Status.FAILED)),
+        # A parent that ended badly skips the job even while another still runs.
+        (("@pending", "@failed"), Skip("failed", Status.FAILED)),
+    ],
+)
+def test_the_chain_gate(refs: tuple[str, ...], expected: Gate) -> None:
+    assert gate(job("c", "edit", *refs), PARENTS.get) == expected
+
+
+def test_waiting_children_are_released_once_with_their_parent(tmp_path: Path) -> None:
+    chains = Chains(PARENTS.get, tmp_path)
+    first, second = job("c1", "edit", "@pending"), job("c2", "edit", "@pending")
+    assert chains.admit(first) == chains.admit(second) == Wait("pending")
+    assert chains.release("pending") == [first, second]
+    assert chains.release("pending") == []
+    assert chains.reference("@done") == tmp_path / "images" / "done.png"
+    assert chains.reference("/tmp/plain.png") == Path("/tmp/plain.png")
+    with pytest.raises(AbortError, match="chained input @failed has no image") as caught:
+        chains.reference("@failed")
+    assert caught.value.kind is StopKind.ERROR
 
 
 async def test_the_budget_stops_before_a_request_could_pass_it(store: Store) -> None:
