@@ -31,7 +31,7 @@ from batchgen.config import RunConfig
 from batchgen.engine.budget import Budget
 from batchgen.engine.cache import AnswerCache, CachedAnswer, Coalescer, SharedCache
 from batchgen.engine.chains import Chains, Skip, Wait
-from batchgen.engine.items import WorkItem, prepare
+from batchgen.engine.items import Retries, WorkItem, prepare
 from batchgen.engine.ledger import Ledger
 from batchgen.engine.limiter import Pacer, backoff
 from batchgen.engine.policy import Limits, Retry, Stop, decide, stop_for
@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 
 class Pool:
+    """One run's workers: build it, `await run(pending)`; `request_stop` may come
+    from anywhere on the loop (a signal handler, a part that failed)."""
+
     def __init__(
         self,
         config: RunConfig,
@@ -91,7 +94,7 @@ class Pool:
         self._outstanding = 0
         self._feeding = True
         self._idle, self._stopped, self._quiet = asyncio.Event(), asyncio.Event(), asyncio.Event()
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._retries = Retries(self._queue, self.counters)
 
     # -- lifecycle -----------------------------------------------------------
     def request_stop(self, reason: StopReason) -> None:
@@ -100,9 +103,7 @@ class Pool:
             if reason.kind is not StopKind.INTERRUPTED:
                 log.warning("stopping: %s", reason.message)
         self._stopped.set()
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
+        self._retries.cancel()
 
     async def run(self, pending: Iterator[Job]) -> Counters:
         # Twice as many workers as request slots: while some write images, the
@@ -129,8 +130,7 @@ class Pool:
             for helper in (idle, stopped, feeder, *workers):
                 helper.cancel()
             await asyncio.gather(idle, stopped, feeder, *workers, return_exceptions=True)
-            for timer in self._timers:
-                timer.cancel()
+            self._retries.cancel()
             self._writer.close()
             self._ledger.close()
         return self.counters
@@ -334,14 +334,5 @@ class Pool:
             item.tries.attempts,
             delay,
         )
-        self.counters.retrying += 1
+        self._retries.add(item, delay)
         self._on_change(self.counters)
-        loop = asyncio.get_running_loop()
-
-        def fire() -> None:
-            self._timers.discard(timer)
-            self.counters.retrying -= 1
-            self._queue.put_nowait(item)
-
-        timer = loop.call_later(delay, fire)
-        self._timers.add(timer)
