@@ -39,6 +39,7 @@ from batchgen.models import (
 )
 from batchgen.store.db import DB_NAME, STATE_DIR, Known, Store
 from tests.conftest import KEY, make_config, write_jobs
+from tests.test_limiter import FakeClock
 
 K = OutcomeKind
 
@@ -83,19 +84,6 @@ class Script:
         return queue.pop(0) if len(queue) > 1 else queue[0]
 
 
-class Clock:
-    """The pacer's clock: its pauses pass at once."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     with Store(tmp_path / "out") as s:
@@ -128,7 +116,7 @@ async def run_pool(
         **options,
     )
     plan(jobs, store, default_model=config.model)
-    clock = Clock()
+    clock = FakeClock()  # the pacer's pauses pass at once
     pool = Pool(
         config,
         store,
