@@ -110,12 +110,8 @@ class Stop:
 
 Decision = Retry | End | Stop
 
-#: What a final (not retryable) answer ends its job as.
-_FINAL = {
-    OutcomeKind.OK: Status.DONE,
-    OutcomeKind.BLOCKED: Status.BLOCKED,
-    OutcomeKind.BAD_REQUEST: Status.FAILED,
-}
+#: What a refusal of the job (not retryable) ends it as.
+_FINAL = {OutcomeKind.BLOCKED: Status.BLOCKED, OutcomeKind.BAD_REQUEST: Status.FAILED}
 _DONE = End(Status.DONE)
 
 

@@ -30,7 +30,7 @@ from dataclasses import replace
 from batchgen.config import RunConfig
 from batchgen.engine.budget import Budget
 from batchgen.engine.cache import AnswerCache, CachedAnswer, Coalescer, SharedCache
-from batchgen.engine.chains import Chains, Skip, Wait
+from batchgen.engine.chains import Chains, RunNow, Skip
 from batchgen.engine.items import Retries, WorkItem, prepare
 from batchgen.engine.ledger import Ledger
 from batchgen.engine.limiter import Pacer, backoff
@@ -172,7 +172,7 @@ class Pool:
         if isinstance(verdict, Skip):
             self._ledger.end(job.id, Status.SKIPPED, error=verdict.error)
             self._release_children(job.id)
-        elif not isinstance(verdict, Wait):
+        elif isinstance(verdict, RunNow):
             self._enqueue(WorkItem(job))
 
     def _release_children(self, parent: str) -> None:
