@@ -7,7 +7,8 @@ store. Exceptions are for the things that end a whole command::
     ├── UsageError                2  bad flags, missing key, unsafe base URL
     ├── InputError                2  bad job files; carries every `InputProblem`
     ├── StateError                2  state folder corrupt, foreign, newer, or locked
-    └── AbortError                3  fatal API answer, daily quota, budget; jobs left pending
+    └── AbortError                3  the run cannot go on, its `kind` says why; jobs stay pending
+        └── DiskFullError         3  no space left (kind `disk`; defined in `output.sink`)
 
 Messages never contain the API key: the key is only ever held by `Secret`.
 """
@@ -15,6 +16,8 @@ Messages never contain the API key: the key is only ever held by `Secret`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from batchgen.models import StopKind
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -36,7 +39,17 @@ class StateError(BatchgenError):
 
 
 class AbortError(BatchgenError):
+    """The run cannot go on. `kind` says why, and becomes the run's stop kind: a
+    raiser that knows (a full disk) says so, the rest are plain errors. Keyword
+    only, so that it is never mistaken for part of the message."""
+
     exit_code = EXIT_ABORTED
+    kind: StopKind = StopKind.ERROR
+
+    def __init__(self, message: str, *, kind: StopKind | None = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)

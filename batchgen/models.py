@@ -61,6 +61,53 @@ RETRYABLE_KINDS = frozenset(
 )
 
 
+class StopKind(StrEnum):
+    """Why a run stopped before its work was done; every job it did not end stays
+    pending, so the same command continues it."""
+
+    INTERRUPTED = "interrupted"
+    FATAL = "fatal"
+    QUOTA = "quota"
+    BUDGET = "budget"
+    DISK = "disk"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class StopReason:
+    """A stop, as the run reports it: what kind, the sentence for people, the exit code."""
+
+    kind: StopKind
+    message: str
+    exit_code: int
+
+
+@dataclass(slots=True)
+class Counters:
+    """Live numbers for the progress display and the end-of-run summary."""
+
+    done: int = 0
+    blocked: int = 0
+    failed: int = 0
+    skipped: int = 0
+    retrying: int = 0
+    requests: int = 0
+    rate_limited: int = 0
+    spent: float = 0.0
+    in_flight: int = 0
+    cache_hits: int = 0
+
+    def count(self, status: Status) -> None:
+        if status is Status.DONE:
+            self.done += 1
+        elif status is Status.BLOCKED:
+            self.blocked += 1
+        elif status is Status.FAILED:
+            self.failed += 1
+        elif status is Status.SKIPPED:
+            self.skipped += 1
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """One image request, validated. `images` are absolute paths, or `@id`

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from batchgen.engine import pool as scheduler
 from batchgen.engine.runner import arun_files
-from batchgen.output import atomic
+from batchgen.output import atomic, writer
 from batchgen.sim import SimConfig, Simulator, SimulatorThread
 from tests.conftest import KEY, make_config
 from tests.test_chaos import check_folder, cli, cli_env, read_store, temporaries
@@ -153,7 +152,7 @@ async def test_enospc_while_writing_an_image(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, busy: float
 ) -> None:
     """Either way a small answer may be written (`scheduler._save`)."""
-    monkeypatch.setattr(scheduler, "BUSY_LOOP", busy)
+    monkeypatch.setattr(writer, "BUSY_LOOP", busy)
     jobs = tmp_path / "jobs.jsonl"
     ids = _jobs(jobs, 30)
     out = tmp_path / "out"

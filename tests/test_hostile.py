@@ -28,9 +28,9 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from batchgen.engine import pool as scheduler
 from batchgen.engine.runner import arun_files
 from batchgen.errors import UsageError
+from batchgen.output import writer
 from batchgen.sim import SimConfig, Simulator
 from tests.conftest import KEY, make_config
 from tests.test_chaos import cli, cli_env, image_ok
@@ -195,7 +195,7 @@ async def test_broken_bodies_are_per_job_errors_and_the_run_goes_on(
     busy: float,
 ) -> None:
     """Small answers are checked on a writer thread or on the loop (`scheduler._save`)."""
-    monkeypatch.setattr(scheduler, "BUSY_LOOP", busy)
+    monkeypatch.setattr(writer, "BUSY_LOOP", busy)
     server, url, _, _ = hostile
     words = [
         "fine",

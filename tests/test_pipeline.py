@@ -380,9 +380,9 @@ async def test_small_answers_land_the_same_on_the_loop_or_a_thread(
 ) -> None:
     """`scheduler._save` writes small answers on the loop while the loop is busy
     (`BUSY_LOOP`), else on a writer thread: same files, previews and state."""
-    from batchgen.engine import pool as scheduler
+    from batchgen.output import writer
 
-    monkeypatch.setattr(scheduler, "BUSY_LOOP", busy)
+    monkeypatch.setattr(writer, "BUSY_LOOP", busy)
     rows = [{"id": f"j{i}", "prompt": f"item {i}"} for i in range(20)]
     rows.append({"id": "two", "prompt": "pair [[sim:multi]]"})
     rows.append({"id": "bad", "prompt": "broken [[sim:notimage]]"})

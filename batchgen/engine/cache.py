@@ -11,6 +11,9 @@ aspect ratio, variant, and the bytes of the reference images):
   bytes, same name, so two writers racing is harmless) plus an SQLite index in
   WAL mode with a busy timeout, safe for concurrent runs.
 
+`AnswerCache` looks a key up in both, in that order, and returns the answer
+or None: what to do with it (check and write it, or send) is the pool's.
+
 Only whitespace is normalised: case and punctuation change the image (text
 rendering). Jobs asking for distinct variants carry their variant number in
 the key, so variants are never merged with each other.
@@ -30,7 +33,8 @@ from pathlib import Path
 
 from batchgen.models import GeneratedImage, Job
 from batchgen.output.atomic import write_bytes
-from batchgen.output.mime import extension_for
+from batchgen.output.mime import extension_for, sniff_mime
+from batchgen.store import Store
 
 
 def request_key(job: Job, model: str, references: Sequence[bytes]) -> str:
@@ -126,3 +130,36 @@ class SharedCache:
                 "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?)",
                 (key, json.dumps(blobs), answer.text, answer.cost_usd, time.time()),
             )
+
+
+class AnswerCache:
+    """The earlier answer to a request, from this folder's store, else the shared cache."""
+
+    def __init__(self, store: Store, shared: SharedCache | None) -> None:
+        self._store = store
+        self._shared = shared
+
+    async def lookup(self, key: str) -> CachedAnswer | None:
+        """The answer, or None. A folder's answer whose files are gone or no longer
+        images is a miss (the caller checks the images again before using them)."""
+        local = self._store.cached_request(key)
+        if local is not None:
+            files, text, cost = local
+            paths = [self._store.out / f for f in files]
+            try:
+                datas = await asyncio.to_thread(lambda: [p.read_bytes() for p in paths])
+            except OSError:
+                datas = []
+            mimes = [sniff_mime(d[:16]) for d in datas]
+            if datas and all(mimes):
+                images = tuple(GeneratedImage(m, d) for m, d in zip(mimes, datas, strict=True) if m)
+                return CachedAnswer(images, text, cost)
+        if self._shared is not None:
+            return await asyncio.to_thread(self._shared.get, key)
+        return None
+
+    async def share(self, key: str, answer: CachedAnswer) -> None:
+        """Offer a new answer to the shared cache, if there is one (this folder's
+        request cache is a store row: the pool's ledger writes it)."""
+        if self._shared is not None:
+            await asyncio.to_thread(self._shared.put, key, answer)

@@ -1,6 +1,6 @@
 """Progress display: a tqdm bar on a terminal, a plain line every few seconds otherwise.
 
-Both read the scheduler's `Counters`; neither ever sees the API key.
+Both read the pool's `Counters`; neither ever sees the API key.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from batchgen.engine.pool import Counters
+from batchgen.models import Counters
 
 
 def _fields(c: Counters) -> str:

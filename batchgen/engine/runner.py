@@ -1,6 +1,6 @@
 """pipeline: job sources and a `RunConfig` in, a finished (or cleanly stopped) run out.
 
-Wires the stages in the design's order — reader, planner, scheduler (client,
+Wires the stages in the design's order — reader, planner, pool (client,
 sink), store, report — and owns the run's lifecycle: the state lock, signal
 handling (first Ctrl-C/SIGTERM drains, the second cancels), and the `finally`
 that always commits the store and rewrites the report. The inputs (job files,
@@ -25,12 +25,14 @@ from typing import Any
 import aiohttp
 
 from batchgen.config import RunConfig
+from batchgen.engine.budget import Budget
 from batchgen.engine.cache import SharedCache
 from batchgen.engine.limiter import Pacer
 from batchgen.engine.planner import SETTLED_INPUTS, Plan, plan, settled, sources_digest
-from batchgen.engine.pool import Budget, Counters, Scheduler, StopReason
+from batchgen.engine.pool import Pool
 from batchgen.engine.pricing import PriceTable
 from batchgen.engine.progress import Progress
+from batchgen.engine.sender import http_sender
 from batchgen.errors import (
     EXIT_ABORTED,
     EXIT_INTERRUPTED,
@@ -41,7 +43,7 @@ from batchgen.errors import (
 )
 from batchgen.jobs import reader
 from batchgen.jobs.inputs import FileSource, JobSource
-from batchgen.models import Job
+from batchgen.models import Counters, Job, StopKind, StopReason
 from batchgen.output.sink import SHARD_THRESHOLD, DiskFullError, clean_temporaries, is_disk_full
 from batchgen.report.summary import summarize, write_reports
 from batchgen.store import DB_NAME, STATE_DIR, Store
@@ -142,7 +144,7 @@ async def arun_sources(
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM raises KeyboardInterrupt, like Ctrl-C, while validating, planning and
-    writing the report (the scheduler has its own two-stage handlers in between), so
+    writing the report (the pool has its own two-stage handlers in between), so
     a supervisor's stop never kills the run without its `finally`."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -179,7 +181,7 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
             try:
                 with store.transaction():
                     store.end_run(result.exit_code)
-                if result.stop is not None and result.stop.kind == "budget":
+                if result.stop is not None and result.stop.kind is StopKind.BUDGET:
                     result.left = _left_to_run(store, config, prices)
                 # A stopped run exits within seconds; the next report makes missing previews.
                 budget = None if result.stop is None else THUMB_BUDGET_ON_STOP
@@ -302,10 +304,10 @@ async def _schedule(
     connector = aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=config.concurrency)
     shared = SharedCache(config.cache_dir) if config.cache_dir is not None else None
     async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
-        scheduler = Scheduler(
+        pool = Pool(
             config,
             store,
-            session,
+            http_sender(session, config),
             prices=prices,
             pacer=Pacer(config.rpm),
             budget=Budget(config.budget, store.spent()),
@@ -327,9 +329,11 @@ async def _schedule(
                     "interrupt again to stop at once",
                     config.grace_seconds,
                 )
-                scheduler.request_stop(
+                pool.request_stop(
                     StopReason(
-                        "interrupted", "interrupted: finishing in-flight requests", EXIT_INTERRUPTED
+                        StopKind.INTERRUPTED,
+                        "interrupted: finishing in-flight requests",
+                        EXIT_INTERRUPTED,
                     )
                 )
             elif task is not None:
@@ -342,12 +346,12 @@ async def _schedule(
                 loop.add_signal_handler(sig, on_signal)
                 installed.append(sig)
         try:
-            result.counters = await scheduler.run(store.pending(config.limit))
+            result.counters = await pool.run(store.pending(config.limit))
         except asyncio.CancelledError:
             if interrupts < 2:
                 raise
-            scheduler.stop = scheduler.stop or StopReason(
-                "interrupted", "interrupted", EXIT_INTERRUPTED
+            pool.stop = pool.stop or StopReason(
+                StopKind.INTERRUPTED, "interrupted", EXIT_INTERRUPTED
             )
         finally:
             for sig in installed:
@@ -356,9 +360,9 @@ async def _schedule(
                 handler = previous[sig]
                 if handler is not None:
                     signal.signal(sig, handler)
-            result.stop = scheduler.stop
-            result.counters = scheduler.counters
-            progress.close(scheduler.counters)
+            result.stop = pool.stop
+            result.counters = pool.counters
+            progress.close(pool.counters)
             if shared is not None:
                 shared.close()
 

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from batchgen.errors import AbortError
-from batchgen.models import GeneratedImage
+from batchgen.models import GeneratedImage, StopKind
 from batchgen.output.atomic import TEMP_PREFIX, write_bytes
 from batchgen.output.mime import extension_for
 
@@ -44,6 +44,8 @@ SHARD_THRESHOLD = 10_000
 
 class DiskFullError(AbortError):
     """Raised when the disk is full: the run stops, nothing is marked done."""
+
+    kind = StopKind.DISK
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from batchgen.errors import AbortError, StateError
+from batchgen.models import StopKind
 
 STATE_DIR = ".batchgen"
 DB_NAME = "state.sqlite"
@@ -128,7 +129,8 @@ class _Connection(sqlite3.Connection):
             if code == sqlite3.SQLITE_FULL:
                 raise AbortError(
                     f"disk full while writing the state {self.path}; free some space and run "
-                    "the same command again (finished images are kept)"
+                    "the same command again (finished images are kept)",
+                    kind=StopKind.DISK,
                 ) from exc
             if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
                 raise StateError(corrupt_message(self.path, exc)) from exc

@@ -1,0 +1,45 @@
+"""sender: a model and a request body in, the answer's `Outcome` out.
+
+The pool sends through a `Sender`, so that it can be driven without HTTP (its
+tests script the outcomes). `http_sender` is the real one: one aiohttp POST
+per call, the key in a header, the answer classified by the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Protocol
+
+import aiohttp
+
+from batchgen.config import RunConfig
+from batchgen.models import Outcome
+from batchgen.output import client
+
+
+class Sender(Protocol):
+    """Sends one request; never raises for trouble on the way (it is an outcome)."""
+
+    def __call__(self, model: str, body: bytes, /) -> Awaitable[Outcome]: ...
+
+
+def http_sender(session: aiohttp.ClientSession, config: RunConfig) -> Sender:
+    """Requests to `config`'s endpoint over `session`."""
+    headers = {
+        "Content-Type": "application/json",
+        **config.extra_headers,
+        **config.auth_headers(),
+    }
+
+    def send(model: str, body: bytes, /) -> Awaitable[Outcome]:
+        # Returns the client's coroutine itself: no extra frame per request.
+        return client.send(
+            session,
+            config.endpoint(model),
+            body,
+            headers,
+            timeout_s=config.timeout,
+            max_bytes=config.max_response_bytes,
+        )
+
+    return send

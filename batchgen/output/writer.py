@@ -1,0 +1,143 @@
+"""writer: an answer's images in, files on disk and what was written (`Written`) out.
+
+Each answer is checked (every image must parse: a right signature before
+garbage, or a cut-off body, is never a finished image), written atomically by
+the sink, resized to the job's platform sizes, and given its gallery preview
+as it lands. Where that happens is the one decision here: on the event loop
+or on a writer thread (`Writer.save`), by how busy the loop is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from batchgen.models import GeneratedImage, Job
+from batchgen.output import client
+from batchgen.output.handoff import Handoff
+from batchgen.output.mime import extension_for
+from batchgen.output.sink import write_images, write_sizes
+from batchgen.output.thumbs import is_own_preview, preview
+
+#: Image output (check, write, sizes, previews) runs on its own threads, one per
+#: core: more only fight over the GIL. They take answers in batches (`Handoff`).
+WRITER_THREADS = min(8, os.cpu_count() or 2)
+
+#: Answers up to this many image bytes are checked and written on the loop while
+#: the loop is busier than `BUSY_LOOP` (its thread's CPU over wall time, sampled
+#: every `LOAD_PERIOD_S`): see `Writer.save`.
+INLINE_BYTES = 256 * 1024
+BUSY_LOOP = 0.6
+LOAD_PERIOD_S = 0.5
+
+
+@dataclass(slots=True)
+class Written:
+    """What was put on disk for one answer (paths relative to OUT)."""
+
+    images: list[str]
+    #: Platform sizes: (path, upscaled?).
+    sized: list[tuple[str, bool]]
+    preview: str | None
+
+    @property
+    def files(self) -> list[str]:
+        """Every file of the job, as its store row lists them: images, then sizes."""
+        return self.images + [path for path, _up in self.sized]
+
+    @property
+    def upscaled(self) -> list[str]:
+        return [path for path, up in self.sized if up]
+
+
+class Writer:
+    """Writes answers under one output folder, on the loop or on its threads."""
+
+    def __init__(
+        self, out: Path, *, sharded: bool, thumbnails: bool, threads: int | None = None
+    ) -> None:
+        self.out = out
+        self.sharded = sharded
+        self.thumbnails = thumbnails
+        count = WRITER_THREADS if threads is None else threads
+        self._threads = Handoff(count, name="batchgen-writer")
+        #: Share of the last `LOAD_PERIOD_S` the loop's thread was on the CPU.
+        self._loop_busy = 0.0
+        self._load_mark = (0.0, 0.0)
+        self._load_timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Begin sampling the loop's load (call on the loop that will `save`)."""
+        self._sample_load()
+
+    def close(self) -> None:
+        """Stop sampling; queued writes are dropped, running ones finish."""
+        if self._load_timer is not None:
+            self._load_timer.cancel()
+            self._load_timer = None
+        self._threads.close()
+
+    def _sample_load(self) -> None:
+        """Measure how busy the loop's thread was since the last sample (for `save`)."""
+        loop = asyncio.get_running_loop()
+        now, cpu = loop.time(), time.thread_time()
+        wall_then, cpu_then = self._load_mark
+        if wall_then:
+            self._loop_busy = (cpu - cpu_then) / max(now - wall_then, 1e-6)
+        self._load_mark = (now, cpu)
+        self._load_timer = loop.call_later(LOAD_PERIOD_S, self._sample_load)
+
+    async def save(self, job: Job, images: tuple[GeneratedImage, ...]) -> Written | None:
+        """Check and write an answer's images: None when one does not parse.
+
+        When the event loop is busy (it, not the API, bounds the run), a small
+        answer that needs no decoding (no platform sizes, no preview to make) is
+        written right here on the loop: handing it to a thread cost the loop more
+        than the write, and the threads' GIL hand-overs stalled it (measured at
+        zero latency: ~0.2 ms a job). Otherwise the loop has time to spare and
+        should spend it reading answers promptly (at 0.2 s latency, writing on
+        the loop cost 1.5 % of C/L), so everything goes to a writer thread.
+        """
+        inline = self._loop_busy > BUSY_LOOP and not job.sizes
+        if not inline or sum(len(image.data) for image in images) > INLINE_BYTES:
+            return await self._threads.submit(self._check_and_write, job, images)
+        dims = _dims(images)
+        if dims is None:
+            return None
+        first = dims[0]
+        head = images[0]
+        if self.thumbnails and not is_own_preview(_suffix(head), first, len(head.data)):
+            return await self._threads.submit(self._write, job, images, first)
+        return self._write(job, images, first)
+
+    def _check_and_write(self, job: Job, images: tuple[GeneratedImage, ...]) -> Written | None:
+        dims = _dims(images)
+        return None if dims is None else self._write(job, images, dims[0])
+
+    def _write(
+        self, job: Job, images: tuple[GeneratedImage, ...], first: tuple[int, int]
+    ) -> Written:
+        """The images, their platform sizes, and the first one's preview (made now,
+        as it lands, so the report never has to make them all; the gallery shows
+        only that one). `first` is the first image's pixel size."""
+        out = self.out
+        files = write_images(out, job.id, images, sharded=self.sharded)
+        sized = write_sizes(out, job.id, images[0].data, job.sizes) if job.sizes else []
+        nbytes = len(images[0].data)
+        shown = preview(out, files[0], first, nbytes) if self.thumbnails else None
+        return Written(files, sized, shown)
+
+
+def _dims(images: tuple[GeneratedImage, ...]) -> list[tuple[int, int]] | None:
+    """Every image's pixel size, or None when one does not parse (or there is none)."""
+    dims = [client.image_size(image.data, image.mime_type) for image in images]
+    if not dims or None in dims:
+        return None
+    return [d for d in dims if d is not None]
+
+
+def _suffix(image: GeneratedImage) -> str:
+    return "." + extension_for(image.mime_type)
