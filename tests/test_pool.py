@@ -37,7 +37,9 @@ from batchgen.models import (
     StopKind,
     Usage,
 )
-from batchgen.store.db import DB_NAME, STATE_DIR, Known, Store
+from batchgen.store import Store
+from batchgen.store.db import DB_NAME, STATE_DIR
+from batchgen.store.jobs import Known
 from tests.conftest import KEY, make_config, write_jobs
 from tests.test_limiter import FakeClock
 

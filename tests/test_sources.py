@@ -376,9 +376,9 @@ def test_records_from_python_run_without_a_job_file(
     }
     assert state_files(out) <= {"lock", DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"}
     with Store(out, readonly=True) as store:
-        d1 = store.job_json("d1")
+        d1 = store.job("d1")
     assert d1 is not None
-    assert d1["images"] == [str(tmp_path / "ref.png")]
+    assert d1.images == (str(tmp_path / "ref.png"),)
 
 
 def test_a_generator_of_records_is_streamed_and_resumed(tmp_path: Path) -> None:

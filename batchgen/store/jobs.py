@@ -59,6 +59,11 @@ class JobsTable(RunsTable):
             return None
         return Known(Status(row[0]), row[1], tuple(json.loads(row[2])))
 
+    def job(self, job_id: str) -> Job | None:
+        """The job as it was last planned (its stored form), or None."""
+        row = self.db.execute("SELECT job FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return None if row is None else job_from_json(row[0])
+
     def plan(self, job: Job, fingerprint: str, *, reset: bool) -> None:
         """Mark `job` as wanted by this run. `reset` starts it afresh (new or changed
         request, or a retry of a failed one); otherwise only its plan mark moves."""
