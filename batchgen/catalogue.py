@@ -167,6 +167,18 @@ class Catalogue:
         """The default a new user should get (exactly one; checked at load)."""
         return next(m for m in self.models.values() if m.recommended)
 
+    def successor(self, model_id: str) -> ModelInfo | None:
+        """Where to move from `model_id`: its replacement, followed through
+        replacements that are themselves deprecated or retired, to one in good
+        standing; None when there is none (or the model is in good standing)."""
+        info, seen = self.get(model_id), set()
+        while info is not None and info.replacement is not None and info.id not in seen:
+            seen.add(info.id)
+            info = self.get(info.replacement)
+            if info is not None and info.served and info.status is not ModelStatus.DEPRECATED:
+                return info
+        return None
+
     def served(self) -> tuple[ModelInfo, ...]:
         """Models the API still answers for, in catalogue order."""
         return tuple(m for m in self.models.values() if m.served)

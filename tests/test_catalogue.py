@@ -4,6 +4,7 @@ refusals that name the file and the key."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from batchgen.catalogue import (
     Tier,
     load_catalogue,
 )
+from batchgen.cli.main import main
 from batchgen.errors import EXIT_USAGE
 from batchgen.models import ASPECT_RATIOS
 
@@ -305,3 +307,75 @@ def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     with pytest.raises(CatalogueError, match=f"{missing}: cannot read the models file"):
         load_catalogue(missing)
+
+
+def test_successor_follows_replacements_to_a_model_in_good_standing(cat: Catalogue) -> None:
+    def successor(model_id: str) -> str | None:
+        found = cat.successor(model_id)
+        return found.id if found else None
+
+    assert successor("gemini-3-pro-image-preview") == "gemini-3-pro-image"
+    # 2.5 Flash -> 3.1 Flash (itself deprecated) -> Nano Banana 2.1
+    assert successor("gemini-2.5-flash-image") == "gemini-nano-banana-2.1"
+    assert successor("gemini-3.1-flash-image-preview") == "gemini-nano-banana-2.1"
+    assert successor("gemini-3-pro-image") is None
+    assert successor("gemini-unknown") is None
+
+
+def test_successor_survives_a_cycle(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[models."gemini-3-pro-image"]\nstatus = "deprecated"\n'
+        'replacement = "gemini-3-pro-image-preview"\n',
+    )
+    assert load_catalogue(path).successor("gemini-3-pro-image") is None
+
+
+# -- batchgen models ---------------------------------------------------------
+
+
+def test_models_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    rows: dict[str, str] = {}
+    for line in out.splitlines():
+        if line.startswith("gemini-"):
+            rows.setdefault(line.split()[0], line)
+    assert "gemini-nano-banana-2.1 *" in out
+    assert rows["gemini-3-pro-image"].split()[-3:] == ["1K", "$0.1344", "$0.0672"]
+    assert "512 1K 2K 4K" in rows["gemini-3.1-flash-image"]
+    assert "$0.0387" in rows["gemini-2.5-flash-image"]
+    assert "  gemini-3-pro-image-preview since 2026-06-25; use gemini-3-pro-image" in out
+    assert "ratios 14 (B): 1:1 1:4 1:8" in out
+
+
+def test_models_command_json_for_scripts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, '[models."gemini-3-pro-image".prices]\nimage_output = 100.0\n')
+    assert main(["models", "--json", "--models", str(path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["recommended"] == "gemini-nano-banana-2.1"
+    assert doc["sources"] == ["batchgen/catalogue.toml", str(path)]
+    models = {m["id"]: m for m in doc["models"]}
+    pro = models["gemini-3-pro-image"]
+    assert pro["per_image"]["2K"] == {
+        "tokens": 1120,
+        "standard": pytest.approx(0.112),
+        "batch": pytest.approx(0.056),
+        "flex": pytest.approx(0.056),
+    }
+    assert pro["pixels"]["4K"]["16:9"] == [5504, 3072]
+    assert models["gemini-2.5-flash-image"]["per_image"]["default"]["tokens"] == 1290
+    assert models["gemini-3-pro-image-preview"]["status"] == "retired"
+    assert models["gemini-3-pro-image-preview"]["successor"] == "gemini-3-pro-image"
+
+
+def test_models_command_refuses_a_bad_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, '[models."gemini-3-pro-image"]\nimage_sizes = ["2k"]\n')
+    assert main(["models", "--models", str(path)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f'batchgen: {path}: models."gemini-3-pro-image".image_sizes:')
+    assert "Traceback" not in err
