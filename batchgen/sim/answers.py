@@ -31,6 +31,7 @@ THOUGHT_TEXT = (
     "before drawing, then checking the draft against the request."
 )
 _DEFAULT_TEXT_TOKENS = wire.text_tokens(DEFAULT_TEXT)
+_Reference = tuple[images.Colour, tuple[int, int]]
 _SEP = (",", ":")
 
 
@@ -58,18 +59,21 @@ class Composer:
             h.update(data)
         return h.digest()
 
-    def size_of(self, parsed: ParsedRequest, info: ModelInfo) -> tuple[int, int]:
+    def size_of(
+        self, parsed: ParsedRequest, info: ModelInfo, refs: list[_Reference] | None = None
+    ) -> tuple[int, int]:
         """The answer's pixel size: the model's, for the ratio asked (an edit
         without one follows its first input's shape) and size, times the scale."""
         ratio = parsed.aspect_ratio
         if ratio is None:
-            ref = next((r for r in self._references(parsed)), None)
-            ratio = self.book.closest_ratio(info, *ref[1]) if ref else "1:1"
+            refs = self._references(parsed) if refs is None else refs
+            ratio = self.book.closest_ratio(info, *refs[0][1]) if refs else "1:1"
         width, height = info.pixels(ratio, parsed.image_size) or (1024, 1024)
         scale = self.config.scale
         return max(1, round(width * scale)), max(1, round(height * scale))
 
-    def _references(self, parsed: ParsedRequest) -> list[tuple[images.Colour, tuple[int, int]]]:
+    def _references(self, parsed: ParsedRequest) -> list[_Reference]:
+        """Average colour and size of the first two inputs Pillow can read."""
         return [r for r in (images.inspect_reference(d) for _, d in parsed.images[:2]) if r]
 
     def image(
@@ -85,7 +89,7 @@ class Composer:
         refs = self._references(parsed)
         if refs:  # the edit's output carries its references' colours
             colours = (colours[0], refs[0][0], refs[1][0] if len(refs) > 1 else colours[2])
-        width, height = size or self.size_of(parsed, info)
+        width, height = size or self.size_of(parsed, info, refs)
         if self.config.noise:
             seed = int.from_bytes(digest[9:17], "big")
             png = images.make_png(width, height, colours, seed)
