@@ -553,3 +553,50 @@ async def test_a_run_saves_final_images_only_under_their_real_type(tmp_path: Pat
             assert im.size == small((1024, 1024))  # the final image, not a half-size draft
     report = json.loads((out / "report.json").read_text())
     assert {row["status"] for row in report["jobs"]} == {"done"}
+
+
+def test_a_users_catalogue_file_changes_what_is_served(tmp_path: Path) -> None:
+    models = tmp_path / "models.toml"
+    models.write_text(
+        """
+[pixels.mine]
+"1K" = { "1:1" = "1000x1000", "2:1" = "1400x700" }
+"2K" = { "1:1" = "2000x2000", "2:1" = "2800x1400" }
+
+[models."gemini-4-image"]
+nickname = "Nano Banana 4"
+status = "preview"
+image_sizes = ["1K", "2K"]
+aspect_ratios = ["1:1", "2:1"]
+pixels = "mine"
+thinking = true
+prices = { input = 1.0, image_output = 40.0 }
+image_tokens = { "1K" = 1000, "2K" = 1500 }
+
+[models."gemini-3.1-flash-lite-image"]
+status = "retired"
+replacement = "gemini-4-image"
+""",
+        encoding="utf-8",
+    )
+    with SimulatorThread(SimConfig(size_scale=0.1, models_file=models)) as custom:
+        client = genai.Client(
+            api_key="k", http_options=types.HttpOptions(base_url=custom.base_url + "/")
+        )
+        try:
+            response = client.models.generate_content(
+                model="gemini-4-image", contents="a kite", config=config("2:1", "2K")
+            )
+            names = [m.name for m in client.models.list()]
+            with pytest.raises(errors.ClientError) as caught:
+                client.models.generate_content(
+                    model="gemini-3.1-flash-lite-image", contents="a kite"
+                )
+        finally:
+            client.close()
+    assert pixels(final_image(response)[0]) == (280, 140)
+    assert response.usage_metadata is not None
+    assert response.usage_metadata.thoughts_token_count
+    assert "models/gemini-4-image" in names
+    assert "models/gemini-3.1-flash-lite-image" not in names
+    assert caught.value.code == 404

@@ -18,6 +18,7 @@ import asyncio
 import json
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -67,7 +68,8 @@ class SimState(Responder):
             config.rpm, config.rpd, window=config.quota_window_s, day=config.quota_day_s
         )
         self._keys = config.accepted_keys
-        self._book = served.ModelBook(config.models)
+        models_file = Path(config.models_file) if config.models_file is not None else None
+        self._book = served.ModelBook(config.models, models_file)
         self._compose = Composer(config, self._book)
         self._faults = dict(config.faults)
         self._script = {k: tuple(v) for k, v in (config.script or {}).items()}
@@ -161,7 +163,8 @@ class SimState(Responder):
             return self._html(ex, 413, "too_large", wire.TOO_LARGE_PAGE)
         ex.bytes_in = len(body)
         try:
-            parsed = parse_count(body) if method == "countTokens" else parse_request(body)
+            parse = parse_count if method == "countTokens" else parse_request
+            parsed = parse(body, self._book.ratios)
             served.check(parsed, info)
         except BadRequest as exc:
             doc = wire.invalid_argument(str(exc), exc.field, violation=exc.violation)

@@ -82,7 +82,7 @@ _COUNT = _names("contents generate_content_request")
 
 @lru_cache(maxsize=1)
 def known_ratios() -> frozenset[str]:
-    """Every aspect ratio some served model takes: others are refused outright."""
+    """Every aspect ratio some built-in model takes: others are refused outright."""
     return frozenset(r for m in load_catalogue().served() for r in m.ratios)
 
 
@@ -123,22 +123,23 @@ def _load(body: bytes) -> dict[str, Any]:
     return doc
 
 
-def parse_request(body: bytes) -> ParsedRequest:
-    """Parse and validate a request body, or raise `BadRequest`."""
-    return _parse_doc(_load(body))
+def parse_request(body: bytes, ratios: frozenset[str] | None = None) -> ParsedRequest:
+    """Parse and validate a request body, or raise `BadRequest`. An aspect
+    ratio outside `ratios` (default: every one a built-in model takes) is refused."""
+    return _parse_doc(_load(body), ratios or known_ratios())
 
 
-def parse_count(body: bytes) -> ParsedRequest:
+def parse_count(body: bytes, ratios: frozenset[str] | None = None) -> ParsedRequest:
     """A ``countTokens`` body: ``contents``, or a whole ``generateContentRequest``."""
     doc = _load(body)
     _check_names(doc, _COUNT, "")
     inner = _get(doc, "generateContentRequest", "generate_content_request")
     if isinstance(inner, dict):
-        return _parse_doc(inner)
-    return _parse_doc({"contents": doc.get("contents")})
+        return _parse_doc(inner, ratios or known_ratios())
+    return _parse_doc({"contents": doc.get("contents")}, ratios or known_ratios())
 
 
-def _parse_doc(doc: dict[str, Any]) -> ParsedRequest:
+def _parse_doc(doc: dict[str, Any], ratios: frozenset[str]) -> ParsedRequest:
     _check_names(doc, _REQUEST, "")
     config = _get(doc, "generationConfig", "generation_config") or {}
     if not isinstance(config, dict):
@@ -161,17 +162,16 @@ def _parse_doc(doc: dict[str, Any]) -> ParsedRequest:
     return ParsedRequest(
         prompt="\n".join(texts),
         images=tuple(images),
-        aspect_ratio=_ratio(_get(image_config, "aspectRatio", "aspect_ratio")),
+        aspect_ratio=_ratio(_get(image_config, "aspectRatio", "aspect_ratio"), ratios),
         modalities=tuple(str(m).upper() for m in modalities),
         image_size=_size(_get(image_config, "imageSize", "image_size")),
         unsigned_image=unsigned,
     )
 
 
-def _ratio(ratio: Any) -> str | None:
+def _ratio(ratio: Any, known: frozenset[str]) -> str | None:
     if ratio is None:
         return None
-    known = known_ratios()
     if not isinstance(ratio, str) or ratio not in known:
         supported = ", ".join(sorted(known, key=_ratio_order))
         raise BadRequest(

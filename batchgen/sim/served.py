@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from pathlib import Path
 
 from batchgen.catalogue import ModelInfo, ModelStatus, load_catalogue
 from batchgen.sim import wire
@@ -29,8 +30,8 @@ DEFAULT_LIMITS = (32768, 32768)
 class ModelBook:
     """The served models by id, with the shapes used to pick a ratio for an edit."""
 
-    def __init__(self, extra_ids: Iterable[str] = ()) -> None:
-        catalogue = load_catalogue()
+    def __init__(self, extra_ids: Iterable[str] = (), models_file: Path | None = None) -> None:
+        catalogue = load_catalogue(models_file)
         self.models: dict[str, ModelInfo] = {m.id: m for m in catalogue.served()}
         legacy = catalogue.get(LEGACY_MODEL)
         assert legacy is not None, "the built-in catalogue always has the legacy model"
@@ -39,6 +40,8 @@ class ModelBook:
                 self.models[model_id] = replace(
                     legacy, id=model_id, nickname=model_id, status=ModelStatus.GA
                 )
+        #: Every ratio some served model takes: a request naming another is refused.
+        self.ratios = frozenset(r for m in self.models.values() for r in m.ratios)
         self._shapes = {
             mid: {r: math.log(w / h) for r in m.ratios for w, h in [m.pixels(r) or (1, 1)]}
             for mid, m in self.models.items()
