@@ -125,6 +125,9 @@ class Job:
     variant: int | None = None
     #: Platform size presets (e.g. ``amazon``) resized locally after generation.
     sizes: tuple[str, ...] = ()
+    #: The model's output size (``imageConfig.imageSize``: "512", "1K", "2K", "4K");
+    #: None: the model's default.
+    image_size: str | None = None
     #: Where the job came from, for error messages and `failed.jsonl`.
     source: str = ""
     line: int = 0
@@ -149,6 +152,13 @@ class Usage:
     output_tokens: int = 0
     output_image_tokens: int = 0
     total_tokens: int = 0
+    #: Thinking (``thoughtsTokenCount``): billed at the text-output rate, and
+    #: not part of `output_tokens` (``candidatesTokenCount``).
+    thoughts_tokens: int = 0
+    #: ``candidatesTokensDetails`` TEXT, and ``promptTokensDetails`` by modality.
+    output_text_tokens: int = 0
+    prompt_text_tokens: int = 0
+    prompt_image_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -239,3 +239,106 @@ def test_image_size_refuses_what_is_not_a_whole_image() -> None:
     assert client.image_size(bytes(damaged), "image/png") is None
     assert client.image_size(png, "image/jpeg") is None  # not what it was sniffed as
     assert client.image_size(b"", "image/png") is None
+
+
+# -- the Gemini 3 family: thinking models, sizes, relabelled bytes ------------
+
+
+def thinking_answer(final: dict[str, Any], *, usage: dict[str, Any] | None = None) -> bytes:
+    """An answer shaped like 3 Pro's: thought text, two thought images, a text
+    part and the final image, each after the thoughts carrying a signature."""
+    thought_png = PNG + b"thought"
+    parts = [
+        {"text": "**Composing** a calm product shot", "thought": True},
+        {**img(thought_png), "thought": True},
+        {**img(JPEG, "image/jpeg"), "thought": True},
+        {"text": "Here is the watch.", "thoughtSignature": "c2ln"},
+        {**final, "thoughtSignature": "c2lnbmF0dXJl"},
+    ]
+    body: dict[str, Any] = {
+        "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}]
+    }
+    if usage is not None:
+        body["usageMetadata"] = usage
+    return json.dumps(body).encode()
+
+
+class TestThinkingModels:
+    def test_thought_text_and_images_are_never_outputs(self) -> None:
+        out = classify(200, {}, thinking_answer(img()))
+        assert out.kind is OutcomeKind.OK
+        assert [i.data for i in out.images] == [PNG]  # the final image only
+        assert out.text == "Here is the watch."
+
+    def test_only_thought_images_is_no_image(self) -> None:
+        parts = [{"text": "drafting", "thought": True}, {**img(), "thought": True}]
+        out = classify(200, {}, ok_body(*parts))
+        assert out.kind is OutcomeKind.NO_IMAGE
+        assert out.images == ()
+        assert "thought" not in out.message
+        assert out.text == ""
+
+    def test_final_image_is_the_first_image_without_thought(self) -> None:
+        body = ok_body({**img(JPEG, "image/jpeg"), "thought": True}, img(), img(JPEG))
+        out = classify(200, {}, body)
+        assert out.images[0].data == PNG
+
+    def test_jpeg_bytes_labelled_png_are_saved_as_jpg(self) -> None:
+        from batchgen.output.mime import extension_for
+
+        out = classify(200, {}, thinking_answer(img(JPEG, "image/png")))
+        (image,) = out.images
+        assert image.mime_type == "image/jpeg"
+        assert extension_for(image.mime_type) == "jpg"
+
+    def test_usage_with_thoughts_and_modalities(self) -> None:
+        usage = {
+            "promptTokenCount": 571,
+            "candidatesTokenCount": 1125,
+            "thoughtsTokenCount": 231,
+            "totalTokenCount": 1927,
+            "promptTokensDetails": [
+                {"modality": "TEXT", "tokenCount": 11},
+                {"modality": "IMAGE", "tokenCount": 560},
+            ],
+            "candidatesTokensDetails": [
+                {"modality": "IMAGE", "tokenCount": 1120},
+                {"modality": "TEXT", "tokenCount": 5},
+            ],
+        }
+        out = classify(200, {}, thinking_answer(img(), usage=usage))
+        assert out.usage is not None
+        assert out.usage.prompt_tokens == 571
+        assert out.usage.output_tokens == 1125
+        assert out.usage.thoughts_tokens == 231
+        assert out.usage.total_tokens == 1927
+        assert (out.usage.output_image_tokens, out.usage.output_text_tokens) == (1120, 5)
+        assert (out.usage.prompt_text_tokens, out.usage.prompt_image_tokens) == (11, 560)
+
+    def test_usage_without_thoughts_keeps_its_old_reading(self) -> None:
+        out = classify(200, {}, ok_body(img()))
+        assert out.usage is not None
+        assert out.usage.thoughts_tokens == 0
+        assert out.usage.output_image_tokens == 1290
+        assert out.usage.prompt_image_tokens == 0
+
+
+class TestRequestForNewModels:
+    def test_image_size_goes_in_image_config(self) -> None:
+        job = Job(id="a", prompt="a watch", aspect_ratio="4:5", image_size="2K")
+        body = build_request(job, [])
+        assert body["generationConfig"]["imageConfig"] == {"aspectRatio": "4:5", "imageSize": "2K"}
+        body = build_request(Job(id="a", prompt="a watch", image_size="512"), [])
+        assert body["generationConfig"]["imageConfig"] == {"imageSize": "512"}
+
+    def test_no_size_sends_no_image_size(self) -> None:
+        body = build_request(Job(id="a", prompt="a watch", aspect_ratio="1:1"), [])
+        assert "imageSize" not in body["generationConfig"]["imageConfig"]
+
+    def test_references_are_labelled_from_their_bytes(self) -> None:
+        body = build_request(Job(id="a", prompt="edit"), [("image/png", JPEG), ("image/x", PNG)])
+        labels = [p["inlineData"]["mimeType"] for p in body["contents"][0]["parts"][1:]]
+        assert labels == ["image/jpeg", "image/png"]
+        # Bytes that are no known image keep the label they were given.
+        body = build_request(Job(id="a", prompt="edit"), [("image/heic", b"....ftypheic")])
+        assert body["contents"][0]["parts"][1]["inlineData"]["mimeType"] == "image/heic"

@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     from batchgen.cli.expand import register as register_expand
 
     register_expand(sub)
+    from batchgen.cli.models import register as register_models
+
+    register_models(sub)
     return parser
 
 

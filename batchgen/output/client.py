@@ -44,13 +44,22 @@ def build_request(
     job: Job, references: Sequence[tuple[str, bytes]], *, image_only: bool = False
 ) -> dict[str, Any]:
     """The REST `generateContent` body: the prompt, then each reference image
-    inline in the order given (order matters to prompts that say "the first image")."""
+    inline in the order given (order matters to prompts that say "the first image").
+
+    A reference is labelled from its bytes, the given label serving only when
+    they are no known image: JPEG bytes labelled PNG are a 400 on 3.1 Flash."""
     parts: list[dict[str, Any]] = [{"text": job.prompt}]
     for mime, data in references:
-        parts.append({"inlineData": {"mimeType": mime, "data": base64.b64encode(data).decode()}})
+        label = sniff_mime(data[:16]) or mime
+        parts.append({"inlineData": {"mimeType": label, "data": base64.b64encode(data).decode()}})
     config: dict[str, Any] = {"responseModalities": ["IMAGE"] if image_only else ["TEXT", "IMAGE"]}
+    image_config: dict[str, str] = {}
     if job.aspect_ratio:
-        config["imageConfig"] = {"aspectRatio": job.aspect_ratio}
+        image_config["aspectRatio"] = job.aspect_ratio
+    if job.image_size:
+        image_config["imageSize"] = job.image_size
+    if image_config:
+        config["imageConfig"] = image_config
     return {"contents": [{"role": "user", "parts": parts}], "generationConfig": config}
 
 
@@ -58,20 +67,32 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def parse_usage(meta: Any) -> Usage | None:
-    if not isinstance(meta, dict):
-        return None
-    image_tokens = 0
-    details = meta.get("candidatesTokensDetails")
+def _by_modality(details: Any) -> dict[str, int]:
+    """``[{modality, tokenCount}, ...]`` summed per modality (TEXT, IMAGE, ...)."""
+    out: dict[str, int] = {}
     if isinstance(details, list):
         for d in details:
-            if isinstance(d, dict) and d.get("modality") == "IMAGE":
-                image_tokens += _int(d.get("tokenCount"))
+            if isinstance(d, dict) and isinstance(d.get("modality"), str):
+                out[d["modality"]] = out.get(d["modality"], 0) + _int(d.get("tokenCount"))
+    return out
+
+
+def parse_usage(meta: Any) -> Usage | None:
+    """`usageMetadata` as a `Usage`. Thinking models add ``thoughtsTokenCount``,
+    which ``candidatesTokenCount`` does not include and the text-output rate bills."""
+    if not isinstance(meta, dict):
+        return None
+    out = _by_modality(meta.get("candidatesTokensDetails"))
+    prompt = _by_modality(meta.get("promptTokensDetails"))
     return Usage(
         prompt_tokens=_int(meta.get("promptTokenCount")),
         output_tokens=_int(meta.get("candidatesTokenCount")),
-        output_image_tokens=image_tokens,
+        output_image_tokens=out.get("IMAGE", 0),
         total_tokens=_int(meta.get("totalTokenCount")),
+        thoughts_tokens=_int(meta.get("thoughtsTokenCount")),
+        output_text_tokens=out.get("TEXT", 0),
+        prompt_text_tokens=prompt.get("TEXT", 0),
+        prompt_image_tokens=prompt.get("IMAGE", 0),
     )
 
 
@@ -144,6 +165,7 @@ def parse_success(body: Mapping[str, Any]) -> Outcome:
         if not isinstance(parts, list):
             continue
         for part in parts:
+            # Thinking models show interim thought text and images: free, never outputs.
             if not isinstance(part, dict) or part.get("thought") is True:
                 continue
             if isinstance(part.get("text"), str):

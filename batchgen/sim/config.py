@@ -76,6 +76,9 @@ class SimConfig:
     stats_cap: int = 100_000
     #: How many `RequestRecord`s `SimStats.recent` keeps.
     recent_cap: int = 1000
+    #: A model catalogue file merged over the built-in one (as ``--models FILE``):
+    #: the simulator serves the models it describes.
+    models_file: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         Latency.parse(self.latency)

@@ -54,6 +54,7 @@ KINDS: frozenset[str] = frozenset(
         "imagesafety",
         "multi",
         "jpeg",
+        "jpeg-as-png",
         "huge",
         "badb64",
         "notimage",

@@ -41,6 +41,20 @@ def error(code: int, status: str, message: str, details: list[Json] | None = Non
     return {"error": body}
 
 
+def invalid_argument(message: str, field: str | None = None, *, violation: bool = False) -> Json:
+    """A 400; with `violation`, the ``google.rpc.BadRequest`` detail that names
+    the field (protobuf JSON parsing errors, such as an unknown field, carry one)."""
+    if not violation:
+        return error(400, "INVALID_ARGUMENT", message)
+    found: Json = {"field": field, "description": message} if field else {"description": message}
+    return error(
+        400,
+        "INVALID_ARGUMENT",
+        message,
+        [{"@type": RPC + "BadRequest", "fieldViolations": [found]}],
+    )
+
+
 def key_invalid() -> Json:
     return error(
         400,
@@ -161,21 +175,34 @@ def usage(prompt: str, images_in: int, images_out: int, text_out: str = "") -> J
     return usage_counts(text_tokens(prompt), images_in, images_out, text_tokens(text_out))
 
 
-def usage_counts(prompt_text: int, images_in: int, images_out: int, text_out: int) -> Json:
+def usage_counts(
+    prompt_text: int,
+    images_in: int,
+    images_out: int,
+    text_out: int,
+    *,
+    per_image_in: int = TOKENS_PER_IMAGE_IN,
+    per_image_out: int = TOKENS_PER_IMAGE_OUT,
+    thoughts: int = 0,
+) -> Json:
+    """usageMetadata from token counts; thinking models add `thoughts`, which
+    ``candidatesTokenCount`` leaves out and ``totalTokenCount`` includes."""
     prompt_details: list[Json] = [{"modality": "TEXT", "tokenCount": prompt_text}]
     if images_in:
-        prompt_details.append({"modality": "IMAGE", "tokenCount": TOKENS_PER_IMAGE_IN * images_in})
-    prompt_total = prompt_text + TOKENS_PER_IMAGE_IN * images_in
+        prompt_details.append({"modality": "IMAGE", "tokenCount": per_image_in * images_in})
+    prompt_total = prompt_text + per_image_in * images_in
     meta: Json = {"promptTokenCount": prompt_total}
     out_details: list[Json] = []
     if text_out:
         out_details.append({"modality": "TEXT", "tokenCount": text_out})
     if images_out:
-        out_details.append({"modality": "IMAGE", "tokenCount": TOKENS_PER_IMAGE_OUT * images_out})
+        out_details.append({"modality": "IMAGE", "tokenCount": per_image_out * images_out})
     out_total = sum(int(d["tokenCount"]) for d in out_details)
     if out_details:
         meta["candidatesTokenCount"] = out_total
-    meta["totalTokenCount"] = prompt_total + out_total
+    if thoughts:
+        meta["thoughtsTokenCount"] = thoughts
+    meta["totalTokenCount"] = prompt_total + out_total + thoughts
     meta["promptTokensDetails"] = prompt_details
     if out_details:
         meta["candidatesTokensDetails"] = out_details
@@ -183,9 +210,24 @@ def usage_counts(prompt_text: int, images_in: int, images_out: int, text_out: in
 
 
 @lru_cache(maxsize=4096)
-def usage_json(prompt_text: int, images_in: int, images_out: int, text_out: int) -> str:
+def usage_json(
+    prompt_text: int,
+    images_in: int,
+    images_out: int,
+    text_out: int,
+    per_image_in: int = TOKENS_PER_IMAGE_IN,
+    per_image_out: int = TOKENS_PER_IMAGE_OUT,
+) -> str:
     """`usage_counts` serialised, cached: the hot path's usage costs a lookup."""
-    return json.dumps(usage_counts(prompt_text, images_in, images_out, text_out), separators=_SEP)
+    meta = usage_counts(
+        prompt_text,
+        images_in,
+        images_out,
+        text_out,
+        per_image_in=per_image_in,
+        per_image_out=per_image_out,
+    )
+    return json.dumps(meta, separators=_SEP)
 
 
 def fast_answer(
