@@ -36,10 +36,15 @@ LAYERS: dict[str, int] = {
 ALLOWED_SIDEWAYS = {("store", "jobs"), ("errors", "models")}
 
 
+#: Top-level modules that are one unit with another.
+SAME_UNIT = {"catalogue_checks": "catalogue"}
+
+
 def unit(module: str) -> str:
     """`batchgen.engine.pool` -> `engine`; `batchgen.models` -> `models`."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 1 else "__init__"
+    name = parts[1] if len(parts) > 1 else "__init__"
+    return SAME_UNIT.get(name, name)
 
 
 def imports() -> list[tuple[str, str, str]]:
