@@ -1,1 +1,5 @@
-"""Recipes: a `.toml` recipe and a product sheet in, job records out."""
+"""Recipes: a `.toml` recipe and a product sheet in, job records out.
+
+Internal: not part of batchgen's public API (that is `batchgen.run`, `batchgen.arun`,
+`RunConfig` and the names in `batchgen.__all__`); it may change in any release.
+"""

@@ -1,1 +1,5 @@
-"""The store in, `report.json`, `failed.jsonl` and the HTML gallery out."""
+"""The store in, `report.json`, `failed.jsonl` and the HTML gallery out.
+
+Internal: not part of batchgen's public API (that is `batchgen.run`, `batchgen.arun`,
+`RunConfig` and the names in `batchgen.__all__`); it may change in any release.
+"""
