@@ -255,10 +255,12 @@ async def test_sizes_are_local_and_upscaling_is_reported(tmp_path: Path, sim: Si
     r = await run_one_rows(tmp_path, sim, rows)
     row = r["jobs"][0]
     assert sim.stats.total == 1  # resizing never sends a request
-    assert row["files"] == ["images/p.png", "sizes/amazon/p.png", "sizes/12x12-fill/p.png"]
-    assert row["upscaled"] == ["sizes/amazon/p.png"]  # the simulator's image is 16 px
-    with Image.open(tmp_path / "out" / "sizes" / "amazon" / "p.png") as im:
+    # A platform preset is a JPEG (what the platform asks for); a custom size keeps PNG.
+    assert row["files"] == ["images/p.png", "sizes/amazon/p.jpg", "sizes/12x12-fill/p.png"]
+    assert row["upscaled"] == ["sizes/amazon/p.jpg"]  # the simulator's image is 16 px
+    with Image.open(tmp_path / "out" / "sizes" / "amazon" / "p.jpg") as im:
         assert im.size == (1500, 1500)
+        assert im.format == "JPEG"
     # 16 px is smaller than a preview: the image is its own, and no JPEG is made.
     assert preview_of(tmp_path / "out", "p") == "images/p.png"
     assert not (tmp_path / "out" / "thumbs").exists()

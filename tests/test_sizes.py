@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from batchgen.output.sizes import PRESETS, SizeSpec, parse_size, resize
+from batchgen.output.sizes import PRESETS, SizeSpec, parse_size, resize, resize_all
 
 RED = (200, 30, 30)
 WHITE = (255, 255, 255)
@@ -108,9 +108,31 @@ def test_each_preset_has_its_pixel_size(preset: str, mode: str) -> None:
     data, mime, upscaled = resize(solid((1024, 1024)), parse_size(f"{preset}:{mode}"))
     image = decode(data)
     assert image.size == PRESETS[preset]
-    assert mime == "image/png"
-    assert image.format == "PNG"
+    # The platforms ask for JPEG product photos, whatever the model answered.
+    assert mime == "image/jpeg"
+    assert image.format == "JPEG"
     assert upscaled is True  # every preset is larger than the model's 1024 px
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_a_preset_is_png_when_asked_for(preset: str) -> None:
+    data, mime, _up = resize(solid((1024, 1024)), parse_size(f"{preset}:fill:png"))
+    assert mime == "image/png"
+    assert decode(data).format == "PNG"
+    assert parse_size(f"{preset}:png:fill").spec == f"{preset}:fill:png"
+
+
+def test_all_sizes_of_one_image_come_from_one_decode() -> None:
+    specs = [parse_size(s) for s in ("amazon", "shopify:fill", "instagram", "64x48:webp")]
+    results = resize_all(solid((1024, 768)), specs)
+    assert [decode(data).size for data, _m, _u in results] == [
+        (1500, 1500),
+        (2048, 2048),
+        (1080, 1080),
+        (64, 48),
+    ]
+    assert [mime for _d, mime, _u in results] == ["image/jpeg"] * 3 + ["image/webp"]
+    assert [up for _d, _m, up in results] == [True, True, True, False]
 
 
 def test_fit_keeps_the_whole_image_and_pads_with_white() -> None:

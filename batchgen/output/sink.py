@@ -95,12 +95,11 @@ def write_sizes(
 ) -> list[tuple[str, bool]]:
     """Local platform resizes of the first image, `sizes/<name>/<id>.<ext>`.
     Returns (path relative to `out`, upscaled?) for each."""
-    from batchgen.output.sizes import parse_size, resize
+    from batchgen.output.sizes import parse_size, resize_all
 
+    specs = [parse_size(spec_text) for spec_text in sizes]
     written: list[tuple[str, bool]] = []
-    for spec_text in sizes:
-        spec = parse_size(spec_text)
-        resized, mime, upscaled = resize(data, spec)
+    for spec, (resized, mime, upscaled) in zip(specs, resize_all(data, specs), strict=True):
         path = out / "sizes" / spec.name / f"{job_id}.{extension_for(mime)}"
         write_atomic(path, resized)
         rel = path.relative_to(out).as_posix()
