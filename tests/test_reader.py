@@ -12,6 +12,7 @@ from PIL import Image
 from batchgen.errors import InputError, InputProblem
 from batchgen.jobs import checks as reader_checks
 from batchgen.jobs import inputs, reader
+from batchgen.jobs.columns import ReadOptions
 from batchgen.jobs.reader import read_jobs, validate, validate_id
 from batchgen.models import Job
 
@@ -648,8 +649,12 @@ def test_csv_missing_required_columns(tmp_path: Path) -> None:
 
 
 def test_semicolon_separated_csv_gets_a_hint(tmp_path: Path) -> None:
+    # Issue 13: the delimiter is now detected (tests/test_columns.py); forcing
+    # commas on a ';' file still gets the hint, once.
     path = write(tmp_path / "j.csv", "id;prompt\na;b\n")
-    found = problems([path])
+    with pytest.raises(InputError) as caught:
+        reader.check([inputs.FileSource(path, ReadOptions(delimiter=","))])
+    found = caught.value.problems
     assert "expects commas" in found[0].message
 
 
