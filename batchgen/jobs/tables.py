@@ -95,9 +95,9 @@ def judge_header(
         return problems if problems else (_sheet_columns(cells), ())
     names = [column_name(c) for c in cells]
     header = resolve_header(names, table.required, options, forced)
-    if header.unused:
-        options.tell(unused_notice(name, header.unused))
     if not header.missing:
+        if header.unused:
+            options.tell(unused_notice(name, header.unused))
         found = [InputProblem(name, line, key, msg) for key, msg in header.problems]
         return found if found else (header.columns, header.blank)
     # Without its id and prompt this is likely not a job file at all (another
@@ -111,6 +111,7 @@ def judge_header(
         like = f"; is {near[0]!r} meant to be {key}?" if near else ""
         msg = f"missing column '{key}' (found {shown}){like}{hint}"
         found.append(InputProblem(name, line, key, msg))
+        hint = ""  # said once, on the first
     return found
 
 
