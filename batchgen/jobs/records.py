@@ -73,17 +73,11 @@ def csv_records(
         csv.field_size_limit(max_line_bytes)
     lines: Iterator[str] = decoded()
     if callable(delimiter):
-        head: list[str] = []
         try:
-            for text in lines:
-                head.append(text)
-                if text.strip():
-                    break
+            lines, delimiter = _detect(lines, delimiter)
         except (Utf16Error, _LineTooLong) as exc:
             yield _stopped(name, exc, max_line_bytes)
             return
-        delimiter = delimiter(head[-1] if head else "")
-        lines = itertools.chain(head, lines)
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     end = 0
     while True:
@@ -104,6 +98,17 @@ def csv_records(
             continue
         bad = next((bad_lines[n] for n in range(start, end + 1) if n in bad_lines), None)
         yield (start, cells) if bad is None else InputProblem(name, start, "", bad)
+
+
+def _detect(lines: Iterator[str], find: Callable[[str], str]) -> tuple[Iterator[str], str]:
+    """Read up to the first non-blank line, ask `find` for the delimiter, and
+    give every line read back, so the CSV reader still counts them."""
+    head: list[str] = []
+    for text in lines:
+        head.append(text)
+        if text.strip():
+            break
+    return itertools.chain(head, lines), find(head[-1] if head else "")
 
 
 def _stopped(name: str, exc: Exception, max_line_bytes: int) -> InputProblem:

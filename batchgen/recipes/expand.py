@@ -41,7 +41,7 @@ from batchgen.jobs.sources import RawRow, SourceItem
 from batchgen.output.atomic import write_text
 from batchgen.recipes.entry import Spec
 from batchgen.recipes.schema import Combo, Recipe, field_message, id_problem, load_recipe
-from batchgen.recipes.sheet import Row, other_sheet_with, read_rows, sheet_header
+from batchgen.recipes.sheet import Row, missing_columns, read_rows
 from batchgen.recipes.templates import (
     fill_pattern,
     join_style,
@@ -191,24 +191,9 @@ class _Expander:
 
     def missing_columns(self, sheet: Path) -> set[str]:
         """Needed columns a CSV/TSV/XLSX header lacks, each reported once at line 1."""
-        header, label = sheet_header(sheet, self.options)
-        if header is None:
-            return set()
-        columns = set(header)
-        missing = {
-            name
-            for name in self.recipe.needed
-            if name not in columns and name not in self.recipe.vars
-        }
-        other = other_sheet_with(sheet, missing, self.options) if missing else None
-        hint = ""
-        if other is not None:
-            hint = f"; sheet {other[1]!r} has it: set sheet_name = {other[1]!r} in the recipe"
-            hint = hint.replace("has it", "has them") if len(missing) > 1 else hint
-        for name, user in self.recipe.needed.items():
-            if name in missing:
-                message = f"column {name!r} is missing (needed by {user}){hint}"
-                self.problems.append(InputProblem(label, 1, name, message))
+        recipe = self.recipe
+        missing, found = missing_columns(sheet, recipe.needed, set(recipe.vars), self.options)
+        self.problems.extend(found)
         return missing
 
     def row_jobs(
@@ -239,7 +224,11 @@ class _Expander:
                 bad.add(name)
         # Stand-ins let the rest of the row be checked; a bad row yields no job.
         values.update({name: name for name in bad})
-        base_id = fill_pattern(recipe.id_pattern, values)
+        try:
+            base_id = fill_pattern(recipe.id_pattern, values)
+        except ValueError as exc:  # a `{sku:slug}` with nothing to slug
+            self.problems.append(where.at(_one_field(recipe.id_pattern, "id"), str(exc)))
+            return
         id_fields = _fields(recipe.id_pattern)
         if not bad & set(id_fields):
             id_field = id_fields[0] if len(id_fields) == 1 else "id"

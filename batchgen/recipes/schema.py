@@ -179,13 +179,6 @@ class _RecipeLoader(EntryParser):
         if sheet is not None and sheet_kind(sheet) is None:
             self.problem("sheet", "use a .csv, .tsv, .jsonl, .parquet or .xlsx sheet")
 
-        sheet_name = data.get("sheet_name")
-        if sheet_name is not None and (
-            isinstance(sheet_name, bool) or not isinstance(sheet_name, str | int)
-        ):
-            self.problem("sheet_name", "must be a sheet's name or its number (from 1)")
-            sheet_name = None
-
         id_pattern = self.opt_str(data, "id") or "{id}"
         self.check_pattern("id", id_pattern)
 
@@ -244,7 +237,7 @@ class _RecipeLoader(EntryParser):
             matrix=matrix,
             vars=variables,
             statics=statics,
-            sheet_name=None if sheet_name is None else str(sheet_name),
+            sheet_name=self.sheet_name(data.get("sheet_name")),
         )
         matrix_keys = {key for key, _values in matrix} | {f"{key}_slug" for key, _v in matrix}
         needed = {name: "id" for name in pattern_fields(id_pattern)}
@@ -257,6 +250,13 @@ class _RecipeLoader(EntryParser):
         return recipe
 
     # -- pieces
+
+    def sheet_name(self, value: object) -> str | None:
+        """An XLSX tab, by name or by number from 1."""
+        if value is None or (isinstance(value, str | int) and not isinstance(value, bool)):
+            return None if value is None else str(value)
+        self.problem("sheet_name", "must be a sheet's name or its number (from 1)")
+        return None
 
     def hoist_settings(self) -> None:
         """Read ``variants = N`` and ``templates_dir = "..."`` written below

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,3 +124,28 @@ def read_rows(path: Path, options: ReadOptions = DEFAULT_OPTIONS) -> Iterator[Ro
         else:
             values = {str(k): cell_text(v) for k, v in item.fields.items()}
             yield Row(item.line, values, file=item.file)
+
+
+def missing_columns(
+    sheet: Path, needed: Mapping[str, str], given: set[str], options: ReadOptions
+) -> tuple[set[str], list[InputProblem]]:
+    """The `needed` columns (name -> what needs it) the sheet's header lacks and
+    not `given` by the recipe's [vars], with a problem for each at line 1; in
+    a workbook, naming the one other sheet that has them."""
+    header, label = sheet_header(sheet, options)
+    if header is None:
+        return set(), []
+    columns = set(header)
+    missing = {name for name in needed if name not in columns and name not in given}
+    other = other_sheet_with(sheet, missing, options) if missing else None
+    hint = ""
+    if other is not None:
+        has = "has them" if len(missing) > 1 else "has it"
+        hint = f"; sheet {other[1]!r} {has}: set sheet_name = {other[1]!r} in the recipe"
+    problems = []
+    for name, user in needed.items():
+        if name in missing:
+            message = f"column {name!r} is missing (needed by {user}){hint}"
+            problems.append(InputProblem(label, 1, name, message))
+            hint = ""
+    return missing, problems

@@ -72,10 +72,10 @@ class SlugError(ValueError):
 
 
 def slug(text: str) -> str:
-    """A value as an id part: NFKD, then ASCII only (accents dropped), lower
-    case, every run of other characters one `-`, none at either end. Safe on
-    every file system, and the same on every machine."""
-    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    """A value as an id part: NFKD (accents dropped), lower case, every run of
+    characters other than ASCII letters and digits one `-`, none at either
+    end. Safe on every file system, and the same on every machine."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     return _SLUG_RUNS.sub("-", plain.lower()).strip("-")
 
 
