@@ -86,7 +86,8 @@ JOBS_EPILOG = (
     "Columns named _x or x-x are skipped. See docs/job-files.md."
 )
 KEY_EPILOG = (
-    " The API key is read from the GEMINI_API_KEY environment variable (never a flag); "
+    " The API key is read from the GEMINI_API_KEY (or GOOGLE_API_KEY) environment "
+    "variable, never a flag; "
     "--sim and --dry-run need none."
 )
 
