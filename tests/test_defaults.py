@@ -25,6 +25,8 @@ RUN_FLAG_NAMES = {
     "--concurrency", "--rpm", "--max-attempts", "--timeout", "--limit", "--retry-failed",
     "--retry-blocked", "--dry-run", "--budget", "--prices", "--max-retry-delay", "--cache",
     "--seed", "--backoff-base", "--backoff-cap", "--no-progress",
+    # Issue 13 added the job-file options (`run` and `validate`).
+    "--delimiter", "--sheet", "--ignore-columns",
 }  # fmt: skip
 SIM_FLAG_NAMES = {
     "--host", "--port", "--api-key", "--model", "--latency", "--rpm", "--rpd", "--quota-window",

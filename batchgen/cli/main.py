@@ -18,7 +18,15 @@ from pathlib import Path
 
 from batchgen import __version__
 from batchgen.config import Flag, RunConfig, add_flags, check_base_url, flag_values, key_from_env
-from batchgen.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BatchgenError, InputError
+from batchgen.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    BatchgenError,
+    InputError,
+    UsageError,
+)
+from batchgen.jobs.columns import ReadOptions
 
 #: `batchgen run` flags that set one `RunConfig` field each; defaults are RunConfig's.
 RUN_FLAGS: tuple[Flag, ...] = (
@@ -67,10 +75,67 @@ RUN_FLAGS: tuple[Flag, ...] = (
 )
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "jobs", nargs="+", type=Path, help="job files (.jsonl, .csv, .parquet, .xlsx, .toml)"
+# --- job-file options (run and validate): how the reader reads the files ---------------
+
+JOBS_HELP = "job files (.csv, .jsonl, .parquet, .xlsx) and recipes (.toml)"
+JOBS_EPILOG = (
+    "Job files: a header names the columns (id, prompt, images, aspect_ratio, tags, "
+    "priority, model, variant, sizes), matched ignoring case, spaces and hyphens "
+    "('Aspect Ratio' is aspect_ratio); a CSV's delimiter (, ; tab |) is read from its "
+    "header line; an .xlsx is read from its first sheet unless --sheet says otherwise. "
+    "Columns named _x or x-x are skipped. See docs/job-files.md."
+)
+KEY_EPILOG = (
+    " The API key is read from the GEMINI_API_KEY (or GOOGLE_API_KEY) environment "
+    "variable, never a flag; "
+    "--sim and --dry-run need none."
+)
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    """The reader's flags, shared by `run` and `validate`."""
+    g = p.add_argument_group("job files")
+    g.add_argument(
+        "--delimiter",
+        default=None,
+        metavar="CHAR",
+        help="CSV delimiter: ',', ';', '|' or 'tab' (default: detected from the header line)",
     )
+    g.add_argument(
+        "--sheet",
+        default=None,
+        metavar="NAME|N",
+        help=".xlsx sheet to read, by name or number from 1 (default: the first); "
+        "also a recipe's product sheet, unless the recipe sets sheet_name",
+    )
+    g.add_argument(
+        "--ignore-columns",
+        default="",
+        metavar="A,B",
+        help="columns (or JSONL keys) to skip without a word, comma-separated",
+    )
+
+
+def _read_options(args: argparse.Namespace) -> ReadOptions:
+    delimiter = args.delimiter
+    if delimiter is not None:
+        delimiter = {"tab": "\t", "\\t": "\t", "\t": "\t"}.get(delimiter.lower(), delimiter)
+        if len(delimiter) != 1:
+            raise UsageError(f"--delimiter takes one character or 'tab', not {args.delimiter!r}")
+
+    def notify(message: str) -> None:
+        print(f"batchgen: {message}", file=sys.stderr)
+
+    ignore = args.ignore_columns.split(",")
+    return ReadOptions.make(delimiter=delimiter, sheet=args.sheet, ignore=ignore, notify=notify)
+
+
+# --- end of job-file options ---------------------------------------------------------------
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("jobs", nargs="+", type=Path, help=JOBS_HELP)
+    _add_input_options(p)
     p.add_argument("--out", "-o", type=Path, required=True, help="output folder")
     p.add_argument(
         "--sim",
@@ -100,12 +165,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run job files into an output folder (resumable)")
+    run = sub.add_parser(
+        "run",
+        help="run job files into an output folder (resumable)",
+        epilog=JOBS_EPILOG + KEY_EPILOG,
+    )
     _add_run_options(run)
     run.set_defaults(func=cmd_run)
 
-    val = sub.add_parser("validate", help="check job files; exit 2 on any problem")
-    val.add_argument("jobs", nargs="+", type=Path)
+    val = sub.add_parser(
+        "validate",
+        help="check job files; exit 2 on any problem",
+        epilog=JOBS_EPILOG + " No API key is needed (GEMINI_API_KEY is read by run).",
+    )
+    val.add_argument("jobs", nargs="+", type=Path, help=JOBS_HELP)
+    _add_input_options(val)
     val.set_defaults(func=cmd_validate)
 
     rep = sub.add_parser("report", help="rebuild report.json, failed.jsonl and the gallery")
@@ -151,11 +225,12 @@ def _tune_gc() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from batchgen.engine.runner import arun_files, describe
+    from batchgen.engine.runner import arun_sources, describe, sources_for
 
     config = _config(args)
+    sources = sources_for(args.jobs, _read_options(args))
     _tune_gc()
-    result = asyncio.run(arun_files(args.jobs, config, sim=args.sim))
+    result = asyncio.run(arun_sources(sources, config, sim=args.sim))
     if config.dry_run:
         p = result.plan
         print(
@@ -180,7 +255,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from batchgen.engine.runner import sources_for
     from batchgen.jobs import reader
 
-    n = reader.check(sources_for(args.jobs))
+    n = reader.check(sources_for(args.jobs, _read_options(args)))
     print(f"{n} jobs OK")
     return EXIT_OK
 

@@ -42,6 +42,7 @@ from batchgen.errors import (
     UsageError,
 )
 from batchgen.jobs import reader
+from batchgen.jobs.columns import DEFAULT_OPTIONS, ReadOptions
 from batchgen.jobs.inputs import FileSource, JobSource
 from batchgen.models import Counters, Job, StopKind, StopReason
 from batchgen.output.sink import SHARD_THRESHOLD, DiskFullError, clean_temporaries, is_disk_full
@@ -74,18 +75,21 @@ class RunResult:
     left: tuple[int, float] | None = None
 
 
-def sources_for(paths: Iterable[str | os.PathLike[str]]) -> list[JobSource]:
+def sources_for(
+    paths: Iterable[str | os.PathLike[str]], options: ReadOptions = DEFAULT_OPTIONS
+) -> list[JobSource]:
     """One source per input file: a recipe (`.toml`) is expanded as it is read;
-    any other file is a job file (its format is the reader's to judge)."""
+    any other file is a job file (its format is the reader's to judge).
+    `options`: how to read them (`--delimiter`, `--sheet`, `--ignore-columns`)."""
     sources: list[JobSource] = []
     for given in paths:
         if Path(given).suffix.lower() == ".toml":
             # Imported here: the recipe machinery is slow to import.
             from batchgen.recipes.expand import RecipeSource
 
-            sources.append(RecipeSource(given))
+            sources.append(RecipeSource(given, options))
         else:
-            sources.append(FileSource(given))
+            sources.append(FileSource(given, options))
     return sources
 
 

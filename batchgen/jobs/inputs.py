@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Protocol
 
 from batchgen.errors import InputProblem
-from batchgen.jobs.sources import KNOWN_FIELDS, RawRow, SourceItem, iter_source
+from batchgen.jobs.columns import (
+    DEFAULT_OPTIONS,
+    KNOWN_FIELDS,
+    KeyMap,
+    ReadOptions,
+    unused_notice,
+)
+from batchgen.jobs.sources import RawRow, SourceItem, iter_source
 from batchgen.models import Job
 
 __all__ = ["MAX_LINE_BYTES", "RECORDS_NAME", "FileSource", "JobSource", "RecordsSource"]
@@ -62,17 +69,22 @@ class JobSource(Protocol):
 
 
 class FileSource:
-    """A job file in any supported format, streamed (`jobs.sources.iter_source`)."""
+    """A job file in any supported format, streamed (`jobs.sources.iter_source`).
 
-    identified_by_bytes = True
+    `options` (delimiter, sheet, columns to skip) change which jobs the same
+    bytes make, so with any of them set the bytes alone no longer decide."""
 
-    def __init__(self, given: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, given: str | os.PathLike[str], options: ReadOptions = DEFAULT_OPTIONS
+    ) -> None:
         self.path = Path(given)
         self.name = str(given)  # as the user wrote it: problems quote it back
         self.base = os.path.abspath(self.path.parent)
+        self.options = options
+        self.identified_by_bytes = not options.customised
 
     def items(self) -> Iterator[SourceItem]:
-        return iter_source(self.path, MAX_LINE_BYTES)
+        return iter_source(self.path, MAX_LINE_BYTES, options=self.options)
 
 
 class RecordsSource:
@@ -101,15 +113,21 @@ class RecordsSource:
         self.base = os.getcwd() if base is None else base
 
     def items(self) -> Iterator[SourceItem]:
+        keys = KeyMap()  # the JSONL rules: an unknown key is named, not dropped
         for line, record in enumerate(self._records, start=self._first):
             if isinstance(record, Job):
                 yield RawRow(line, _job_fields(record), table=False)
             elif isinstance(record, Mapping):
-                yield RawRow(line, {k: record[k] for k in KNOWN_FIELDS if k in record}, table=False)
+                fields, problems = keys.fields(record)
+                for key, message in problems:
+                    yield InputProblem(self.name, line, key, message)
+                yield RawRow(line, fields, table=False)
             else:
                 kind = type(record).__name__
                 msg = f"expected a job (a dict or a batchgen.Job) or a path, got {kind}"
                 yield InputProblem(self.name, line, "", msg)
+        if keys.unused:
+            DEFAULT_OPTIONS.tell(unused_notice(self.name, keys.unused, "key"))
 
 
 def _job_fields(job: Job) -> dict[str, object]:

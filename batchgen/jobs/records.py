@@ -1,4 +1,4 @@
-"""One file's bytes in, records with the line each starts on out (CSV, TSV, XLSX).
+"""One file's bytes in, records with the line each starts on out (CSV, TSV).
 
 The rules about bytes that a hostile or merely foreign file tests, in one
 place for every table batchgen reads (job files and recipe sheets, through
@@ -12,16 +12,19 @@ A record that cannot be read is an `InputProblem`, never an exception.
 from __future__ import annotations
 
 import csv
-from collections.abc import Generator, Iterator, Sequence
+import itertools
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from batchgen.errors import InputProblem
 from batchgen.jobs.checks import human_size as _size
+from batchgen.jobs.columns import DELIMITERS
 
 BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 UTF16 = "file is UTF-16 encoded; save it as UTF-8"
+
 
 #: A record (its first line, its cells) or why it could not be read.
 Record = tuple[int, Sequence[object]] | InputProblem
@@ -38,9 +41,12 @@ class _LineTooLong(Exception):
 
 
 def csv_records(
-    path: Path, name: str, max_line_bytes: int, delimiter: str
+    path: Path, name: str, max_line_bytes: int, delimiter: str | Callable[[str], str]
 ) -> Generator[Record, None, None]:
     """Every non-blank record with the physical line it starts on, or a problem.
+
+    `delimiter` may be a function of the first non-blank line (the header)
+    that returns it, so detecting it costs no second open of the file.
 
     The stdlib reader is fed one physical line at a time: pandas' chunked
     reader is faster but cannot say which physical line a record started on
@@ -65,7 +71,14 @@ def csv_records(
     # may be as long as a line may be, instead of the default 128 KB.
     if csv.field_size_limit() < max_line_bytes:
         csv.field_size_limit(max_line_bytes)
-    reader = csv.reader(decoded(), delimiter=delimiter, strict=True)
+    lines: Iterator[str] = decoded()
+    if callable(delimiter):
+        try:
+            lines, delimiter = _detect(lines, delimiter)
+        except (Utf16Error, _LineTooLong) as exc:
+            yield _stopped(name, exc, max_line_bytes)
+            return
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     end = 0
     while True:
         start = end + 1
@@ -73,13 +86,8 @@ def csv_records(
             cells = next(reader)
         except StopIteration:
             return
-        except Utf16Error:
-            yield InputProblem(name, 1, "", UTF16)
-            return
-        except _LineTooLong as exc:
-            limit = _size(max_line_bytes)
-            msg = f"line is longer than {limit}; the rest of the file was not read"
-            yield InputProblem(name, exc.line, "", msg)
+        except (Utf16Error, _LineTooLong) as exc:
+            yield _stopped(name, exc, max_line_bytes)
             return
         except csv.Error as exc:
             end = reader.line_num
@@ -90,6 +98,39 @@ def csv_records(
             continue
         bad = next((bad_lines[n] for n in range(start, end + 1) if n in bad_lines), None)
         yield (start, cells) if bad is None else InputProblem(name, start, "", bad)
+
+
+def _detect(lines: Iterator[str], find: Callable[[str], str]) -> tuple[Iterator[str], str]:
+    """Read up to the first non-blank line, ask `find` for the delimiter, and
+    give every line read back, so the CSV reader still counts them."""
+    head: list[str] = []
+    for text in lines:
+        head.append(text)
+        if text.strip():
+            break
+    return itertools.chain(head, lines), find(head[-1] if head else "")
+
+
+def _stopped(name: str, exc: Exception, max_line_bytes: int) -> InputProblem:
+    """The problem that ends a file: UTF-16, or a line over the cap."""
+    if isinstance(exc, _LineTooLong):
+        limit = _size(max_line_bytes)
+        msg = f"line is longer than {limit}; the rest of the file was not read"
+        return InputProblem(name, exc.line, "", msg)
+    return InputProblem(name, 1, "", UTF16)
+
+
+def sniff_delimiter(line: str, default: str) -> str:
+    """The delimiter of a header line: the one of `DELIMITERS` seen most often
+    outside quotes, else `default`.
+
+    Excel in many European locales saves "CSV" with `;`, since `,` is their
+    decimal mark; a header line names every column, so it holds one fewer
+    delimiter than columns and no decimal numbers to confuse the count."""
+    outside = "".join(line.split('"')[::2])  # the text between quoted cells
+    counts = {d: outside.count(d) for d in DELIMITERS}
+    best = max(counts, key=lambda d: (counts[d], d == default))
+    return best if counts[best] else default
 
 
 def utf8_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
@@ -137,28 +178,3 @@ def read_line(f: BinaryIO, max_line_bytes: int) -> tuple[bytes, bool]:
 
 def filled(cell: object) -> bool:
     return cell is not None and (not isinstance(cell, str) or bool(cell.strip()))
-
-
-def xlsx_records(path: Path, name: str) -> Generator[Record, None, None]:
-    """The first sheet's non-blank rows, streamed with openpyxl's read-only mode
-    (no DataFrame)."""
-    import openpyxl
-
-    try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except OSError:
-        raise
-    except Exception as exc:  # openpyxl raises a zoo of types for a corrupt zip/XML
-        yield InputProblem(name, 0, "", f"not a readable .xlsx workbook: {exc}")
-        return
-    line = 0
-    try:
-        for line, values in enumerate(book.worksheets[0].iter_rows(values_only=True), start=1):
-            if any(filled(c) for c in values):
-                yield line, values
-    except OSError:
-        raise
-    except Exception as exc:  # same zoo, from a sheet's XML read lazily
-        yield InputProblem(name, line + 1, "", f"workbook cannot be read past here: {exc}")
-    finally:
-        book.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,14 +20,17 @@ from batchgen.errors import InputProblem
 from batchgen.jobs.sources import RawRow, cell_text, json_type
 from batchgen.models import ASPECT_RATIOS, Job
 
-__all__ = ["ID_PATTERN", "Parsed", "parse_row", "validate_id"]
+__all__ = ["ID_PATTERN", "Parsed", "normal_id", "parse_row", "validate_id"]
 
 ID_MAX_LEN = 128
-#: The characters an id may use. It becomes a file name in the output
-#: folder, so only characters safe on every file system, and no leading `.`
-#: (hidden files, `..`) or `-` (read as an option by shell tools). A match is
-#: necessary, not sufficient: `validate_id` also refuses Windows device names
-#: (`con`, `nul.png`) and a trailing `.`.
+#: File names are limited in bytes (255 on most file systems); what is left
+#: after this is room for the suffixes the sink adds (`-2`, `.png`).
+ID_MAX_BYTES = 200
+#: The common case of a safe id, checked in one match: ASCII letters and
+#: digits, `.`, `_`, `-`, no leading `.` (hidden files, `..`) or `-` (read as
+#: an option by shell tools). Not the whole rule: `validate_id` also accepts
+#: letters and digits of every script (a French team's `crème-brûlée`), and
+#: refuses Windows device names (`con`, `nul.png`) and a trailing `.`.
 ID_PATTERN: re.Pattern[str] = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
 
 # Windows opens the device, not a file, for these names with any extension.
@@ -38,14 +42,26 @@ _RESERVED = frozenset(
 _MODEL_RE = re.compile(r"\A(?:models/)?[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 
+def normal_id(text: str) -> str:
+    """An id as the reader keeps it: NFC, so `é` typed on a Mac (`e` and an
+    accent) and on Windows (one character) is one id and one file name."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
 def validate_id(job_id: str) -> str | None:
     """None if `job_id` is safe to use as a file name; else why it is not."""
-    if ID_PATTERN.match(job_id):  # the common case; the pattern rules out most of the below
-        if job_id.endswith("."):
-            return "id cannot end with '.' (Windows drops it, so two ids would share a file)"
-        if job_id.split(".", 1)[0].lower() in _RESERVED:
-            return f"id '{job_id}' is a reserved device name on Windows"
-        return None
+    if not ID_PATTERN.match(job_id):  # the common case passes this in one match
+        problem = _unsafe(job_id)
+        if problem:
+            return problem
+    if job_id.endswith("."):
+        return "id cannot end with '.' (Windows drops it, so two ids would share a file)"
+    if job_id.split(".", 1)[0].lower() in _RESERVED:
+        return f"id '{job_id}' is a reserved device name on Windows"
+    return None
+
+
+def _unsafe(job_id: str) -> str | None:
     if not job_id:
         return "id is empty"
     if len(job_id) > ID_MAX_LEN:
@@ -60,9 +76,27 @@ def validate_id(job_id: str) -> str | None:
         return f"id cannot be '{job_id}'"
     if job_id[0] in ".-":
         return f"id cannot start with '{job_id[0]}'"
-    bad = sorted({c for c in job_id if not (c.isascii() and (c.isalnum() or c in "._-"))})
-    shown = ", ".join(repr(c) for c in bad[:5])
-    return f"id may contain only letters, digits, '-', '_' and '.' (found {shown})"
+    bad = sorted({c for c in job_id if not _id_char(c)})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad[:5])
+        return (
+            "id may contain only letters and digits (of any script), '-', '_' and '.' "
+            f"(found {shown})"
+        )
+    if unicodedata.category(job_id[0]).startswith("M"):
+        return "id cannot start with a combining mark"
+    size = len(job_id.encode("utf-8"))
+    if size > ID_MAX_BYTES:
+        return f"id is {size} bytes long in UTF-8; the limit is {ID_MAX_BYTES}"
+    return None
+
+
+def _id_char(c: str) -> bool:
+    """Letters, marks (the accents and vowel signs of many scripts) and digits
+    of any script, and `._-`: nothing a file system or a shell reads specially."""
+    if c.isascii():
+        return c.isalnum() or c in "._-"
+    return unicodedata.category(c)[0] in "LMN"
 
 
 @dataclass(slots=True)
@@ -155,11 +189,12 @@ def _images(value: object, row: RawRow, base: str) -> tuple[tuple[str, ...], tup
     refs: list[str] = []
     for entry in _str_list(value, row):
         if entry.startswith("@"):
-            problem = validate_id(entry[1:])
+            ref = normal_id(entry[1:])
+            problem = validate_id(ref)
             if problem:
                 raise _Bad(f"{entry!r:.60} is not a valid job reference: {problem}")
-            out.append(entry)
-            refs.append(entry[1:])
+            out.append("@" + ref)
+            refs.append(ref)
         elif "://" in entry:
             raise _Bad(
                 f"{entry!r:.80}: URLs are not supported; download the image and give its path"
@@ -235,7 +270,7 @@ def parse_row(row: RawRow, name: str, base: str) -> Parsed:
     problems = out.problems
     job_id = prompt = ""
     try:
-        job_id = _required(f.get("id"), row).strip()
+        job_id = normal_id(_required(f.get("id"), row).strip())
         problem = validate_id(job_id)
         if problem:
             problems.append(InputProblem(name, row.line, "id", problem))

@@ -18,13 +18,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterator
 from decimal import Decimal
 from pathlib import Path
 
 from batchgen.errors import InputProblem
 from batchgen.jobs.checks import human_size as _size
+from batchgen.jobs.columns import (
+    DEFAULT_OPTIONS,
+    DELIMITERS,
+    KNOWN_FIELDS,
+    KeyMap,
+    ReadOptions,
+    resolve_header,
+    unused_notice,
+)
 from batchgen.jobs.records import (
     UTF16,
     Record,
@@ -32,80 +40,42 @@ from batchgen.jobs.records import (
     csv_records,
     filled,
     physical_lines,
+    sniff_delimiter,
     utf8_problem,
-    xlsx_records,
 )
-
-#: Columns the reader understands; other columns (product sheets carry many)
-#: are dropped as early as possible so they cost no memory.
-KNOWN_FIELDS = (
-    "id",
-    "prompt",
-    "images",
-    "aspect_ratio",
-    "tags",
-    "priority",
-    "model",
-    "variant",
-    "sizes",
+from batchgen.jobs.tables import (
+    JOB_FILE,
+    RawRow,
+    SourceItem,
+    Table,
+    column_name,
+    judge_header,
 )
-REQUIRED_FIELDS = ("id", "prompt")
+from batchgen.jobs.workbook import Sheet, open_sheet
 
-FORMATS = {
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".csv": "csv",
-    ".parquet": "parquet",
-    ".xlsx": "xlsx",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Table:
-    """What one kind of file keeps from a table and what its header must hold.
-
-    `known`: the columns kept, matched case-insensitively (a job file's fields);
-    None keeps every named column as written (a product sheet's, which a
-    recipe names). `too_wide`: the message for a CSV row with more cells than
-    its header (`{cells}`, `{width}`, `{extra}`)."""
-
-    noun: str
-    formats: Mapping[str, str]
-    known: tuple[str, ...] | None
-    required: tuple[str, ...] = ()
-    too_wide: str = (
-        "row has {cells} cells but the header has {width} (a comma in an unquoted field?)"
-    )
-
-
-JOB_FILE = Table("job file", FORMATS, KNOWN_FIELDS, REQUIRED_FIELDS)
+__all__ = [
+    "JOB_FILE",
+    "KNOWN_FIELDS",
+    "RawRow",
+    "SourceItem",
+    "Table",
+    "cell_text",
+    "iter_source",
+    "json_type",
+    "table_header",
+]
 
 _DELIMITERS = {"csv": ",", "tsv": "\t"}
 _JSON_BLANK = " \t\r\n"
 _BATCH_ROWS = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class RawRow:
-    """One record's known fields before validation.
-
-    `table` is true for CSV, XLSX and Parquet, where a cell may hold a
-    `;`-separated list or a number written as text; JSONL values are taken
-    at their JSON type, so `"priority": "3"` is a type error there. `file`
-    names the row's file when it is not its source's own (a recipe's jobs
-    come from its sheet); empty otherwise.
-    """
-
-    line: int
-    fields: Mapping[str, object]
-    table: bool
-    file: str = ""
-
-
-SourceItem = RawRow | InputProblem
-
-
-def iter_source(path: Path, max_line_bytes: int, table: Table = JOB_FILE) -> Iterator[SourceItem]:
+def iter_source(
+    path: Path,
+    max_line_bytes: int,
+    table: Table = JOB_FILE,
+    options: ReadOptions = DEFAULT_OPTIONS,
+) -> Iterator[SourceItem]:
     """Yield the rows and problems of one file, in file order."""
     name = str(path)
     kind = table.formats.get(path.suffix.lower())
@@ -117,14 +87,14 @@ def iter_source(path: Path, max_line_bytes: int, table: Table = JOB_FILE) -> Ite
     noun = table.noun
     try:
         if kind == "jsonl":
-            yield from _iter_jsonl(path, name, max_line_bytes, table)
+            yield from _iter_jsonl(path, name, max_line_bytes, table, options)
         elif kind in _DELIMITERS:
-            records = csv_records(path, name, max_line_bytes, _DELIMITERS[kind])
-            yield from _table_rows(records, name, table, check_width=True)
+            records = csv_records(path, name, max_line_bytes, _delimiter(name, kind, options))
+            yield from _table_rows(records, name, table, options, forced=options.delimiter)
         elif kind == "parquet":
-            yield from _iter_parquet(path, name, table)
+            yield from _iter_parquet(path, name, table, options)
         else:
-            yield from _table_rows(xlsx_records(path, name), name, table, check_width=False)
+            yield from _iter_xlsx(path, name, table, options)
     except FileNotFoundError:
         yield InputProblem(name, 0, "", f"{noun} not found")
     except IsADirectoryError:
@@ -135,26 +105,52 @@ def iter_source(path: Path, max_line_bytes: int, table: Table = JOB_FILE) -> Ite
         yield InputProblem(name, 0, "", f"{noun} cannot be read: {exc.strerror or exc}")
 
 
-def table_header(path: Path, max_line_bytes: int, table: Table) -> list[str] | None:
+def _delimiter(name: str, kind: str, options: ReadOptions) -> str | Callable[[str], str]:
+    """The forced delimiter, else how to find it in the header line (said once
+    when it is not the extension's own)."""
+    if options.delimiter:
+        return options.delimiter
+    default = _DELIMITERS[kind]
+
+    def detect(header: str) -> str:
+        found = sniff_delimiter(header, default)
+        if found != default:
+            options.tell(
+                f"{name}: read as {DELIMITERS[found]}-separated (detected from the header "
+                "line; --delimiter to choose)"
+            )
+        return found
+
+    return detect
+
+
+def table_header(
+    path: Path, max_line_bytes: int, table: Table, options: ReadOptions = DEFAULT_OPTIONS
+) -> list[str] | None:
     """The column names of a CSV, TSV or XLSX file's header (its first non-blank
     record) as `table` keys its rows; None for other formats, or when the
     header cannot be read (`iter_source` says why)."""
     kind = table.formats.get(path.suffix.lower())
     records: Generator[Record, None, None]
-    if kind in _DELIMITERS:
-        records = csv_records(path, str(path), max_line_bytes, _DELIMITERS[kind])
-    elif kind == "xlsx":
-        records = xlsx_records(path, str(path))
-    else:
-        return None
-    with contextlib.closing(records):
-        try:
-            first = next(records, None)
-        except OSError:
+    try:
+        if kind in _DELIMITERS:
+            default = _DELIMITERS[kind]
+            delimiter = options.delimiter or (lambda line: sniff_delimiter(line, default))
+            records = csv_records(path, str(path), max_line_bytes, delimiter)
+        elif kind == "xlsx":
+            sheet = open_sheet(path, str(path), options.sheet)
+            if isinstance(sheet, InputProblem):
+                return None
+            records = sheet.records
+        else:
             return None
+        with contextlib.closing(records):
+            first = next(records, None)
+    except OSError:
+        return None
     if first is None or isinstance(first, InputProblem):
         return None
-    return [_column_name(cell, table) for cell in first[1]]
+    return [column_name(cell) for cell in first[1]]
 
 
 def cell_text(value: object) -> str | None:
@@ -194,7 +190,10 @@ def json_type(value: object) -> str:
     return type(value).__name__
 
 
-def _iter_jsonl(path: Path, name: str, max_line_bytes: int, table: Table) -> Iterator[SourceItem]:
+def _iter_jsonl(
+    path: Path, name: str, max_line_bytes: int, table: Table, options: ReadOptions
+) -> Iterator[SourceItem]:
+    keys = None if table.known is None else KeyMap(options)
     with path.open("rb") as f:
         try:
             for line, raw in physical_lines(f, max_line_bytes):
@@ -202,44 +201,65 @@ def _iter_jsonl(path: Path, name: str, max_line_bytes: int, table: Table) -> Ite
                     limit = _size(max_line_bytes)
                     yield InputProblem(name, line, "", f"line is longer than {limit}; skipped")
                     continue
-                item = _jsonl_item(raw, name, line, table)
-                if item is not None:
-                    yield item
+                yield from _jsonl_items(raw, name, line, keys)
         except Utf16Error:
             yield InputProblem(name, 1, "", UTF16)
+    if keys is not None and keys.unused:
+        options.tell(unused_notice(name, keys.unused, "key"))
 
 
-def _jsonl_item(raw: bytes, name: str, line: int, table: Table) -> SourceItem | None:
-    """One line's row, or its problem; None for a blank line."""
+def _jsonl_items(raw: bytes, name: str, line: int, keys: KeyMap | None) -> Iterator[SourceItem]:
+    """One line's row (nothing for a blank line) and its problems."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return InputProblem(name, line, "", utf8_problem(raw, exc))
+        yield InputProblem(name, line, "", utf8_problem(raw, exc))
+        return
     if not text.strip(_JSON_BLANK):
-        return None
+        return
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        return InputProblem(name, line, "", f"not valid JSON: {exc.msg} (column {exc.colno})")
+        msg = f"not valid JSON: {exc.msg} (column {exc.colno})"
     except RecursionError:
-        return InputProblem(name, line, "", "not valid JSON: nested too deeply")
+        msg = "not valid JSON: nested too deeply"
     except ValueError as exc:  # e.g. an integer with thousands of digits
-        return InputProblem(name, line, "", f"not valid JSON: {exc}")
-    if not isinstance(obj, dict):
-        return InputProblem(name, line, "", f"expected a JSON object {{...}}, got {json_type(obj)}")
-    known = table.known
-    fields = obj if known is None else {k: obj[k] for k in known if k in obj}
-    return RawRow(line, fields, table=False)
+        msg = f"not valid JSON: {exc}"
+    else:
+        msg = (
+            "" if isinstance(obj, dict) else f"expected a JSON object {{...}}, got {json_type(obj)}"
+        )
+    if msg:
+        yield InputProblem(name, line, "", msg)
+        return
+    if keys is None:
+        yield RawRow(line, obj, table=False)
+        return
+    fields, problems = keys.fields(obj)
+    for key, message in problems:
+        yield InputProblem(name, line, key, message)
+    yield RawRow(line, fields, table=False)
 
 
 def _table_rows(
-    records: Generator[Record, None, None], name: str, table: Table, *, check_width: bool
+    records: Generator[Record, None, None],
+    name: str,
+    table: Table,
+    options: ReadOptions,
+    *,
+    forced: str | None = None,
+    check_width: bool = True,
+    sheet: Sheet | None = None,
 ) -> Iterator[SourceItem]:
     """Header, then rows keyed by column. A header that cannot be read ends the
     file: every row would be misread. `check_width`: a row wider than the
-    header is a problem (in CSV, a sign of an unquoted comma)."""
+    header is a problem (in CSV, a sign of an unquoted comma). `sheet`: the
+    XLSX sheet read, for the hint about another sheet."""
     columns: dict[str, int] | None = None
+    blank: tuple[int, ...] = ()
     width = 0
+    file = "" if sheet is None or sheet.label == name else sheet.label
+    where = file or name
     with contextlib.closing(records):
         for record in records:
             if isinstance(record, InputProblem):
@@ -249,77 +269,65 @@ def _table_rows(
                 continue
             line, cells = record
             if columns is None:
-                problems = _header_problems(cells, name, line, table)
-                if problems:
+                problems = judge_header(cells, where, line, table, options, forced, sheet)
+                if isinstance(problems, list):
                     yield from problems
                     return
-                columns = _columns(cells, table)
+                columns, blank = problems
                 width = len(cells)
                 continue
             if check_width and len(cells) > width and any(filled(c) for c in cells[width:]):
                 n = len(cells)
                 msg = table.too_wide.format(cells=n, width=width, extra=n - width)
-                yield InputProblem(name, line, "", msg)
+                yield InputProblem(where, line, "", msg)
                 continue
+            if blank and any(filled(cells[i]) for i in blank if i < len(cells)):
+                msg = (
+                    "a value under a column with no name in the header; name the column or clear it"
+                )
+                yield InputProblem(where, line, "", msg)
             fields = {k: cells[i] for k, i in columns.items() if i < len(cells)}
-            yield RawRow(line, fields, table=True)
+            yield RawRow(line, fields, table=True, file=file)
 
 
-def _column_name(cell: object, table: Table) -> str:
-    key = str(cell).strip() if cell is not None else ""
-    return key if table.known is None else key.lower()
+def _iter_xlsx(path: Path, name: str, table: Table, options: ReadOptions) -> Iterator[SourceItem]:
+    sheet = open_sheet(path, name, options.sheet)
+    if isinstance(sheet, InputProblem):
+        yield sheet
+        return
+    yield from _table_rows(sheet.records, name, table, options, check_width=False, sheet=sheet)
 
 
-def _columns(header: Sequence[object], table: Table) -> dict[str, int]:
-    columns: dict[str, int] = {}
-    for i, cell in enumerate(header):
-        key = _column_name(cell, table)
-        if key and (table.known is None or key in table.known) and key not in columns:
-            columns[key] = i
-    return columns
-
-
-def _header_problems(
-    header: Sequence[object], name: str, line: int, table: Table
-) -> list[InputProblem]:
-    keys = [_column_name(c, table) for c in header]
-    checked = table.known if table.known is not None else dict.fromkeys(k for k in keys if k)
-    problems = []
-    for key in checked:
-        if keys.count(key) > 1:
-            problems.append(InputProblem(name, line, key, f"column '{key}' appears twice"))
-    missing = [key for key in table.required if key not in keys]
-    hint = ""
-    if len(keys) == 1 and (";" in keys[0] or "\t" in keys[0]):
-        hint = "; the header looks ';'- or tab-separated, batchgen expects commas"
-    for key in missing:
-        found = ", ".join(repr(k) for k in keys[:20])
-        msg = f"missing column '{key}' (found {found}){hint}"
-        problems.append(InputProblem(name, line, key, msg))
-    return problems
-
-
-def _iter_parquet(path: Path, name: str, table: Table) -> Iterator[SourceItem]:
+def _iter_parquet(
+    path: Path, name: str, table: Table, options: ReadOptions
+) -> Iterator[SourceItem]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
         names = pf.schema_arrow.names
-        present = names if table.known is None else [c for c in names if c in table.known]
     except (pa.ArrowException, ValueError, TypeError) as exc:
         yield InputProblem(name, 0, "", f"not a readable Parquet file: {exc}")
         return
-    missing = [c for c in table.required if c not in present]
-    if missing:
-        for key in missing:
-            yield InputProblem(name, 0, key, f"missing column '{key}'")
-        return
+    if table.known is None:
+        pairs = [(n, n) for n in names]
+    else:
+        header = resolve_header(names, table.required, options)
+        problems = [InputProblem(name, 0, k, m) for k, m in header.problems]
+        problems += [InputProblem(name, 0, k, f"missing column '{k}'") for k in header.missing]
+        if header.unused:
+            options.tell(unused_notice(name, header.unused))
+        if problems:
+            yield from problems
+            return
+        pairs = [(key, names[i]) for key, i in header.columns.items()]
+    present = [raw for _key, raw in pairs]
     line = 0
     try:
         for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=present):
             for row in batch.to_pylist():
                 line += 1
-                yield RawRow(line, row, table=True)
+                yield RawRow(line, {key: row[raw] for key, raw in pairs}, table=True)
     except (pa.ArrowException, ValueError, TypeError) as exc:
         yield InputProblem(name, line + 1, "", f"Parquet file cannot be read past here: {exc}")

@@ -27,6 +27,7 @@ are all empty are skipped. Parquet rows are numbered from 1.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -35,11 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchgen.errors import InputError, InputProblem
+from batchgen.jobs.columns import DEFAULT_OPTIONS, ReadOptions
 from batchgen.jobs.sources import RawRow, SourceItem
 from batchgen.output.atomic import write_text
 from batchgen.recipes.entry import Spec
 from batchgen.recipes.schema import Combo, Recipe, field_message, id_problem, load_recipe
-from batchgen.recipes.sheet import Row, csv_columns, read_rows
+from batchgen.recipes.sheet import Row, missing_columns, read_rows
 from batchgen.recipes.templates import (
     fill_pattern,
     join_style,
@@ -107,10 +109,13 @@ class RecipeSource:
     #: bytes alone do not say whether a finished folder is still up to date.
     identified_by_bytes = False
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], options: ReadOptions = DEFAULT_OPTIONS
+    ) -> None:
         self.path = Path(path)
         self.name = str(path)
         self.base = os.path.abspath(self.path.parent)
+        self.options = options
 
     def items(self) -> Iterator[SourceItem]:
         try:
@@ -119,7 +124,7 @@ class RecipeSource:
             yield from exc.problems
             return
         problems: list[InputProblem] = []
-        for jobs in _Expander(recipe, problems).by_row():
+        for jobs in _Expander(recipe, problems, self.options).by_row():
             yield from problems  # emptied row by row: a garbage sheet costs no memory
             problems.clear()
             for where, job in jobs:
@@ -147,9 +152,13 @@ class _Expander:
     """Turns a recipe's rows into jobs. Problems are appended, never raised, so
     the same code serves the validation pass and the streaming pass."""
 
-    def __init__(self, recipe: Recipe, problems: list[InputProblem]) -> None:
+    def __init__(
+        self, recipe: Recipe, problems: list[InputProblem], options: ReadOptions = DEFAULT_OPTIONS
+    ) -> None:
         self.recipe = recipe
         self.problems = problems
+        # The recipe's own `sheet_name` beats the run's --sheet.
+        self.options = dataclasses.replace(options, sheet=recipe.sheet_name or options.sheet)
         self.static_ids = {static.id for static in recipe.statics}
         self.combos = recipe.combos()
         # Many rows share a photo: remember recent answers, within a fixed size.
@@ -171,31 +180,29 @@ class _Expander:
         if not recipe.specs:
             return
         if recipe.sheet is None:  # no sheet: one row made of [vars]
-            yield list(self.row_jobs(Row(0, {}), here, recipe.path.parent, set(), set()))
+            yield list(self.row_jobs(Row(0, {}), here, recipe.path.parent, set(), {}))
             return
         file = str(recipe.sheet)
         missing = self.missing_columns(recipe.sheet)
-        seen: set[str] = set()
-        for row in read_rows(recipe.sheet):
-            where = _Where(file, row.line)
+        seen: dict[str, tuple[int, str]] = {}
+        for row in read_rows(recipe.sheet, self.options):
+            where = _Where(row.file or file, row.line)
             yield list(self.row_jobs(row, where, recipe.sheet.parent, missing, seen))
 
     def missing_columns(self, sheet: Path) -> set[str]:
-        """Needed columns a CSV/TSV header lacks, each reported once at line 1."""
-        header = csv_columns(sheet)
-        if header is None:
-            return set()
-        columns = set(header)
-        missing: set[str] = set()
-        for name, user in self.recipe.needed.items():
-            if name not in columns and name not in self.recipe.vars:
-                missing.add(name)
-                message = f"column {name!r} is missing (needed by {user})"
-                self.problems.append(InputProblem(str(sheet), 1, name, message))
+        """Needed columns a CSV/TSV/XLSX header lacks, each reported once at line 1."""
+        recipe = self.recipe
+        missing, found = missing_columns(sheet, recipe.needed, set(recipe.vars), self.options)
+        self.problems.extend(found)
         return missing
 
     def row_jobs(
-        self, row: Row, where: _Where, base: Path, missing: set[str], seen: set[str]
+        self,
+        row: Row,
+        where: _Where,
+        base: Path,
+        missing: set[str],
+        seen: dict[str, tuple[int, str]],
     ) -> Iterator[_Located]:
         recipe = self.recipe
         if row.problem:
@@ -217,18 +224,25 @@ class _Expander:
                 bad.add(name)
         # Stand-ins let the rest of the row be checked; a bad row yields no job.
         values.update({name: name for name in bad})
-        base_id = fill_pattern(recipe.id_pattern, values)
+        try:
+            base_id = fill_pattern(recipe.id_pattern, values)
+        except ValueError as exc:  # a `{sku:slug}` with nothing to slug
+            self.problems.append(where.at(_one_field(recipe.id_pattern, "id"), str(exc)))
+            return
         id_fields = _fields(recipe.id_pattern)
         if not bad & set(id_fields):
             id_field = id_fields[0] if len(id_fields) == 1 else "id"
             problem = id_problem(base_id)
-            if not problem and (base_id in seen or base_id in self.static_ids):
+            written = _unslugged(recipe.id_pattern, values)
+            if not problem and base_id in self.static_ids:
                 problem = f"duplicate id {base_id!r}"
+            elif not problem and base_id in seen:
+                problem = _duplicate(base_id, written, *seen[base_id])
             if problem:
                 self.problems.append(where.at(id_field, problem))
                 return
             if row.line:
-                seen.add(base_id)
+                seen[base_id] = (row.line, written)
         values["id"] = base_id
         own = (base_id, set(self.row_ids(base_id)))
         for spec in recipe.specs:
@@ -348,6 +362,26 @@ class _Expander:
         if target.startswith(base_id + "-") and target not in ids:
             return f"@{target} is not a job of this row (it makes: {', '.join(sorted(ids))})"
         return ""
+
+
+def _unslugged(pattern: str, values: Mapping[str, str]) -> str:
+    """The id as written before `{field:slug}` made it safe ("" without a slug)."""
+    if ":slug}" not in pattern:
+        return ""
+    try:
+        return fill_pattern(pattern.replace(":slug}", "}"), values)
+    except (KeyError, ValueError):
+        return ""
+
+
+def _duplicate(base_id: str, written: str, line: int, first: str) -> str:
+    """A second row making the same id, naming the first; after a slug, both values."""
+    if written and written != first:
+        return (
+            f"duplicate id {base_id!r}: {written!r} here and {first!r} on line {line} "
+            "slug to the same id"
+        )
+    return f"duplicate id {base_id!r} (first on line {line})"
 
 
 def _combo_id(job_base: str, combo: Combo) -> str:

@@ -14,7 +14,10 @@ Recipe schema (top-level keys must come before the first ``[table]``; only
 
     sheet = "products.csv"      # optional; relative to the recipe. Without a sheet
                                 # the recipe expands one row made of [vars].
-    id = "{sku}"                # base id pattern (default "{id}")
+    sheet_name = "Products"     # an .xlsx sheet's tab: name or 1-based number
+                                # (default: --sheet, else the first sheet)
+    id = "{sku}"                # base id pattern (default "{id}"); "{sku:slug}"
+                                # makes a safe id of any SKU: "AB/123 É" -> "ab-123-e"
     template = "white_bg"       # one job kind per row: a template name/path ...
     prompt = "A {name} ..."     # ... or an inline prompt (not both; or use [pack])
     images = ["{photo}"]        # reference images: paths relative to the sheet,
@@ -53,10 +56,13 @@ A pack entry (or a ``[[jobs]]`` entry) may set ``template``/``prompt``,
 ``style`` (``""`` turns the recipe's style off); unset keys inherit the
 recipe's. Aspect ratio: entry, then recipe, then the template's own.
 
-Ids: ``<base>`` then ``-<pack entry>`` then ``-<matrix slugs joined by ->``
-then ``-<n>`` for variants (only when ``variants > 1``; the job's ``variant``
-field is then ``n``). Tags: the recipe's and entry's tags, ``pack:<entry>``,
-and ``<matrix key>:<slug>`` per combination, so cost per campaign falls out
+Ids: ``{field:slug}`` is the field's value made safe for a file name (NFKD,
+ASCII letters and digits, lower case, other runs one ``-``); two rows whose
+values slug to the same id are an error naming both rows. ``<base>`` then
+``-<pack entry>`` then ``-<matrix slugs joined by ->`` then ``-<n>`` for
+variants (only when ``variants > 1``; the job's ``variant`` field is then
+``n``). Tags: the recipe's and entry's tags, ``pack:<entry>``, and
+``<matrix key>:<slug>`` per combination, so cost per campaign falls out
 of the report. Matrix values are also fields: ``{persona}`` is the value
 ("a professional chef"), ``{persona_slug}`` the slug ("chef"; the same as the
 value for a list). ``{id}`` is the row's base id. Inside a matrix, a chain
@@ -85,7 +91,16 @@ from batchgen.recipes.templates import (
     pattern_fields,
 )
 
-_RECIPE_KEYS = ENTRY_KEYS | {"sheet", "id", "templates_dir", "vars", "pack", "matrix", "jobs"}
+_RECIPE_KEYS = ENTRY_KEYS | {
+    "sheet",
+    "sheet_name",
+    "id",
+    "templates_dir",
+    "vars",
+    "pack",
+    "matrix",
+    "jobs",
+}
 _STATIC_KEYS = ENTRY_KEYS | {"id", "fields"}
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -111,6 +126,8 @@ class Recipe:
     vars: dict[str, str]
     statics: tuple[Static, ...]
     needed: dict[str, str] = field(default_factory=dict)
+    #: The XLSX sheet's tab (`sheet_name`), None for the run's `--sheet` or the first.
+    sheet_name: str | None = None
 
     def combos(self) -> list[Combo]:
         """Every matrix combination as ((key, slug, value), ...); one empty combo if none."""
@@ -220,6 +237,7 @@ class _RecipeLoader(EntryParser):
             matrix=matrix,
             vars=variables,
             statics=statics,
+            sheet_name=self.sheet_name(data.get("sheet_name")),
         )
         matrix_keys = {key for key, _values in matrix} | {f"{key}_slug" for key, _v in matrix}
         needed = {name: "id" for name in pattern_fields(id_pattern)}
@@ -232,6 +250,13 @@ class _RecipeLoader(EntryParser):
         return recipe
 
     # -- pieces
+
+    def sheet_name(self, value: object) -> str | None:
+        """An XLSX tab, by name or by number from 1."""
+        if value is None or (isinstance(value, str | int) and not isinstance(value, bool)):
+            return None if value is None else str(value)
+        self.problem("sheet_name", "must be a sheet's name or its number (from 1)")
+        return None
 
     def hoist_settings(self) -> None:
         """Read ``variants = N`` and ``templates_dir = "..."`` written below

@@ -17,15 +17,18 @@ follow.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from batchgen.errors import InputProblem
+from batchgen.jobs.columns import DEFAULT_OPTIONS, ReadOptions
 from batchgen.jobs.reader import MAX_LINE_BYTES
 from batchgen.jobs.sources import Table, iter_source, table_header
 from batchgen.jobs.sources import cell_text as scalar_text
+from batchgen.jobs.workbook import open_sheet
 
 SHEET = Table(
     noun="sheet",
@@ -40,14 +43,19 @@ SHEET = Table(
     },
     known=None,
     too_wide="{extra} more cell(s) than the header has columns",
+    sheet_hint='set sheet_name = "{sheet}" in the recipe',
 )
 
 
 @dataclass
 class Row:
+    """`file`: what messages call the row's file when it is not the sheet's
+    path (an XLSX sheet's rows: `products.xlsx [Products]`)."""
+
     line: int
     values: dict[str, str]
     problem: str = ""
+    file: str = ""
 
 
 def sheet_kind(path: Path) -> str | None:
@@ -69,18 +77,75 @@ def cell_text(value: object) -> str:
         return str(value)
 
 
-def csv_columns(path: Path) -> list[str] | None:
+def csv_columns(path: Path, options: ReadOptions = DEFAULT_OPTIONS) -> list[str] | None:
     """A CSV, TSV or XLSX header's column names; None for other kinds of sheet,
     or if unreadable (the row pass says why)."""
-    return table_header(path, MAX_LINE_BYTES, SHEET)
+    return table_header(path, MAX_LINE_BYTES, SHEET, options)
 
 
-def read_rows(path: Path) -> Iterator[Row]:
+def sheet_header(
+    path: Path, options: ReadOptions = DEFAULT_OPTIONS
+) -> tuple[list[str] | None, str]:
+    """`csv_columns` and what messages call the header's file (an XLSX sheet
+    of a workbook with several: `products.xlsx [Products]`)."""
+    label = str(path)
+    if sheet_kind(path) == "xlsx":
+        sheet = open_sheet(path, label, options.sheet)
+        if isinstance(sheet, InputProblem):
+            return None, label
+        sheet.records.close()
+        label = sheet.label
+    return csv_columns(path, options), label
+
+
+def other_sheet_with(
+    path: Path, columns: set[str], options: ReadOptions = DEFAULT_OPTIONS
+) -> tuple[str, str] | None:
+    """(the sheet read, the one other sheet that has every one of `columns`),
+    when the sheet was not chosen and exactly one other has them; else None."""
+    if sheet_kind(path) != "xlsx" or options.sheet is not None:
+        return None
+    sheet = open_sheet(path, str(path), None)
+    if isinstance(sheet, InputProblem):
+        return None
+    with contextlib.closing(sheet.records):
+        names = sheet.others_with(lambda row: columns <= {str(c).strip() for c in row if c})
+    return (sheet.title, names[0]) if len(names) == 1 else None
+
+
+def read_rows(path: Path, options: ReadOptions = DEFAULT_OPTIONS) -> Iterator[Row]:
     """Stream rows with their line numbers; never loads the whole sheet. A row or
     a sheet that cannot be read becomes a row carrying the problem (line 0:
-    the whole sheet)."""
-    for item in iter_source(path, MAX_LINE_BYTES, SHEET):
+    the whole sheet). `options`: the delimiter and the XLSX sheet."""
+    for item in iter_source(path, MAX_LINE_BYTES, SHEET, options):
         if isinstance(item, InputProblem):
-            yield Row(item.line, {}, item.message)
+            file = item.file if item.file != str(path) else ""
+            yield Row(item.line, {}, item.message, file)
         else:
-            yield Row(item.line, {str(k): cell_text(v) for k, v in item.fields.items()})
+            values = {str(k): cell_text(v) for k, v in item.fields.items()}
+            yield Row(item.line, values, file=item.file)
+
+
+def missing_columns(
+    sheet: Path, needed: Mapping[str, str], given: set[str], options: ReadOptions
+) -> tuple[set[str], list[InputProblem]]:
+    """The `needed` columns (name -> what needs it) the sheet's header lacks and
+    not `given` by the recipe's [vars], with a problem for each at line 1; in
+    a workbook, naming the one other sheet that has them."""
+    header, label = sheet_header(sheet, options)
+    if header is None:
+        return set(), []
+    columns = set(header)
+    missing = {name for name in needed if name not in columns and name not in given}
+    other = other_sheet_with(sheet, missing, options) if missing else None
+    hint = ""
+    if other is not None:
+        has = "has them" if len(missing) > 1 else "has it"
+        hint = f"; sheet {other[1]!r} {has}: set sheet_name = {other[1]!r} in the recipe"
+    problems = []
+    for name, user in needed.items():
+        if name in missing:
+            message = f"column {name!r} is missing (needed by {user}){hint}"
+            problems.append(InputProblem(label, 1, name, message))
+            hint = ""
+    return missing, problems

@@ -18,8 +18,10 @@ A *style* preset (``kind = "style"``) carries ``style = "..."`` instead of
 
 Fields are ``{name}`` placeholders, parsed with `string.Formatter`; ``{{`` and
 ``}}`` are literal braces. Only plain names are allowed (no ``{0}``, ``{a.b}``,
-``{a:>10}``). Values are inserted exactly as given: ``{text}`` keeps its case,
-spacing and punctuation, which matters for text the model must render.
+``{a:>10}``), and one filter, ``{name:slug}`` (`slug`: `AB/123 Crème` →
+`ab-123-creme`), meant for ids made from SKUs. Values are otherwise inserted
+exactly as given: ``{text}`` keeps its case, spacing and punctuation, which
+matters for text the model must render.
 
 Built-in templates live in ``batchgen/recipes/builtin_templates/``; a user folder
 (``--dir`` / a recipe's ``templates_dir``) adds templates and overrides
@@ -31,6 +33,7 @@ from __future__ import annotations
 import re
 import string
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +61,27 @@ class MissingFieldError(KeyError):
         return f"missing field {self.field!r}"
 
 
+class SlugError(ValueError):
+    """A value has no letter or digit left after `slug`."""
+
+    def __init__(self, field: str, value: str) -> None:
+        super().__init__(
+            f"{field!r} ({value[:40]!r}) has no ASCII letter or digit to make a slug of"
+        )
+        self.field = field
+
+
+def slug(text: str) -> str:
+    """A value as an id part: NFKD (accents dropped), lower case, every run of
+    characters other than ASCII letters and digits one `-`, none at either
+    end. Safe on every file system, and the same on every machine."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return _SLUG_RUNS.sub("-", plain.lower()).strip("-")
+
+
+_SLUG_RUNS = re.compile(r"[^a-z0-9]+")
+
+
 class EmptyFieldError(ValueError):
     """A field the template needs is in the row but blank."""
 
@@ -76,12 +100,12 @@ def pattern_fields(pattern: str) -> tuple[str, ...]:
     for _literal, field, spec, conversion in string.Formatter().parse(pattern):
         if field is None:
             continue
-        if not _FIELD.match(field) or spec or conversion:
+        if not _FIELD.match(field) or (spec and spec != "slug") or conversion:
             shown = "{" + field + (f"!{conversion}" if conversion else "")
             shown += (f":{spec}" if spec else "") + "}"
             raise ValueError(
                 f"placeholder {shown} is not a plain field name;"
-                " use {name}, or {{ and }} for literal braces"
+                " use {name} or {name:slug}, or {{ and }} for literal braces"
             )
         if field not in names:
             names.append(field)
@@ -95,7 +119,7 @@ def fill_pattern(pattern: str, values: Mapping[str, str]) -> str:
     `EmptyFieldError` (a `ValueError`) for a blank one.
     """
     out: list[str] = []
-    for literal, field, _spec, _conversion in string.Formatter().parse(pattern):
+    for literal, field, spec, _conversion in string.Formatter().parse(pattern):
         out.append(literal)
         if field is None:
             continue
@@ -104,6 +128,12 @@ def fill_pattern(pattern: str, values: Mapping[str, str]) -> str:
         value = values[field]
         if value is None or not str(value).strip():
             raise EmptyFieldError(field)
+        if spec == "slug":
+            made = slug(str(value))
+            if not made:
+                raise SlugError(field, str(value))
+            out.append(made)
+            continue
         out.append(str(value))
     return "".join(out)
 
