@@ -86,12 +86,14 @@ def test_ignored_prefixes_and_ignore_columns(tmp_path: Path) -> None:
     assert kept.stderr == ""  # nothing to say: every column is accounted for
 
 
-def test_a_column_like_no_field_is_named_once(tmp_path: Path) -> None:
+def test_columns_like_no_field_are_one_error_naming_them_and_the_way_out(tmp_path: Path) -> None:
     jobs = write(tmp_path / "jobs.csv", "id,prompt,sku,price\na,b,1,2\nc,d,3,4\n")
     checked = batchgen("validate", jobs)
-    assert checked.returncode == 0
-    assert checked.stderr.count("not used") == 1
-    assert "'sku', 'price'" in checked.stderr
+    assert checked.returncode == 2
+    assert checked.stderr.count("unknown columns 'sku', 'price': not a job field") == 1
+    assert f"{jobs}:1:" in checked.stderr
+    assert "--ignore-columns 'sku,price'" in checked.stderr
+    assert batchgen("validate", jobs, "--ignore-columns", "sku,price").returncode == 0
 
 
 def test_two_headers_that_normalise_alike_are_an_error(tmp_path: Path) -> None:
@@ -112,7 +114,7 @@ def test_jsonl_keys_follow_the_same_rules(tmp_path: Path) -> None:
     assert checked.returncode == 2
     assert checked.stderr.count("unknown key 'ratio': did you mean aspect_ratio?") == 1
     assert f"{jobs}:1:" in checked.stderr  # on the first line that has it
-    assert "keys not used by any job field: 'vendor'" in checked.stderr
+    assert "unknown key 'vendor': not a job field" in checked.stderr
 
 
 def test_records_from_python_follow_the_jsonl_rules() -> None:
@@ -127,11 +129,7 @@ def test_normalise_and_suggestion() -> None:
     assert suggestion("ratio") == "aspect_ratio"
     assert suggestion("sku") is None
     header = resolve_header(["ID", "Prompt", "X-SKU", "_n", "sizes"], ("id", "prompt"))
-    assert (header.columns, header.problems, header.unused) == (
-        {"id": 0, "prompt": 1, "sizes": 4},
-        [],
-        [],
-    )
+    assert (header.columns, header.problems) == ({"id": 0, "prompt": 1, "sizes": 4}, [])
 
 
 # --- 2. delimiters ---------------------------------------------------------------------

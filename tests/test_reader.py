@@ -64,7 +64,7 @@ def test_jsonl_rows_become_jobs_with_every_field(tmp_path: Path) -> None:
             "model": "gemini-2.5-flash-image",
             "variant": 2,
             "sizes": ["Amazon", "800x600:fill"],
-            "vendor_note": {"ignored": True},
+            "_vendor_note": {"ignored": True},  # marked: not a job field
         },
         {"id": "sku-2", "prompt": "p", "images": "@sku-1"},
     )
@@ -88,12 +88,12 @@ def test_jsonl_rows_become_jobs_with_every_field(tmp_path: Path) -> None:
     ]
 
 
-def test_csv_lists_as_semicolons_or_json_and_extra_columns_ignored(tmp_path: Path) -> None:
+def test_csv_lists_as_semicolons_or_json_and_marked_columns_ignored(tmp_path: Path) -> None:
     png(tmp_path / "a.png")
     png(tmp_path / "b.png")
     path = write(
         tmp_path / "products.csv",
-        "sku_name,id,prompt,images,tags,priority,variant,aspect_ratio,sizes,price\n"
+        "_sku_name,id,prompt,images,tags,priority,variant,aspect_ratio,sizes,x-price\n"
         'Shoe,s1,"red, shoe",a.png; b.png,"x; ;y",2,1,1:1,amazon;instagram:fill,9.99\n'
         'Hat,s2,hat,"[""a.png""]","[""t""]",,,,,\n',
     )
@@ -694,7 +694,7 @@ def test_parquet_round_trip(tmp_path: Path) -> None:
             "tags": [["x", "y"], None],
             "priority": [5, 0],
             "variant": [None, 2],
-            "extra": [1.5, 2.5],
+            "_extra": [1.5, 2.5],
         }
     )
     path = tmp_path / "jobs.parquet"
@@ -759,7 +759,7 @@ def test_xlsx_rows_use_sheet_row_numbers(tmp_path: Path) -> None:
 
     book = openpyxl.Workbook()
     sheet = book.active
-    sheet.append(["id", "prompt", "priority", "note"])
+    sheet.append(["id", "prompt", "priority", "_note"])
     sheet.append([])
     sheet.append([12345, "numeric sku", 2.0, "x"])
     sheet.append(["b", None, None, None])

@@ -114,8 +114,8 @@ def csv_cell(value: Any, as_json: bool) -> str:
     return str(value)
 
 
-COLUMNS = ["sku", "id", "prompt", "images", "aspect_ratio", "tags", "priority"]
-COLUMNS += ["model", "variant", "sizes", "notes"]
+COLUMNS = ["_sku", "id", "prompt", "images", "aspect_ratio", "tags", "priority"]
+COLUMNS += ["model", "variant", "sizes", "x-notes"]
 
 
 def write_csv(path: Path, table: list[dict[str, Any]], as_json: bool) -> list[int]:
@@ -130,7 +130,7 @@ def write_csv(path: Path, table: list[dict[str, Any]], as_json: bool) -> list[in
         starts.append(out.getvalue().count("\n") + 1)
         cells = {k: csv_cell(v, as_json) for k, v in row.items()}
         writer.writerow(
-            [cells.get(c, "") if c not in ("sku", "notes") else f"x{n}" for c in COLUMNS]
+            [cells.get(c, "") if c not in ("_sku", "x-notes") else f"x{n}" for c in COLUMNS]
         )
     path.write_text(out.getvalue(), encoding="utf-8", newline="")
     return starts

@@ -37,7 +37,7 @@ __all__ = [
     "resolve_header",
     "suggestion",
     "unknown_message",
-    "unused_notice",
+    "unused_message",
 ]
 
 logger = logging.getLogger(__name__)
@@ -102,11 +102,19 @@ def suggestion(key: str, known: Sequence[str] = KNOWN_FIELDS) -> str | None:
     return close[0] if close else None
 
 
-def unused_notice(file: str, names: Sequence[str], noun: str = "column") -> str:
-    """The one line naming the columns (keys) of a file that no field uses."""
+def unused_message(names: Sequence[str], noun: str = "column") -> str:
+    """Why columns (or keys) like no job field are refused, and the exact way to
+    keep them out of the jobs: nothing a file holds is dropped without a word."""
     shown = ", ".join(repr(n) for n in names[:10]) + (", ..." if len(names) > 10 else "")
-    way = "name them '_...' or 'x-...'" + (", or pass --ignore-columns" if noun == "column" else "")
-    return f"{file}: {noun}s not used by any job field: {shown} ({way} to say so)"
+    known = ", ".join(KNOWN_FIELDS)
+    keep = "name them '_...' or 'x-...'"
+    if noun == "column":
+        keep += f", or pass --ignore-columns {','.join(n.strip() for n in names)!r}"
+    return (
+        f"unknown {noun}{'s' if len(names) > 1 else ''} {shown}: not a job field "
+        f"(the fields are {known}); to keep {'them' if len(names) > 1 else 'it'} out of the "
+        f"jobs, {keep}"
+    )
 
 
 def unknown_message(raw: str, key: str, noun: str = "column") -> str:
@@ -171,14 +179,12 @@ class KeyMap:
     once (a bounded cache); a key that looks meant for a field is reported
     once, on the first line that has it (the run will not start, and a
     million copies of the same complaint help nobody); a key like no field
-    is collected in `unused` for one notice."""
+    is reported once, on the first line that has it, too."""
 
     def __init__(self, options: ReadOptions = DEFAULT_OPTIONS) -> None:
         self._options = options
         self._cache: dict[str, str | None] = {}
         self._reported: set[str] = set()
-        #: Keys like no field, in the order met: said once, after the file.
-        self.unused: list[str] = []
 
     def _field(self, raw: str) -> str | None:
         """The field a key names; "" for a skipped key; None for an unknown one."""
@@ -203,7 +209,7 @@ class KeyMap:
                     self._reported.add(raw)
                     key = normalise(str(raw))
                     if suggestion(key) is None:
-                        self.unused.append(str(raw))
+                        problems.append(("", unused_message([str(raw)], "key")))
                     else:
                         problems.append(("", unknown_message(str(raw), key, "key")))
             elif name:
@@ -223,8 +229,6 @@ class Header:
     blank: tuple[int, ...] = ()
     problems: list[tuple[str, str]] = field(default_factory=list)
     missing: tuple[str, ...] = ()
-    #: Columns like no field (`sku`, `price`): not used, and said so once.
-    unused: list[str] = field(default_factory=list)
 
 
 def resolve_header(
@@ -252,6 +256,7 @@ def resolve_header(
             return header
     first: dict[str, str] = {}
     blank: list[int] = []
+    unused: list[str] = []
     for i, raw in enumerate(names):
         key = normalise(raw)
         if not key:
@@ -260,7 +265,7 @@ def resolve_header(
             continue
         elif key not in KNOWN_FIELDS:
             if suggestion(key) is None:
-                header.unused.append(raw.strip())
+                unused.append(raw.strip())
             else:
                 header.problems.append(("", unknown_message(raw, key)))
         elif key in header.columns:
@@ -275,6 +280,8 @@ def resolve_header(
         else:
             header.columns[key] = i
             first[key] = raw.strip()
+    if unused:
+        header.problems.append(("", unused_message(unused)))
     header.blank = tuple(blank)
     header.missing = tuple(k for k in required if k not in header.columns)
     return header

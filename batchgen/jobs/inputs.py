@@ -25,7 +25,6 @@ from batchgen.jobs.columns import (
     KNOWN_FIELDS,
     KeyMap,
     ReadOptions,
-    unused_notice,
 )
 from batchgen.jobs.sources import RawRow, SourceItem, iter_source
 from batchgen.models import Job
@@ -126,8 +125,6 @@ class RecordsSource:
                 kind = type(record).__name__
                 msg = f"expected a job (a dict or a batchgen.Job) or a path, got {kind}"
                 yield InputProblem(self.name, line, "", msg)
-        if keys.unused:
-            DEFAULT_OPTIONS.tell(unused_notice(self.name, keys.unused, "key"))
 
 
 def _job_fields(job: Job) -> dict[str, object]:

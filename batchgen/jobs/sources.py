@@ -31,7 +31,6 @@ from batchgen.jobs.columns import (
     KeyMap,
     ReadOptions,
     resolve_header,
-    unused_notice,
 )
 from batchgen.jobs.records import (
     UTF16,
@@ -204,8 +203,6 @@ def _iter_jsonl(
                 yield from _jsonl_items(raw, name, line, keys)
         except Utf16Error:
             yield InputProblem(name, 1, "", UTF16)
-    if keys is not None and keys.unused:
-        options.tell(unused_notice(name, keys.unused, "key"))
 
 
 def _jsonl_items(raw: bytes, name: str, line: int, keys: KeyMap | None) -> Iterator[SourceItem]:
@@ -316,8 +313,6 @@ def _iter_parquet(
         header = resolve_header(names, table.required, options)
         problems = [InputProblem(name, 0, k, m) for k, m in header.problems]
         problems += [InputProblem(name, 0, k, f"missing column '{k}'") for k in header.missing]
-        if header.unused:
-            options.tell(unused_notice(name, header.unused))
         if problems:
             yield from problems
             return

@@ -20,7 +20,6 @@ from batchgen.jobs.columns import (
     normalise,
     resolve_header,
     suggestion,
-    unused_notice,
 )
 from batchgen.jobs.workbook import Sheet
 
@@ -96,8 +95,6 @@ def judge_header(
     names = [column_name(c) for c in cells]
     header = resolve_header(names, table.required, options, forced)
     if not header.missing:
-        if header.unused:
-            options.tell(unused_notice(name, header.unused))
         found = [InputProblem(name, line, key, msg) for key, msg in header.problems]
         return found if found else (header.columns, header.blank)
     # Without its id and prompt this is likely not a job file at all (another
