@@ -25,6 +25,7 @@ RUN_FLAG_NAMES = {
     "--concurrency", "--rpm", "--max-attempts", "--timeout", "--limit", "--retry-failed",
     "--retry-blocked", "--dry-run", "--budget", "--prices", "--max-retry-delay", "--cache",
     "--seed", "--backoff-base", "--backoff-cap", "--no-progress",
+    "--max-outage", "--report-every", "--unreachable-after",
 }  # fmt: skip
 SIM_FLAG_NAMES = {
     "--host", "--port", "--api-key", "--model", "--latency", "--rpm", "--rpd", "--quota-window",
@@ -81,6 +82,9 @@ RUN_VALUES: dict[str, tuple[str | None, Any]] = {
     "backoff_base": ("0.01", 0.01),
     "backoff_cap": ("0.1", 0.1),
     "progress": (None, False),
+    "max_outage": ("30", 30.0),
+    "report_every": ("60", 60.0),
+    "unreachable_after": ("2", 2.0),
 }
 SIM_VALUES: dict[str, tuple[str | None, Any]] = {
     "host": ("127.0.0.2", "127.0.0.2"),

@@ -33,6 +33,7 @@ from batchgen.engine.pool import Pool
 from batchgen.engine.pricing import PriceTable
 from batchgen.engine.progress import Progress
 from batchgen.engine.sender import http_sender
+from batchgen.engine.watch import Watch
 from batchgen.errors import (
     EXIT_ABORTED,
     EXIT_INTERRUPTED,
@@ -315,6 +316,9 @@ async def _schedule(
             on_change=progress.update,
             shared_cache=shared,
         )
+        progress.note = pool.outage.note
+        watch = Watch(config.out, progress, lambda: pool.counters, report_every=config.report_every)
+        watch.start()
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         interrupts = 0
@@ -362,6 +366,7 @@ async def _schedule(
                     signal.signal(sig, handler)
             result.stop = pool.stop
             result.counters = pool.counters
+            await watch.close()
             progress.close(pool.counters)
             if shared is not None:
                 shared.close()
@@ -386,20 +391,31 @@ def _exit_code(result: RunResult) -> int:
 
 
 def describe(result: RunResult, budget: float | None = None) -> str:
-    """The one-paragraph end-of-run message for people."""
+    """The one-paragraph end-of-run message for people. Each figure is named
+    once: after a budget stop, the stop's sentence says what was spent."""
     lines = []
-    if result.stop is not None:
-        lines.append(result.stop.message)
+    stop = result.stop
+    if stop is not None:
+        lines.append(stop.message)
+    if result.left is not None:
+        count, usd = result.left
+        lines[-1:] = [f"{lines[-1]}; the {count} jobs left would cost about ${usd:.2f}"]
     r = result.report
     if r:
+        spent = (
+            ""
+            if stop is not None and stop.kind is StopKind.BUDGET
+            else (f"; spent ${r['cost_usd']:.4f} in all")
+        )
         lines.append(
             f"{r['done']} done, {r['blocked']} blocked, {r['failed']} failed, "
             f"{r['skipped']} skipped, {r['pending']} pending of {r['total']}; "
-            f"{result.counters.requests} requests this run; spent ${r['cost_usd']:.4f} in all"
+            f"{result.counters.requests} requests this run{spent}"
         )
-    if result.left is not None:
-        count, usd = result.left
-        lines.append(f"the {count} jobs left would cost about ${usd:.2f}")
+        upscaled = r.get("upscaled", 0)
+        if upscaled:
+            noun = "platform size was" if upscaled == 1 else "platform sizes were"
+            lines.append(f"{upscaled} {noun} upscaled beyond the model's output; see report.json")
     return "\n".join(lines)
 
 
