@@ -336,7 +336,8 @@ async def _schedule(
                 pool.request_stop(
                     StopReason(
                         StopKind.INTERRUPTED,
-                        "interrupted: finishing in-flight requests",
+                        "interrupted: unfinished jobs stay pending; run the same command "
+                        "again to continue",
                         EXIT_INTERRUPTED,
                     )
                 )
