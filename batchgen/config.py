@@ -117,6 +117,12 @@ class RunConfig:
     max_response_bytes: int = 64 * 1024 * 1024
     #: How long in-flight requests get to finish after the first Ctrl-C.
     grace_seconds: float = 10.0
+    #: Seconds to wait for an endpoint that answered and went away (`engine/outage.py`).
+    max_outage: float = 900.0
+    #: Seconds to try an endpoint that has not answered once in this run (tests shrink it).
+    unreachable_after: float = 60.0
+    #: Seconds between refreshes of the report files during a run (0: only at the end).
+    report_every: float = 300.0
     #: Retry delay formula `backoff`: base and cap in seconds (tests shrink them).
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
@@ -140,6 +146,8 @@ class RunConfig:
             raise UsageError("--limit must not be negative")
         if self.budget is not None and self.budget < 0:
             raise UsageError("--budget must not be negative")
+        if self.max_outage < 0 or self.unreachable_after < 0 or self.report_every < 0:
+            raise UsageError("--max-outage and --report-every must not be negative")
 
     def auth_headers(self) -> dict[str, str]:
         if self.api_key is None:

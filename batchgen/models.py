@@ -53,11 +53,19 @@ class OutcomeKind(StrEnum):
     NO_IMAGE = "no_image"
     BAD_REQUEST = "bad_request"
     FATAL = "fatal"
+    #: No HTTP answer at all: the connection was never made (refused, DNS, TLS,
+    #: connect timeout). The network's fault, not the job's (`engine/outage.py`).
+    UNREACHABLE = "unreachable"
 
 
 #: Kinds worth another attempt of the same job.
 RETRYABLE_KINDS = frozenset(
-    {OutcomeKind.RATE_LIMITED, OutcomeKind.SERVER_ERROR, OutcomeKind.NO_IMAGE}
+    {
+        OutcomeKind.RATE_LIMITED,
+        OutcomeKind.SERVER_ERROR,
+        OutcomeKind.NO_IMAGE,
+        OutcomeKind.UNREACHABLE,
+    }
 )
 
 
@@ -71,6 +79,8 @@ class StopKind(StrEnum):
     BUDGET = "budget"
     DISK = "disk"
     ERROR = "error"
+    #: The endpoint never answered, or went away for longer than `--max-outage`.
+    NETWORK = "network"
 
 
 @dataclass(frozen=True, slots=True)

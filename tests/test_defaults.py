@@ -27,6 +27,7 @@ RUN_FLAG_NAMES = {
     "--seed", "--backoff-base", "--backoff-cap", "--no-progress",
     # Issue 13 added the job-file options (`run` and `validate`).
     "--delimiter", "--sheet", "--ignore-columns",
+    "--max-outage", "--report-every", "--unreachable-after",
 }  # fmt: skip
 SIM_FLAG_NAMES = {
     "--host", "--port", "--api-key", "--model", "--latency", "--rpm", "--rpd", "--quota-window",
@@ -83,6 +84,9 @@ RUN_VALUES: dict[str, tuple[str | None, Any]] = {
     "backoff_base": ("0.01", 0.01),
     "backoff_cap": ("0.1", 0.1),
     "progress": (None, False),
+    "max_outage": ("30", 30.0),
+    "report_every": ("60", 60.0),
+    "unreachable_after": ("2", 2.0),
 }
 SIM_VALUES: dict[str, tuple[str | None, Any]] = {
     "host": ("127.0.0.2", "127.0.0.2"),

@@ -50,6 +50,12 @@ def err(kind: OutcomeKind, status: int | None, message: str) -> ErrorInfo:
 TABLE: list[tuple[str, Outcome, Tries, Decision]] = [
     ("ok", Outcome(K.OK, http_status=200), Tries(1, 0), End(Status.DONE)),
     (
+        "unreachable: the pool waits for the endpoint; decided, a server error",
+        Outcome(K.UNREACHABLE, message="cannot connect: refused"),
+        Tries(1, 0),
+        Retry(10.0),
+    ),
+    (
         "rate limited: the server's delay, +10 % jitter at most",
         Outcome(K.RATE_LIMITED, http_status=429, message="slow down", retry_after=3.0),
         Tries(0, 1),

@@ -68,6 +68,22 @@ RUN_FLAGS: tuple[Flag, ...] = (
         metavar="DIR",
     ),
     Flag("--seed", "seed", "seed for retry jitter", type=int),
+    Flag(
+        "--max-outage",
+        "max_outage",
+        "seconds to wait for an endpoint that answered and went away, then stop (exit 3)",
+        type=float,
+        metavar="SECONDS",
+    ),
+    Flag(
+        "--report-every",
+        "report_every",
+        "refresh report.json and the gallery every SECONDS during the run (0: at the end only)",
+        type=float,
+        metavar="SECONDS",
+    ),
+    # Advanced (tests): how long an endpoint that never answered is tried.
+    Flag("--unreachable-after", "unreachable_after", "", type=float, hidden=True),
     # Advanced (tests and chaos runs shrink the retry delays): base and cap of the backoff.
     Flag("--backoff-base", "backoff_base", "", type=float, hidden=True),
     Flag("--backoff-cap", "backoff_cap", "", type=float, hidden=True),
@@ -245,10 +261,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"(up to ${p.expected_cost * allowance:.2f} with a 10% allowance for retries); "
             "nothing was sent"
         )
+        if config.rpm is not None and to_run:
+            print(
+                f"at --rpm {config.rpm:g} it takes at least {_minutes(to_run / config.rpm)} "
+                "(a lower bound: retries, 429s and slow answers add to it)"
+            )
         return EXIT_OK
     print(describe(result), file=sys.stderr)
-    print(f"report: {config.out / 'report.json'}", file=sys.stderr)
+    print(
+        f"report: {config.out / 'report.json'}; gallery: {config.out / 'report.html'}",
+        file=sys.stderr,
+    )
     return result.exit_code
+
+
+def _minutes(minutes: float) -> str:
+    """A duration given in minutes, for people: "45 s", "12 min", "3 h 20 min"."""
+    if minutes < 1:
+        return f"{minutes * 60:.0f} s"
+    if minutes < 120:
+        return f"{minutes:.0f} min"
+    return f"{int(minutes // 60)} h {minutes % 60:02.0f} min"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -263,10 +296,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import json
 
+    from batchgen.report.folder import report_store
     from batchgen.report.summary import tag_csv, write_reports
-    from batchgen.store import Store
 
-    with Store(args.out) as store:
+    # A folder a run holds is read read-only; each file is replaced atomically.
+    with report_store(args.out) as store:
         summary = write_reports(store)
     if args.by == "tag":
         if args.format == "csv":
@@ -274,7 +308,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         else:
             print(json.dumps(summary["by_tag"], indent=2))
     else:
-        print(f"wrote {args.out / 'report.json'}")
+        print(f"wrote {args.out / 'report.json'} and {args.out / 'report.html'}")
     return EXIT_OK
 
 

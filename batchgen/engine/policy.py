@@ -18,6 +18,8 @@ blocked               End(blocked), never retried
 no image              like a server error, capped at `max_no_image_attempts`
 bad request           End(failed), never retried
 fatal                 Stop(fatal): nothing is marked failed
+unreachable           not the job's outcome: the pool waits for the endpoint
+                      (`outage`) and uses no attempt; decided, a server error
 ====================  ==========================================================
 
 The delay after a 429 is the server's (``RetryInfo`` / ``Retry-After``), else
@@ -78,6 +80,8 @@ class Tries:
         """These tries and one more answer of `kind`."""
         if kind is OutcomeKind.RATE_LIMITED:
             return Tries(self.attempts, self.rate_limited + 1)
+        if kind is OutcomeKind.UNREACHABLE:
+            return self
         return Tries(self.attempts + 1, self.rate_limited)
 
 

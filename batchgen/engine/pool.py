@@ -34,11 +34,12 @@ from batchgen.engine.chains import Chains, RunNow, Skip
 from batchgen.engine.items import Retries, WorkItem, prepare
 from batchgen.engine.ledger import Ledger
 from batchgen.engine.limiter import Pacer, backoff
+from batchgen.engine.outage import Outage, host_of
 from batchgen.engine.policy import Limits, Retry, Stop, decide, stop_for
 from batchgen.engine.pricing import PriceTable
 from batchgen.engine.sender import Sender
 from batchgen.errors import EXIT_ABORTED
-from batchgen.models import Counters, Job, Outcome, OutcomeKind, Status, StopKind, StopReason
+from batchgen.models import Counters, Job, Outcome, OutcomeKind, Status, StopReason
 from batchgen.output.writer import Writer, Written
 from batchgen.store import Store
 
@@ -95,15 +96,24 @@ class Pool:
         self._feeding = True
         self._idle, self._stopped, self._quiet = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._retries = Retries(self._queue, self.counters)
+        self.outage = Outage(
+            host_of(config.base_url),
+            on_stop=self.request_stop,
+            max_outage_s=config.max_outage,
+            never_answered_s=config.unreachable_after,
+            probe_base=min(1.0, config.backoff_base),
+        )
 
     # -- lifecycle -----------------------------------------------------------
     def request_stop(self, reason: StopReason) -> None:
         if self.stop is None:
             self.stop = reason
-            if reason.kind is not StopKind.INTERRUPTED:
-                log.warning("stopping: %s", reason.message)
+            # Said once, by whoever ran the pool (the CLI prints it as the run ends).
+            log.info("stopping: %s", reason.message)
         self._stopped.set()
         self._retries.cancel()
+        self.outage.halt()
+        self.budget.close()
 
     async def run(self, pending: Iterator[Job]) -> Counters:
         # Twice as many workers as request slots: while some write images, the
@@ -220,6 +230,12 @@ class Pool:
         if not item.claimed and await self._from_cache(item):
             return True
         outcome = await self._request(item, item.body)
+        while outcome is not None and outcome.kind is OutcomeKind.UNREACHABLE:
+            # The network's fault, not the job's: no attempt used, no end; wait
+            # for the endpoint (or the outage's stop) and send the same request.
+            if not await self.outage.wait(outcome.message):
+                return False
+            outcome = await self._request(item, item.body)
         return outcome is not None and await self._handle(item, outcome)
 
     async def _request(self, item: WorkItem, body: bytes) -> Outcome | None:
@@ -227,9 +243,10 @@ class Pool:
         job = item.job
         await self._slots.acquire()
         reserve = self._prices.worst_case(item.model, job.prompt, len(job.images))
-        if not self.budget.reserve(reserve):
+        if not self.budget.reserve(reserve) and not await self.budget.wait_to_reserve(reserve):
             self._slots.release()
-            self.request_stop(self.budget.stop())
+            if self.stop is None:
+                self.request_stop(self.budget.stop())
             return None
         try:
             item.admitted_at = await self.pacer.acquire()
@@ -250,6 +267,12 @@ class Pool:
             raise
         finally:
             self._slots.release()
+        outage = self.outage
+        if outcome.kind is OutcomeKind.UNREACHABLE:
+            self.budget.settle(reserve, 0.0)
+            return outcome
+        if outage.since is not None or not outage.answered:
+            outage.answered_now()
         item.last_cost = self._ledger.attempt(job.id, item.model, outcome)
         self.budget.settle(reserve, item.last_cost)
         item.tries = item.tries.after(outcome.kind)

@@ -2,7 +2,8 @@
 
 Wires the stages in the design's order — reader, planner, pool (client,
 sink), store, report — and owns the run's lifecycle: the state lock, signal
-handling (first Ctrl-C/SIGTERM drains, the second cancels), and the `finally`
+handling (`signals`: first Ctrl-C/SIGTERM drains, the second cancels), the
+watch (`watch`: progress and report refreshes), and the `finally`
 that always commits the store and rewrites the report. The inputs (job files,
 recipes, records from Python: `batchgen.jobs.inputs`) are read once, by the
 reader's pass that feeds the planner inside one unit of work.
@@ -15,8 +16,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import signal
-import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,8 @@ from batchgen.engine.pool import Pool
 from batchgen.engine.pricing import PriceTable
 from batchgen.engine.progress import Progress
 from batchgen.engine.sender import http_sender
+from batchgen.engine.signals import TwoStage, sigterm_as_interrupt
+from batchgen.engine.watch import Watch
 from batchgen.errors import (
     EXIT_ABORTED,
     EXIT_INTERRUPTED,
@@ -141,24 +142,8 @@ async def arun_sources(
 
     `sources` is read once, lazily. A sequence of sources that are all
     identified by their bytes may take the settled-folder fast path."""
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         return await _arun(sources, config, sim=sim)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt, like Ctrl-C, while validating, planning and
-    writing the report (the pool has its own two-stage handlers in between), so
-    a supervisor's stop never kills the run without its `finally`."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -> RunResult:
@@ -319,53 +304,23 @@ async def _schedule(
             on_change=progress.update,
             shared_cache=shared,
         )
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        interrupts = 0
-
-        def on_signal() -> None:
-            nonlocal interrupts
-            interrupts += 1
-            if interrupts == 1:
-                # Said at once, so that the person (or supervisor) knows it was heard.
-                log.warning(
-                    "interrupted: finishing in-flight requests (up to %gs); "
-                    "interrupt again to stop at once",
-                    config.grace_seconds,
-                )
-                pool.request_stop(
-                    StopReason(
-                        StopKind.INTERRUPTED,
-                        "interrupted: finishing in-flight requests",
-                        EXIT_INTERRUPTED,
-                    )
-                )
-            elif task is not None:
-                task.cancel()
-
-        installed = []
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, on_signal)
-                installed.append(sig)
+        progress.note = pool.outage.note
+        watch = Watch(config.out, progress, lambda: pool.counters, report_every=config.report_every)
+        watch.start()
+        handlers = TwoStage(pool, config.grace_seconds)
         try:
-            result.counters = await pool.run(store.pending(config.limit))
+            with handlers:
+                result.counters = await pool.run(store.pending(config.limit))
         except asyncio.CancelledError:
-            if interrupts < 2:
+            if handlers.interrupts < 2:
                 raise
             pool.stop = pool.stop or StopReason(
                 StopKind.INTERRUPTED, "interrupted", EXIT_INTERRUPTED
             )
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-                # asyncio resets to the default; put back what was there before.
-                handler = previous[sig]
-                if handler is not None:
-                    signal.signal(sig, handler)
             result.stop = pool.stop
             result.counters = pool.counters
+            await watch.close()
             progress.close(pool.counters)
             if shared is not None:
                 shared.close()
@@ -390,20 +345,31 @@ def _exit_code(result: RunResult) -> int:
 
 
 def describe(result: RunResult, budget: float | None = None) -> str:
-    """The one-paragraph end-of-run message for people."""
+    """The one-paragraph end-of-run message for people. Each figure is named
+    once: after a budget stop, the stop's sentence says what was spent."""
     lines = []
-    if result.stop is not None:
-        lines.append(result.stop.message)
+    stop = result.stop
+    if stop is not None:
+        lines.append(stop.message)
+    if result.left is not None:
+        count, usd = result.left
+        lines[-1:] = [f"{lines[-1]}; the {count} jobs left would cost about ${usd:.2f}"]
     r = result.report
     if r:
+        spent = (
+            ""
+            if stop is not None and stop.kind is StopKind.BUDGET
+            else (f"; spent ${r['cost_usd']:.4f} in all")
+        )
         lines.append(
             f"{r['done']} done, {r['blocked']} blocked, {r['failed']} failed, "
             f"{r['skipped']} skipped, {r['pending']} pending of {r['total']}; "
-            f"{result.counters.requests} requests this run; spent ${r['cost_usd']:.4f} in all"
+            f"{result.counters.requests} requests this run{spent}"
         )
-    if result.left is not None:
-        count, usd = result.left
-        lines.append(f"the {count} jobs left would cost about ${usd:.2f}")
+        upscaled = r.get("upscaled", 0)
+        if upscaled:
+            noun = "platform size was" if upscaled == 1 else "platform sizes were"
+            lines.append(f"{upscaled} {noun} upscaled beyond the model's output; see report.json")
     return "\n".join(lines)
 
 

@@ -38,6 +38,9 @@ BLOCK_REASONS = frozenset(
 )
 _FATAL_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED", "CONSUMER_SUSPENDED"})
 _MAX_MESSAGE = 500
+#: Seconds to open a TCP connection (within the request's own timeout): a host
+#: that drops packets is known as unreachable in this time, not after `--timeout`.
+CONNECT_TIMEOUT_S = 30.0
 
 
 def build_request(
@@ -351,14 +354,21 @@ async def send(
     max_bytes: int,
 ) -> Outcome:
     """POST one request and classify the answer. Never raises for network trouble;
-    redirects are not followed, so the key never travels to another host."""
+    redirects are not followed, so the key never travels to another host.
+
+    No connection at all (refused, DNS, TLS handshake, no TCP connection within
+    `CONNECT_TIMEOUT_S`) is `UNREACHABLE`: nothing reached a server. Trouble
+    once the request was on its way (a timeout, a dropped connection, a cut-off
+    answer) is a `SERVER_ERROR`, as a 5xx is."""
     try:
         async with session.post(
             url,
             data=body,
             headers=headers,
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            timeout=aiohttp.ClientTimeout(
+                total=timeout_s, sock_connect=min(timeout_s, CONNECT_TIMEOUT_S)
+            ),
         ) as resp:
             data = await _read_capped(resp, max_bytes)
             if data is None:
@@ -368,12 +378,24 @@ async def send(
                     message=f"answer larger than the {max_bytes} byte cap; dropped",
                 )
             return classify(resp.status, resp.headers, data)
+    except aiohttp.ConnectionTimeoutError:  # a TimeoutError too: caught first
+        return Outcome(
+            OutcomeKind.UNREACHABLE,
+            message=f"no connection within {min(timeout_s, CONNECT_TIMEOUT_S):g}s",
+        )
     except TimeoutError:
+        # The request was sent (or sending): a server error, which uses an attempt.
         return Outcome(
             OutcomeKind.SERVER_ERROR, message=f"no complete answer within {timeout_s:g}s"
         )
     except aiohttp.ClientPayloadError as exc:
         return Outcome(OutcomeKind.SERVER_ERROR, message=f"answer cut off ({type(exc).__name__})")
+    except aiohttp.ClientConnectorError as exc:
+        # Refused, DNS, TLS handshake: the request never left; the job is not to blame.
+        return Outcome(
+            OutcomeKind.UNREACHABLE,
+            message=f"cannot connect: {type(exc).__name__}: {_short(str(exc))}",
+        )
     except (aiohttp.ClientError, OSError) as exc:
         return Outcome(
             OutcomeKind.SERVER_ERROR,

@@ -145,20 +145,25 @@ def write_failed(store: Store, path: Path) -> int:
 
 
 def write_reports(store: Store, *, thumb_budget_s: float | None = None) -> dict[str, Any]:
-    """Rebuild every report file of the folder; returns the summary. Previews are
+    """Rebuild every report file of the folder; returns the summary, and the
+    number of size-preset files that were upscaled (``upscaled``). Previews are
     made as images land; `thumb_budget_s` caps making any missing ones here (an
     interrupted run must exit within seconds, the next report makes the rest)."""
     summary = summarize(store)
+    upscaled = 0
     with _json_report(store.out / "report.json", summary) as add_row:
         # One pass over the jobs feeds both report.json and the gallery's data.
         def rows() -> Iterator[JobRecord]:
+            nonlocal upscaled
             for rec in store.records():
                 add_row(rec)
+                upscaled += len(rec.upscaled)
                 yield rec
 
         gallery.write_gallery(store, summary, thumb_budget_s=thumb_budget_s, records=rows())
     write_failed(store, store.out / "failed.jsonl")
-    return summary
+    # Counted in the same pass (each job row of report.json lists its files).
+    return {**summary, "upscaled": upscaled}
 
 
 def tag_csv(summary: dict[str, Any]) -> str:

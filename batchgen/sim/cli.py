@@ -2,7 +2,8 @@
 
 Prints exactly one line, ``batchgen simulator serving at http://HOST:PORT``,
 once the port is bound, so that a script or a benchmark can start it with
-``--port 0`` and read the URL. SIGINT and SIGTERM stop it cleanly (exit 0).
+``--port 0`` and read the URL. SIGINT and SIGTERM stop it cleanly (exit 0),
+with one line on stderr of what it served (requests by outcome).
 Errors in the options are one line on stderr and exit code 2.
 """
 
@@ -14,6 +15,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +131,13 @@ def run_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def served_summary(total: int, by_outcome: Mapping[str, int]) -> str:
+    """What a stopped simulator served, by outcome, most frequent first."""
+    noun = "request" if total == 1 else "requests"
+    parts = ", ".join(f"{n} {kind}" for kind, n in sorted(by_outcome.items(), key=lambda e: -e[1]))
+    return f"batchgen simulator stopped: served {total} {noun}" + (f" ({parts})" if parts else "")
+
+
 async def serve(config: SimConfig) -> None:
     """Serve until SIGINT or SIGTERM."""
     loop = asyncio.get_running_loop()
@@ -141,6 +150,7 @@ async def serve(config: SimConfig) -> None:
         async with Simulator(config) as sim:
             print(f"batchgen simulator serving at {sim.base_url}", flush=True)
             await stop.wait()
+            print(served_summary(sim.stats.total, sim.stats.by_outcome), file=sys.stderr)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
