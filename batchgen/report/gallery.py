@@ -309,8 +309,8 @@ def render_page(summary: dict[str, Any]) -> str:
         "SUBTITLE": f"{_e(out)} &middot; generated {_e(generated)}",
         "SUMMARY": render_summary(summary),
         "FOOTER": (
-            f"Data: {DATA_NAME} &middot; full rows: report.json &middot; failed and "
-            "blocked jobs to fix and re-run: failed.jsonl"
+            f"Data: {DATA_NAME} &middot; full rows: report.json &middot; failed, blocked "
+            "and skipped jobs to fix and re-run: failed.jsonl"
         ),
         "DATA": DATA_NAME,
         "CSS": _asset("gallery.css"),

@@ -134,7 +134,8 @@ def _json_report(path: Path, summary: dict[str, Any]) -> Iterator[Callable[[JobR
 
 
 def write_failed(store: Store, path: Path) -> int:
-    """Failed and blocked jobs in the input format plus their error: fix and feed back."""
+    """Failed, blocked and skipped jobs in the input format plus their error (a skipped
+    one's names the parent that stopped it): fix and feed back."""
     n = 0
     with write_text(path) as fh:
         for failed in store.failed_jobs():

@@ -64,6 +64,15 @@ class JobsTable(RunsTable):
         row = self.db.execute("SELECT job FROM jobs WHERE id=?", (job_id,)).fetchone()
         return None if row is None else job_from_json(row[0])
 
+    def skipped_parents(self) -> set[str]:
+        """The ids that skipped jobs name as `@parent` (the planner runs a skipped job
+        again when one of them runs). Read once a plan, from the skipped rows only."""
+        rows = self.db.execute(
+            "SELECT DISTINCT substr(i.value, 2) FROM jobs, json_each(jobs.job, '$.images') AS i "
+            "WHERE jobs.status = 'skipped' AND i.value LIKE '@%'"
+        ).fetchall()
+        return {str(r[0]) for r in rows}
+
     def plan(self, job: Job, fingerprint: str, *, reset: bool) -> None:
         """Mark `job` as wanted by this run. `reset` starts it afresh (new or changed
         request, or a retry of a failed one); otherwise only its plan mark moves."""

@@ -2,8 +2,8 @@
 
 In: the folder's tables. Out: `Totals` (counts, requests, tokens, cost, time,
 cache savings, error kinds and cost sources), `TagTotals` per tag, every
-job's `JobRecord` in file order, and the failed and blocked jobs in the input
-format. The report is a pure function of these: it never sees SQL, so the
+job's `JobRecord` in file order, and the failed, blocked and skipped jobs in the
+input format. The report is a pure function of these: it never sees SQL, so the
 schema can change under it and only this module follows.
 
 Built for a million rows: totals are aggregate statements (the tag roll-up
@@ -78,7 +78,7 @@ class TagTotals:
 
 @dataclass(frozen=True, slots=True)
 class FailedJob:
-    """A failed or blocked job as the user can fix and feed it back."""
+    """A failed, blocked or skipped job as the user can fix and feed it back."""
 
     #: The job in the input format (no origin), key order as stored.
     job: Mapping[str, Any]
@@ -182,11 +182,12 @@ class ReportQueries(Database):
             )
 
     def failed_jobs(self) -> Iterator[FailedJob]:
-        """Failed and blocked jobs in file order, in one pass (not a lookup per job)."""
+        """Failed, blocked and skipped jobs in file order, in one pass (not a lookup
+        per job). Skipped ones too: fed back with their failed parents, they run again."""
         cur = self.db.execute(
             "SELECT job, status, error_kind, http_status, error_message FROM jobs "
-            "WHERE status IN (?,?) ORDER BY seq",
-            (Status.FAILED.value, Status.BLOCKED.value),
+            "WHERE status IN (?,?,?) ORDER BY seq",
+            (Status.FAILED.value, Status.BLOCKED.value, Status.SKIPPED.value),
         )
         for job, status, kind, http_status, message in cur:
             yield FailedJob(input_form(job), Status(status), _error(kind, http_status, message))
