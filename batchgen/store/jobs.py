@@ -86,7 +86,8 @@ class JobsTable(RunsTable):
                      status='pending', priority=excluded.priority, plan_run=excluded.plan_run,
                      job=excluded.job, attempts=0, files='[]', error_kind=NULL,
                      cache_hit=0, saved_usd=0, http_status=NULL, error_message=NULL, text='',
-                     started_at=NULL, finished_at=NULL, upscaled='[]', preview=NULL""",
+                     started_at=NULL, finished_at=NULL, upscaled='[]', preview=NULL,
+                     retried='{}'""",
                 (job.id, self._next_seq, fingerprint, job.priority, self.run_id, job_to_json(job)),
             )
         else:
@@ -157,6 +158,19 @@ class JobsTable(RunsTable):
                 time.time(),
                 job_id,
             ),
+        )
+
+    def record_retry(self, job_id: str, kind: str) -> None:
+        """One answer of `kind` that the job is sent again after (a 429, a 503, …):
+        counted per job and for this run, beside the final error the report gives.
+        Once per retry, never per successful request."""
+        self._writing()
+        self._run_retried[kind] = self._run_retried.get(kind, 0) + 1
+        path = f'$."{kind}"'
+        self.db.execute(
+            "UPDATE jobs SET retried=json_set(retried, ?, "
+            "coalesce(json_extract(retried, ?), 0) + 1) WHERE id=?",
+            (path, path, job_id),
         )
 
     def finish(
