@@ -11,9 +11,12 @@ be hashed without being consumed).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import itertools
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -88,5 +91,56 @@ def run(
     api_key: str | None = None,
     **options: Any,
 ) -> RunResult:
-    """Blocking `arun`, for scripts and notebooks without a running event loop."""
-    return asyncio.run(arun(jobs, out=out, sim=sim, api_key=api_key, **options))
+    """Blocking `arun`, for scripts and notebooks.
+
+    Inside a running event loop (a Jupyter cell, an async framework) the run
+    can neither nest `asyncio.run` in that loop nor use it without blocking
+    it: it runs on a fresh event loop in a worker thread, as many libraries
+    do, and this call waits for it (the caller's loop is blocked meanwhile;
+    `await batchgen.arun(...)` runs on that loop instead and keeps it free).
+    Interrupting the wait (the kernel's stop button) cancels the run as a
+    second Ctrl-C does on the command line: requests in flight are dropped,
+    the state and the report are written, unfinished jobs stay pending."""
+
+    def start() -> Coroutine[Any, Any, RunResult]:
+        return arun(jobs, out=out, sim=sim, api_key=api_key, **options)
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(start())
+    return _in_worker_thread(start)
+
+
+def _in_worker_thread(start: Callable[[], Coroutine[Any, Any, RunResult]]) -> RunResult:
+    """`asyncio.run(start())` on a worker thread, waited for. The coroutine is made
+    on that thread, so none is left never-awaited should the thread fail."""
+    runner = asyncio.Runner()
+    ready = threading.Event()
+    task: list[asyncio.Task[RunResult]] = []
+
+    async def main() -> RunResult:
+        current = asyncio.current_task()
+        if current is not None:
+            task.append(current)
+        ready.set()
+        return await start()
+
+    def go() -> RunResult:
+        with runner:
+            try:
+                return runner.run(main())
+            finally:
+                ready.set()
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchgen-run") as worker:
+        future = worker.submit(go)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            ready.wait()
+            if task:
+                runner.get_loop().call_soon_threadsafe(task[0].cancel)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                future.result()
+            raise

@@ -68,7 +68,12 @@ class InputProblem:
 
 
 class InputError(BatchgenError):
+    """Bad job files: every problem found, each with its file, line and field."""
+
     exit_code = EXIT_USAGE
+    #: Problems listed by `str` (an uncaught error in a notebook or a script's
+    #: traceback); `render` lists more, for the command line.
+    STR_LIMIT = 10
 
     def __init__(self, problems: list[InputProblem], *, omitted: int = 0) -> None:
         self.problems = problems
@@ -77,6 +82,15 @@ class InputError(BatchgenError):
         total = len(problems) + omitted
         noun = "problem" if total == 1 else "problems"
         super().__init__(f"{total} {noun} in the job files")
+
+    def __str__(self) -> str:
+        """The count and the first problems: an uncaught error must say what to fix."""
+        shown = [str(p) for p in self.problems[: self.STR_LIMIT]]
+        lines = [f"{self.args[0]}:", *shown]
+        more = len(self.problems) + self.omitted - len(shown)
+        if more > 0:
+            lines.append(f"… and {more} more")
+        return "\n".join(lines)
 
     def render(self, limit: int = 200) -> str:
         lines = [str(p) for p in self.problems[:limit]]

@@ -209,6 +209,8 @@ class JobRecord:
     #: The first image's preview as it landed (the image itself when small); None: unknown.
     preview: str | None = None
     error: ErrorInfo | None = None
+    #: Answers the job was sent again after, by outcome kind ({"rate_limited": 2}).
+    retried: dict[str, int] = field(default_factory=dict)
     text: str = ""
     prompt_tokens: int = 0
     output_tokens: int = 0

@@ -87,6 +87,11 @@ class Ledger:
         )
         return cost
 
+    def retried(self, job_id: str, kind: OutcomeKind) -> None:
+        """An answer of `kind` that the job will be sent again after."""
+        self._open()
+        self._store.record_retry(job_id, kind.value)
+
     def fingerprint(self, job_id: str, fingerprint: str) -> None:
         """A chained job's final fingerprint, known once its parents' images are read."""
         self._open()

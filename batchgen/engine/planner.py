@@ -14,13 +14,14 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchgen.jobs.inputs import JobSource
 from batchgen.models import Job, Status
 from batchgen.store import Store
+from batchgen.store.jobs import Known
 
 
 @dataclass
@@ -162,38 +163,121 @@ def plan(
             if expected_cost is not None:
                 result.expected_cost += expected_cost(job)
         return result
-    out = store.out
+    planning = _Planning(
+        store,
+        result,
+        default_model=default_model,
+        retry=(retry_failed, retry_blocked),
+        write=write,
+        expected_cost=expected_cost,
+    )
     with store.transaction() if write else contextlib.nullcontext():
         for job in jobs:
-            result.total += 1
-            model = job.model or default_model
-            fp = job_fingerprint(job, model, out, store)
-            known = store.lookup(job.id)
-            reset = True
-            if known is None:
-                result.new += 1
-            elif fp is not None and known.fingerprint == fp:
-                if known.status is Status.DONE:
-                    result.done += 1
-                    continue
-                if known.status is Status.FAILED and not retry_failed:
-                    result.final_kept["failed"] = result.final_kept.get("failed", 0) + 1
-                    continue
-                if known.status is Status.BLOCKED and not retry_blocked:
-                    result.final_kept["blocked"] = result.final_kept.get("blocked", 0) + 1
-                    continue
-                if known.status is Status.PENDING:
-                    result.pending += 1
-                    reset = False
-                else:
-                    result.retry += 1
-            elif fp is None and known.status is Status.PENDING:
-                result.pending += 1
-                reset = False
-            else:
-                result.changed += 1
-            if expected_cost is not None:
-                result.expected_cost += expected_cost(job)
-            if write:
-                store.plan(job, fp or "", reset=reset)
+            planning.add(job)
+        planning.finish()
     return result
+
+
+def _parents(job: Job) -> Iterator[str]:
+    return (ref[1:] for ref in job.images if ref.startswith("@"))
+
+
+class _Planning:
+    """One planning pass over a store.
+
+    A skipped job (a chained job whose parent ended blocked, failed or
+    skipped) is not final like a failed one: it was never sent, and it runs
+    again whenever a parent runs again (retried, changed or still pending),
+    even when its own row is unchanged. Whether a parent runs is known only
+    once the pass has met it, and a child may come before its parent in the
+    files, so such children are held (`deferred`, only skipped rows: few) and
+    decided when the pass ends, down whole chains of skipped jobs.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        result: Plan,
+        *,
+        default_model: str,
+        retry: tuple[bool, bool],
+        write: bool,
+        expected_cost: Callable[[Job], float] | None,
+    ) -> None:
+        self.store = store
+        self.result = result
+        self.default_model = default_model
+        self.retry_failed, self.retry_blocked = retry
+        self.write = write
+        self.expected_cost = expected_cost
+        #: Parents of the folder's skipped jobs, and those of them this run runs.
+        self.watched = store.skipped_parents()
+        self.running: set[str] = set()
+        self.deferred: dict[str, Job] = {}
+
+    def add(self, job: Job) -> None:
+        self.result.total += 1
+        fp = job_fingerprint(job, job.model or self.default_model, self.store.out, self.store)
+        reset = self._decide(job, fp, self.store.lookup(job.id))
+        if reset is not None:
+            self._run(job, fp, reset=reset)
+
+    def _decide(self, job: Job, fp: str | None, known: Known | None) -> bool | None:
+        """Whether the job runs afresh (True), runs on as it was (False, pending),
+        or not at all (None: done, kept final, or a skipped job held for `finish`)."""
+        result = self.result
+        if known is None:
+            result.new += 1
+            return True
+        status = known.status
+        if fp is None and status is Status.SKIPPED:
+            self.deferred[job.id] = job
+            return None
+        if fp is None or known.fingerprint != fp:
+            if status is Status.PENDING and fp is None:
+                result.pending += 1
+                return False
+            result.changed += 1
+            return True
+        if status is Status.DONE:
+            result.done += 1
+            return None
+        if status is Status.PENDING:
+            result.pending += 1
+            return False
+        if (status is Status.FAILED and not self.retry_failed) or (
+            status is Status.BLOCKED and not self.retry_blocked
+        ):
+            self._keep(status)
+            return None
+        result.retry += 1
+        return True
+
+    def _keep(self, status: Status) -> None:
+        kept = self.result.final_kept
+        kept[status.value] = kept.get(status.value, 0) + 1
+
+    def _run(self, job: Job, fp: str | None, *, reset: bool) -> None:
+        if self.expected_cost is not None:
+            self.result.expected_cost += self.expected_cost(job)
+        if self.write:
+            self.store.plan(job, fp or "", reset=reset)
+        if job.id in self.watched:
+            self.running.add(job.id)
+
+    def finish(self) -> None:
+        """Run again each held skipped job one of whose parents runs (and so on down
+        its chain: a child run again is a parent that runs); keep the others."""
+        children: dict[str, list[str]] = {}
+        for job_id, job in self.deferred.items():
+            for parent in _parents(job):
+                children.setdefault(parent, []).append(job_id)
+        ready = [parent for parent in children if parent in self.running]
+        while ready:
+            for job_id in children.pop(ready.pop(), []):
+                if job_id in self.deferred:
+                    self.result.retry += 1
+                    self._run(self.deferred.pop(job_id), None, reset=True)
+                    ready.append(job_id)
+        for _ in self.deferred:
+            self._keep(Status.SKIPPED)

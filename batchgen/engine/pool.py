@@ -310,6 +310,7 @@ class Pool:
             return False
         self._pace(item, outcome)
         if isinstance(decision, Retry):
+            self._ledger.retried(item.job.id, outcome.kind)
             self._retry_later(item, outcome, decision.delay)
             return False
         if written is not None:

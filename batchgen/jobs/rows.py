@@ -174,6 +174,14 @@ def _int(value: object, row: RawRow) -> int | None:
     raise _Bad(f"must be a whole number, got {_type_name(value)} {value!r:.40}")
 
 
+#: Why a reference image URL is refused, and what to do instead.
+URL_REFUSAL = (
+    "image URLs are not fetched: batchgen has no download of reference images that is "
+    "bounded, cached and safe against redirects yet (docs/remote-references.md); "
+    "download the image and give its path"
+)
+
+
 def _images(value: object, row: RawRow, base: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Image paths made absolute against the job file's folder, and the
     `@id` references among them (kept verbatim: they name another job)."""
@@ -196,9 +204,7 @@ def _images(value: object, row: RawRow, base: str) -> tuple[tuple[str, ...], tup
             out.append("@" + ref)
             refs.append(ref)
         elif "://" in entry:
-            raise _Bad(
-                f"{entry!r:.80}: URLs are not supported; download the image and give its path"
-            )
+            raise _Bad(f"{entry!r:.80}: {URL_REFUSAL}")
         elif "\0" in entry:
             raise _Bad("image path contains a NUL character")
         else:

@@ -62,6 +62,7 @@ FIELDS = (
     "image",
     "thumb",
     "files",
+    "retried",
 )
 
 _STATUS_ORDER = (Status.DONE, Status.BLOCKED, Status.FAILED, Status.SKIPPED, Status.PENDING)
@@ -142,6 +143,7 @@ def data_row(rec: JobRecord, thumbs: ThumbMaker | None) -> list[Any]:
         image,
         thumb,
         [f + "#upscaled" if f in rec.upscaled else f for f in rec.files[1:]],
+        rec.retried,
     ]
 
 
@@ -157,9 +159,11 @@ def write_data(
         key=lambda item: (-item[1], item[0]),
     )
     kinds = sorted(summary.get("errors", {}).items(), key=lambda item: (-item[1], item[0]))
+    retried = sorted(summary.get("retried", {}).items(), key=lambda item: (-item[1], item[0]))
     fh.write("window.BATCHGEN_DATA = {")
     fh.write(f'"schema":1,"generated_at":{_js(summary.get("generated_at", ""))},')
-    fh.write(f'"fields":{_js(FIELDS)},"tags":{_js(tags)},"kinds":{_js(kinds)},\n"rows":[\n')
+    fh.write(f'"fields":{_js(FIELDS)},"tags":{_js(tags)},"kinds":{_js(kinds)},')
+    fh.write(f'"retried":{_js(retried)},\n"rows":[\n')
     n = 0
     for rec in records:
         if n:
@@ -245,6 +249,7 @@ def render_summary(summary: dict[str, Any]) -> str:
     parts.append('<div class="tables">')
     parts.append(_tag_table(summary.get("by_tag", {})))
     parts.append(_error_table(summary.get("errors", {})))
+    parts.append(_retried_table(summary.get("retried", {})))
     parts.append("</div></section>")
     return "\n".join(parts)
 
@@ -293,6 +298,26 @@ def _error_table(errors: dict[str, int]) -> str:
     return "".join(out)
 
 
+def _retried_table(retried: dict[str, int]) -> str:
+    """Answers that were retried, by kind: the 429s and 503s behind a clean run,
+    which the final error kinds alone would hide."""
+    out = ['<div class="panel"><h2>Retried answers</h2>']
+    if not retried:
+        out.append('<p class="note">No answer was retried.</p></div>')
+        return "".join(out)
+    out.append(
+        '<div class="scroll"><table data-testid="retried"><thead><tr><th>Kind</th>'
+        "<th>Answers</th></tr></thead><tbody>"
+    )
+    for kind, n in sorted(retried.items(), key=lambda item: (-item[1], item[0])):
+        out.append(
+            f'<tr><td><button type="button" class="linkish" data-set-retried="{_e(kind)}">'
+            f'{_e(kind)}</button></td><td data-testid="retried-{_e(kind)}">{n}</td></tr>'
+        )
+    out.append("</tbody></table></div></div>")
+    return "".join(out)
+
+
 _SLOT = re.compile(r"@(TITLE|SUBTITLE|SUMMARY|FOOTER|DATA|CSS|JS)@")
 
 
@@ -309,8 +334,8 @@ def render_page(summary: dict[str, Any]) -> str:
         "SUBTITLE": f"{_e(out)} &middot; generated {_e(generated)}",
         "SUMMARY": render_summary(summary),
         "FOOTER": (
-            f"Data: {DATA_NAME} &middot; full rows: report.json &middot; failed and "
-            "blocked jobs to fix and re-run: failed.jsonl"
+            f"Data: {DATA_NAME} &middot; full rows: report.json &middot; failed, blocked "
+            "and skipped jobs to fix and re-run: failed.jsonl"
         ),
         "DATA": DATA_NAME,
         "CSS": _asset("gallery.css"),

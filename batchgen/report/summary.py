@@ -13,6 +13,7 @@ report.json schema (version 1)::
       "success_rate": float (done / finished, 0..1; 0 when nothing finished),
       "requests", "retries": int,
       "errors": {kind: count},            # final errors of failed/blocked/skipped jobs
+      "retried": {kind: count},           # answers a job was sent again after (429s, 503s, …)
       "tokens": {"prompt": int, "output": int},
       "cost_usd": float, "cost_sources": {"usage"|"table"|"mixed": jobs},
       "elapsed_s": float, "images_per_minute": float,
@@ -20,9 +21,10 @@ report.json schema (version 1)::
       "by_tag": {tag: {"jobs", "done", "failed", "blocked", "cost_usd"}},
       "jobs": [{"id", "status", "attempts", "requests", "files": [str] (relative to OUT),
                 "upscaled": [str] (size-preset files enlarged beyond the model's output),
-                "error":
-                {"kind", "http_status", "message"} | null, "text", "prompt",
-                "tokens": {"prompt", "output"}, "cost_usd", "cost_source", "tags"}]
+                "error": {"kind", "http_status", "message"} | null,
+                "retried": {kind: count} (answers it was sent again after),
+                "text", "prompt", "tokens": {"prompt", "output"}, "cost_usd", "cost_source",
+                "tags"}]
     }
 """
 
@@ -77,6 +79,7 @@ def summarize(store: Store) -> dict[str, Any]:
         "requests": t.requests,
         "retries": t.retries,
         "errors": {e.name: e.jobs for e in t.errors},
+        "retried": {r.name: r.jobs for r in t.retried},
         "tokens": {"prompt": t.prompt_tokens, "output": t.output_tokens},
         "cost_usd": round(t.cost_usd, 6),
         "cost_sources": {c.name: c.jobs for c in t.cost_sources},
@@ -104,6 +107,7 @@ def job_row(rec: JobRecord) -> dict[str, Any]:
         "files": rec.files,
         "upscaled": rec.upscaled,
         "error": _error(rec.error),
+        "retried": rec.retried,
         "text": rec.text,
         "prompt": rec.prompt,
         "tokens": {"prompt": rec.prompt_tokens, "output": rec.output_tokens},
@@ -134,7 +138,8 @@ def _json_report(path: Path, summary: dict[str, Any]) -> Iterator[Callable[[JobR
 
 
 def write_failed(store: Store, path: Path) -> int:
-    """Failed and blocked jobs in the input format plus their error: fix and feed back."""
+    """Failed, blocked and skipped jobs in the input format plus their error (a skipped
+    one's names the parent that stopped it): fix and feed back."""
     n = 0
     with write_text(path) as fh:
         for failed in store.failed_jobs():

@@ -101,6 +101,13 @@ def _m005_preview(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE jobs ADD COLUMN preview TEXT")
 
 
+def _m006_retried(db: sqlite3.Connection) -> None:
+    # Answers that were retried, by outcome kind ({"rate_limited": 3, ...}): the
+    # final error alone hides the 429s and 503s a job got through.
+    db.execute("ALTER TABLE jobs ADD COLUMN retried TEXT NOT NULL DEFAULT '{}'")
+    db.execute("ALTER TABLE runs ADD COLUMN retried TEXT NOT NULL DEFAULT '{}'")
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 #: Append-only: a folder written by this list is upgraded by running its tail.
@@ -110,6 +117,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _m003_seq_index,
     _m004_upscaled,
     _m005_preview,
+    _m006_retried,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

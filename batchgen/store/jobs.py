@@ -64,6 +64,15 @@ class JobsTable(RunsTable):
         row = self.db.execute("SELECT job FROM jobs WHERE id=?", (job_id,)).fetchone()
         return None if row is None else job_from_json(row[0])
 
+    def skipped_parents(self) -> set[str]:
+        """The ids that skipped jobs name as `@parent` (the planner runs a skipped job
+        again when one of them runs). Read once a plan, from the skipped rows only."""
+        rows = self.db.execute(
+            "SELECT DISTINCT substr(i.value, 2) FROM jobs, json_each(jobs.job, '$.images') AS i "
+            "WHERE jobs.status = 'skipped' AND i.value LIKE '@%'"
+        ).fetchall()
+        return {str(r[0]) for r in rows}
+
     def plan(self, job: Job, fingerprint: str, *, reset: bool) -> None:
         """Mark `job` as wanted by this run. `reset` starts it afresh (new or changed
         request, or a retry of a failed one); otherwise only its plan mark moves."""
@@ -77,7 +86,8 @@ class JobsTable(RunsTable):
                      status='pending', priority=excluded.priority, plan_run=excluded.plan_run,
                      job=excluded.job, attempts=0, files='[]', error_kind=NULL,
                      cache_hit=0, saved_usd=0, http_status=NULL, error_message=NULL, text='',
-                     started_at=NULL, finished_at=NULL, upscaled='[]', preview=NULL""",
+                     started_at=NULL, finished_at=NULL, upscaled='[]', preview=NULL,
+                     retried='{}'""",
                 (job.id, self._next_seq, fingerprint, job.priority, self.run_id, job_to_json(job)),
             )
         else:
@@ -148,6 +158,19 @@ class JobsTable(RunsTable):
                 time.time(),
                 job_id,
             ),
+        )
+
+    def record_retry(self, job_id: str, kind: str) -> None:
+        """One answer of `kind` that the job is sent again after (a 429, a 503, …):
+        counted per job and for this run, beside the final error the report gives.
+        Once per retry, never per successful request."""
+        self._writing()
+        self._run_retried[kind] = self._run_retried.get(kind, 0) + 1
+        path = f'$."{kind}"'
+        self.db.execute(
+            "UPDATE jobs SET retried=json_set(retried, ?, "
+            "coalesce(json_extract(retried, ?), 0) + 1) WHERE id=?",
+            (path, path, job_id),
         )
 
     def finish(

@@ -1,9 +1,9 @@
 """queries: what the report reads from the store, as typed records.
 
 In: the folder's tables. Out: `Totals` (counts, requests, tokens, cost, time,
-cache savings, error kinds and cost sources), `TagTotals` per tag, every
-job's `JobRecord` in file order, and the failed and blocked jobs in the input
-format. The report is a pure function of these: it never sees SQL, so the
+cache savings, error kinds, retried kinds and cost sources), `TagTotals` per
+tag, every job's `JobRecord` in file order, and the failed, blocked and skipped
+jobs in the input format. The report is a pure function of these: it never sees SQL, so the
 schema can change under it and only this module follows.
 
 Built for a million rows: totals are aggregate statements (the tag roll-up
@@ -52,6 +52,9 @@ class Totals:
     cost_sources: tuple[Tally, ...]
     #: Final error kinds of jobs that ended (pending jobs' last errors are not final).
     errors: tuple[Tally, ...]
+    #: Answers that were retried, by outcome kind, over every job (`Tally.jobs`
+    #: counts answers here, not jobs).
+    retried: tuple[Tally, ...]
     #: Wall time of all runs (an unfinished run counts as zero).
     elapsed_s: float
     cache_hits: int
@@ -78,7 +81,7 @@ class TagTotals:
 
 @dataclass(frozen=True, slots=True)
 class FailedJob:
-    """A failed or blocked job as the user can fix and feed it back."""
+    """A failed, blocked or skipped job as the user can fix and feed it back."""
 
     #: The job in the input format (no origin), key order as stored.
     job: Mapping[str, Any]
@@ -88,6 +91,11 @@ class FailedJob:
 
 def _error(kind: str | None, http_status: int | None, message: str | None) -> ErrorInfo | None:
     return ErrorInfo(kind, http_status, message or "") if kind else None
+
+
+def _retried(text: str) -> dict[str, int]:
+    # Most jobs are never retried: skip the JSON parser for them.
+    return {} if text == "{}" else {str(k): int(n) for k, n in json.loads(text).items()}
 
 
 class ReportQueries(Database):
@@ -108,6 +116,10 @@ class ReportQueries(Database):
         sources = self.db.execute(
             "SELECT cost_source, count(*) FROM jobs WHERE cost_source != '' GROUP BY cost_source"
         ).fetchall()
+        retried = self.db.execute(
+            "SELECT k.key, sum(k.value) FROM jobs, json_each(jobs.retried) AS k "
+            "WHERE jobs.retried != '{}' GROUP BY k.key ORDER BY k.key"
+        ).fetchall()
         elapsed = self.db.execute(
             "SELECT coalesce(sum(coalesce(finished_at, started_at) - started_at), 0) FROM runs"
         ).fetchone()[0]
@@ -125,6 +137,7 @@ class ReportQueries(Database):
             cost_usd=float(row[5]),
             cost_sources=tuple(Tally(str(s), int(n)) for s, n in sources),
             errors=tuple(Tally(str(k), int(n)) for k, n in kinds),
+            retried=tuple(Tally(str(k), int(n)) for k, n in retried),
             elapsed_s=float(elapsed),
             cache_hits=int(row[8]),
             saved_usd=float(row[9]),
@@ -152,7 +165,7 @@ class ReportQueries(Database):
         cur = self.db.execute(
             f"""SELECT id, fingerprint, status, attempts, files, error_kind, http_status,
                error_message, text, prompt_tokens, output_tokens, cost_usd, cost_source, job,
-               started_at, finished_at, requests, upscaled, preview
+               started_at, finished_at, requests, upscaled, preview, retried
                FROM jobs {where} ORDER BY seq""",
             [s.value for s in statuses],
         )
@@ -165,6 +178,7 @@ class ReportQueries(Database):
                 attempts=row[3],
                 files=json.loads(row[4]),
                 error=_error(row[5], row[6], row[7]),
+                retried=_retried(row[19]),
                 text=row[8],
                 prompt_tokens=row[9],
                 output_tokens=row[10],
@@ -182,11 +196,12 @@ class ReportQueries(Database):
             )
 
     def failed_jobs(self) -> Iterator[FailedJob]:
-        """Failed and blocked jobs in file order, in one pass (not a lookup per job)."""
+        """Failed, blocked and skipped jobs in file order, in one pass (not a lookup
+        per job). Skipped ones too: fed back with their failed parents, they run again."""
         cur = self.db.execute(
             "SELECT job, status, error_kind, http_status, error_message FROM jobs "
-            "WHERE status IN (?,?) ORDER BY seq",
-            (Status.FAILED.value, Status.BLOCKED.value),
+            "WHERE status IN (?,?,?) ORDER BY seq",
+            (Status.FAILED.value, Status.BLOCKED.value, Status.SKIPPED.value),
         )
         for job, status, kind, http_status, message in cur:
             yield FailedJob(input_form(job), Status(status), _error(kind, http_status, message))

@@ -18,7 +18,7 @@
   var hay = null;          // lower-cased "id prompt", built on the first search
   var matches = [];        // indices of rows passing the filters, in display order
   var page = 0;
-  var ui = { q: $("q"), status: $("f-status"), tag: $("f-tag"), kind: $("f-kind"), sort: $("f-sort") };
+  var ui = { q: $("q"), status: $("f-status"), tag: $("f-tag"), kind: $("f-kind"), retried: $("f-retried"), sort: $("f-sort") };
 
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -39,9 +39,13 @@
   }
   fill(ui.tag, D.tags || []);
   fill(ui.kind, D.kinds || []);
+  fill(ui.retried, D.retried || []);
+  function retries(r) {  // the job's retried answers: {kind: count}, {} for most jobs
+    return (F.retried !== undefined && r[F.retried]) || {};
+  }
 
   function apply() {
-    var st = ui.status.value, tag = ui.tag.value, kind = ui.kind.value;
+    var st = ui.status.value, tag = ui.tag.value, kind = ui.kind.value, rk = ui.retried.value;
     var terms = ui.q.value.toLowerCase().split(/\s+/).filter(Boolean);
     if (terms.length && !hay) {
       hay = rows.map(function (r) { return (r[F.id] + " " + r[F.prompt]).toLowerCase(); });
@@ -52,6 +56,7 @@
       if (st && r[F.status] !== st) continue;
       if (kind && r[F.kind] !== kind) continue;
       if (tag && r[F.tags].indexOf(tag) < 0) continue;
+      if (rk && !(rk === "*" ? Object.keys(retries(r)).length : retries(r)[rk])) continue;
       if (terms.length) {
         var h = hay[i], ok = true;
         for (var t = 0; t < terms.length; t++) if (h.indexOf(terms[t]) < 0) { ok = false; break; }
@@ -119,6 +124,13 @@
     var n = r[F.attempts];
     body.appendChild(el("div", "meta")).append(
       el("span", "", n + (n === 1 ? " attempt" : " attempts")), el("span", "", money(r[F.cost])));
+    var rt = retries(r), rkinds = Object.keys(rt).sort();
+    if (rkinds.length) {
+      var rb = el("div", "retried", "retried: " + rkinds.map(function (k) { return rt[k] + "\u00d7 " + k; }).join(", "));
+      rb.setAttribute("data-testid", "retried");
+      rb.title = "Answers this job was sent again after";
+      body.appendChild(rb);
+    }
     if (r[F.kind]) {
       var err = el("div", "err");
       err.setAttribute("data-testid", "error");
@@ -178,11 +190,11 @@
   $("next").onclick = function () { go(1, false); };
   $("prev2").onclick = function () { go(-1, true); };
   $("next2").onclick = function () { go(1, true); };
-  [ui.status, ui.tag, ui.kind, ui.sort].forEach(function (s) { s.onchange = apply; });
+  [ui.status, ui.tag, ui.kind, ui.retried, ui.sort].forEach(function (s) { s.onchange = apply; });
   var timer = 0;
   ui.q.oninput = function () { clearTimeout(timer); timer = setTimeout(apply, rows.length > 20000 ? 200 : 60); };
   $("reset").onclick = function () {
-    ui.q.value = ""; ui.status.value = ""; ui.tag.value = ""; ui.kind.value = ""; ui.sort.value = "";
+    ui.q.value = ""; ui.status.value = ""; ui.tag.value = ""; ui.kind.value = ""; ui.retried.value = ""; ui.sort.value = "";
     apply();
   };
   document.querySelectorAll("[data-set-status]").forEach(function (b) {
@@ -193,6 +205,9 @@
   });
   document.querySelectorAll("[data-set-kind]").forEach(function (b) {
     b.onclick = function () { setFilter(ui.kind, b.getAttribute("data-set-kind")); };
+  });
+  document.querySelectorAll("[data-set-retried]").forEach(function (b) {
+    b.onclick = function () { setFilter(ui.retried, b.getAttribute("data-set-retried")); };
   });
   document.addEventListener("keydown", function (e) {
     if (e.key === "/" && document.activeElement !== ui.q) { e.preventDefault(); ui.q.focus(); }
