@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchgen.errors import EXIT_OK
+
 if TYPE_CHECKING:
     from batchgen.catalogue import Catalogue, ModelInfo
 
@@ -44,7 +46,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(as_json(catalogue), indent=2) + "\n")
     else:
         sys.stdout.write(render_table(catalogue))
-    return 0
+    return EXIT_OK
 
 
 def _money(value: float | None) -> str:

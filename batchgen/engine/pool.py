@@ -38,6 +38,7 @@ from batchgen.engine.policy import Limits, Retry, Stop, decide, stop_for
 from batchgen.engine.pricing import PriceTable
 from batchgen.engine.sender import Sender
 from batchgen.errors import EXIT_ABORTED
+from batchgen.jobs.models_check import gone_message
 from batchgen.models import Counters, Job, Outcome, OutcomeKind, Status, StopKind, StopReason
 from batchgen.output.writer import Writer, Written
 from batchgen.store import Store
@@ -95,6 +96,11 @@ class Pool:
         self._feeding = True
         self._idle, self._stopped, self._quiet = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._retries = Retries(self._queue, self.counters)
+        #: Models known to answer. The first request to any other (an id the
+        #: catalogue does not know) goes alone: if the API answers 404, the run
+        #: stops after that one request rather than after --concurrency of them.
+        self._answering = {m.id for m in prices.catalogue.served()}
+        self._probes: dict[str, asyncio.Event] = {}
 
     # -- lifecycle -----------------------------------------------------------
     def request_stop(self, reason: StopReason) -> None:
@@ -217,16 +223,46 @@ class Pool:
             if request.fingerprint is not None:
                 self._ledger.fingerprint(item.job.id, request.fingerprint)
             item.body, item.cache_key = request.body, request.cache_key
+            item.expected = self._expected(item)
         if not item.claimed and await self._from_cache(item):
             return True
         outcome = await self._request(item, item.body)
         return outcome is not None and await self._handle(item, outcome)
 
+    def _expected(self, item: WorkItem) -> str | None:
+        job = item.job
+        size = self._prices.catalogue.expected_pixels(
+            item.model, job.aspect_ratio, job.image_size, edit=bool(job.images)
+        )
+        return None if size is None else f"{size[0]}x{size[1]}"
+
     async def _request(self, item: WorkItem, body: bytes) -> Outcome | None:
         """Send within a slot, the budget and the pacer; None when the run stops first."""
+        probe = False
+        if item.model not in self._answering:
+            probe = await self._probe_turn(item.model)
+            if self.stop is not None:
+                return None
+        try:
+            return await self._send_counted(item, body)
+        finally:
+            if probe:
+                self._answering.add(item.model)
+                self._probes.pop(item.model).set()
+
+    async def _probe_turn(self, model: str) -> bool:
+        """True: send the first request to `model`; else wait until it is answered."""
+        event = self._probes.get(model)
+        if event is None:
+            self._probes[model] = asyncio.Event()
+            return True
+        await event.wait()
+        return False
+
+    async def _send_counted(self, item: WorkItem, body: bytes) -> Outcome | None:
         job = item.job
         await self._slots.acquire()
-        reserve = self._prices.worst_case(item.model, job.prompt, len(job.images))
+        reserve = self._prices.worst_case(item.model, job.prompt, len(job.images), job.image_size)
         if not self.budget.reserve(reserve):
             self._slots.release()
             self.request_stop(self.budget.stop())
@@ -250,7 +286,7 @@ class Pool:
             raise
         finally:
             self._slots.release()
-        item.last_cost = self._ledger.attempt(job.id, item.model, outcome)
+        item.last_cost = self._ledger.attempt(job.id, item.model, outcome, job.image_size)
         self.budget.settle(reserve, item.last_cost)
         item.tries = item.tries.after(outcome.kind)
         return outcome
@@ -283,7 +319,11 @@ class Pool:
             outcome, item.tries, self._limits, backoff=self._backoff, jitter=self._rng.random
         )
         if isinstance(decision, Stop):
-            self.request_stop(StopReason(decision.kind, decision.message, EXIT_ABORTED))
+            message = decision.message
+            if outcome.kind is OutcomeKind.FATAL and outcome.http_status == 404:
+                gone = gone_message(self._prices.catalogue, item.model)
+                message = f"the API does not serve {item.model} (HTTP 404): {gone}"
+            self.request_stop(StopReason(decision.kind, message, EXIT_ABORTED))
             return False
         self._pace(item, outcome)
         if isinstance(decision, Retry):
@@ -296,7 +336,12 @@ class Pool:
             answer = CachedAnswer(outcome.images, outcome.text, item.last_cost)
             await self._answers.share(item.cache_key, answer)
         self._ledger.end(
-            item.job.id, decision.status, error=decision.error, text=outcome.text, written=written
+            item.job.id,
+            decision.status,
+            error=decision.error,
+            text=outcome.text,
+            written=written,
+            expected=item.expected,
         )
         return True
 
@@ -319,7 +364,9 @@ class Pool:
                 # Checked again: a shared cache is a folder anyone may have damaged.
                 written = await self._writer.save(item.job, answer.images)
                 if written is not None:
-                    self._ledger.cache_hit(item.job.id, answer.cost_usd, written, answer.text)
+                    self._ledger.cache_hit(
+                        item.job.id, answer.cost_usd, written, answer.text, item.expected
+                    )
                     return True
             if await self._coalescer.claim(item.cache_key):
                 item.claimed = True
@@ -327,12 +374,13 @@ class Pool:
 
     def _retry_later(self, item: WorkItem, outcome: Outcome, delay: float) -> None:
         log.info(
-            "retry job=%s kind=%s status=%s attempt=%d delay=%.1fs",
+            "retry job=%s kind=%s status=%s attempt=%d delay=%.1fs limit=%s",
             item.job.id,
             outcome.kind.value,
             outcome.http_status,
             item.tries.attempts,
             delay,
+            outcome.quota_id or "-",
         )
         self._retries.add(item, delay)
         self._on_change(self.counters)
