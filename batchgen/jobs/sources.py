@@ -48,6 +48,7 @@ KNOWN_FIELDS = (
     "model",
     "variant",
     "sizes",
+    "image_size",
 )
 REQUIRED_FIELDS = ("id", "prompt")
 
