@@ -148,18 +148,16 @@ async def _model_served(
             status, body = resp.status, await resp.read()
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         detail = f"cannot reach {config.base_url} ({type(exc).__name__})"
-        return Result("key", False, detail), Result("model", False, "not checked")
+        return Result("key valid", False, detail), Result("model", False, "not checked")
     outcome = classify(status, {}, body)
     message = _message(config, outcome)
     if status == 404:
         gone = gone_message(catalogue, config.model)
-        return Result("key", True, "accepted"), Result("model", False, f"HTTP 404: {gone}")
-    if status in (400, 401, 403):
-        return Result("key", False, message), Result("model", False, "not checked")
-    if status != 200:
-        return Result("key", False, message), Result("model", False, "not checked")
+        return Result("key valid", True, "accepted"), Result("model", False, f"HTTP 404: {gone}")
+    if status != 200:  # 400 API_KEY_INVALID, 401, 403: the key (or its project)
+        return Result("key valid", False, message), Result("model", False, "not checked")
     name = _display_name(body) or config.model
-    return Result("key", True, "accepted"), Result(
+    return Result("key valid", True, "accepted"), Result(
         "model", True, f"{config.model} is served ({name})"
     )
 
