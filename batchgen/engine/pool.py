@@ -226,7 +226,10 @@ class Pool:
             item.expected = self._expected(item)
         if not item.claimed and await self._from_cache(item):
             return True
-        outcome = await self._request(item, item.body)
+        if item.model in self._answering:
+            outcome = await self._request(item, item.body)
+        else:
+            outcome = await self._first_request(item, item.body)
         return outcome is not None and await self._handle(item, outcome)
 
     def _expected(self, item: WorkItem) -> str | None:
@@ -236,30 +239,22 @@ class Pool:
         )
         return None if size is None else f"{size[0]}x{size[1]}"
 
+    async def _first_request(self, item: WorkItem, body: bytes) -> Outcome | None:
+        """A request to a model not known to answer: the first goes alone, the
+        others wait for its answer (a 404 then stops the run after one request)."""
+        event = self._probes.get(item.model)
+        if event is not None:
+            await event.wait()
+            return None if self.stop is not None else await self._request(item, body)
+        self._probes[item.model] = asyncio.Event()
+        try:
+            return await self._request(item, body)
+        finally:
+            self._answering.add(item.model)
+            self._probes.pop(item.model).set()
+
     async def _request(self, item: WorkItem, body: bytes) -> Outcome | None:
         """Send within a slot, the budget and the pacer; None when the run stops first."""
-        probe = False
-        if item.model not in self._answering:
-            probe = await self._probe_turn(item.model)
-            if self.stop is not None:
-                return None
-        try:
-            return await self._send_counted(item, body)
-        finally:
-            if probe:
-                self._answering.add(item.model)
-                self._probes.pop(item.model).set()
-
-    async def _probe_turn(self, model: str) -> bool:
-        """True: send the first request to `model`; else wait until it is answered."""
-        event = self._probes.get(model)
-        if event is None:
-            self._probes[model] = asyncio.Event()
-            return True
-        await event.wait()
-        return False
-
-    async def _send_counted(self, item: WorkItem, body: bytes) -> Outcome | None:
         job = item.job
         await self._slots.acquire()
         reserve = self._prices.worst_case(item.model, job.prompt, len(job.images), job.image_size)
