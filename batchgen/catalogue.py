@@ -179,6 +179,17 @@ class Catalogue:
                 return info
         return None
 
+    def expected_pixels(
+        self, model_id: str, ratio: str | None, size: str | None, *, edit: bool = False
+    ) -> tuple[int, int] | None:
+        """The (width, height) a request should answer, or None when it cannot be
+        known: an unknown model, or an edit without a ratio (its output follows
+        the input's shape). A text-to-image request without a ratio is 1:1."""
+        info = self.get(model_id)
+        if info is None or (ratio is None and edit):
+            return None
+        return info.pixels(ratio or "1:1", size)
+
     def served(self) -> tuple[ModelInfo, ...]:
         """Models the API still answers for, in catalogue order."""
         return tuple(m for m in self.models.values() if m.served)

@@ -22,8 +22,13 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from batchgen.catalogue import IMAGE_SIZES, load_catalogue
 from batchgen.errors import UsageError
-from batchgen.models import DEFAULT_BASE_URL, DEFAULT_MODEL
+from batchgen.models import DEFAULT_BASE_URL
+
+#: The model a run uses when neither ``--model`` nor a job names one: the
+#: catalogue's recommended GA model (``batchgen models`` marks it).
+RECOMMENDED_MODEL = load_catalogue().recommended().id
 
 AuthMode = Literal["header", "bearer"]
 
@@ -98,7 +103,11 @@ class RunConfig:
     api_key: Secret | None = None
     base_url: str = DEFAULT_BASE_URL
     auth: AuthMode = "header"
-    model: str = DEFAULT_MODEL
+    model: str = RECOMMENDED_MODEL
+    #: ``imageConfig.imageSize`` for jobs that name none; None: each model's default.
+    image_size: str | None = None
+    #: A catalogue file merged over the built-in one (models, sizes, prices).
+    models_file: Path | None = None
     concurrency: int = 16
     rpm: float | None = None
     max_attempts: int = 5
@@ -148,6 +157,10 @@ class RunConfig:
             raise UsageError("--budget must not be negative")
         if self.max_outage < 0 or self.unreachable_after < 0 or self.report_every < 0:
             raise UsageError("--max-outage and --report-every must not be negative")
+        if self.image_size is not None and self.image_size not in IMAGE_SIZES:
+            raise UsageError(
+                f"--image-size must be one of {', '.join(IMAGE_SIZES)}, not {self.image_size!r}"
+            )
 
     def auth_headers(self) -> dict[str, str]:
         if self.api_key is None:

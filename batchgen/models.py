@@ -222,3 +222,14 @@ class JobRecord:
     line: int = 0
     started_at: float | None = None
     finished_at: float | None = None
+    #: The model and output size of the last request; thinking tokens.
+    model: str | None = None
+    image_size: str | None = None
+    thoughts_tokens: int = 0
+    #: The first image's pixel size and the catalogue's for the request ("WxH").
+    pixels: str | None = None
+    expected_pixels: str | None = None
+
+    @property
+    def size_mismatch(self) -> bool:
+        return bool(self.pixels and self.expected_pixels and self.pixels != self.expected_pixels)

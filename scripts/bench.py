@@ -204,6 +204,10 @@ def env_for(window: float | None = None) -> dict[str, str]:
     return env
 
 
+#: scripts/baseline_naive.py's model (the run's own default is a thinking model).
+BASELINE_MODEL = "gemini-2.5-flash-image"
+
+
 def batchgen(
     jobs: Path,
     out: Path,
@@ -214,6 +218,8 @@ def batchgen(
 ) -> Child:
     head = [sys.executable, str(PROBE)] if probe else [sys.executable, "-m", "batchgen"]
     cmd = [*head, "run", str(jobs), "--out", str(out), "--base-url", url, "--no-progress"]
+    # The baseline's model: both sides ask the simulator for the same answers.
+    cmd += ["--model", BASELINE_MODEL]
     child = run_child([*cmd, *extra], env_for(window))
     if child.rc not in (0,):
         print(f"  batchgen exited {child.rc}: {child.stderr.strip()[-400:]}", file=sys.stderr)

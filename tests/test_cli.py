@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.sim import SimConfig, SimulatorThread
-from tests.conftest import KEY, write_jobs
+from tests.conftest import KEY, TEST_MODEL, write_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,7 +136,9 @@ def test_exit_code_1_report_by_tag_and_status(tmp_path: Path, sim_thread: Simula
 
 def test_dry_run_prints_counts_and_estimate(tmp_path: Path) -> None:
     jobs = write_jobs(tmp_path / "j.jsonl", [{"id": f"j{i}", "prompt": "p"} for i in range(10)])
-    dry = batchgen("run", jobs, "--out", tmp_path / "o", "--dry-run", key=None)
+    dry = batchgen(
+        "run", jobs, "--out", tmp_path / "o", "--dry-run", "--model", TEST_MODEL, key=None
+    )
     assert dry.returncode == 0
     assert "10 jobs: 10 new" in dry.stdout
     assert "estimated cost $0.39" in dry.stdout

@@ -24,7 +24,7 @@ RUN_FLAG_NAMES = {
     "--out", "-o", "--sim", "--base-url", "--auth", "--allow-insecure-http", "--model",
     "--concurrency", "--rpm", "--max-attempts", "--timeout", "--limit", "--retry-failed",
     "--retry-blocked", "--dry-run", "--budget", "--prices", "--max-retry-delay", "--cache",
-    "--seed", "--backoff-base", "--backoff-cap", "--no-progress",
+    "--seed", "--backoff-base", "--backoff-cap", "--no-progress", "--image-size", "--models",
     # Issue 13 added the job-file options (`run` and `validate`).
     "--delimiter", "--sheet", "--ignore-columns",
     "--max-outage", "--report-every", "--unreachable-after",
@@ -68,6 +68,8 @@ def test_no_flags_give_the_dataclass_defaults(
 RUN_VALUES: dict[str, tuple[str | None, Any]] = {
     "auth": ("bearer", "bearer"),
     "model": ("gemini-3-pro-image-preview", "gemini-3-pro-image-preview"),
+    "image_size": ("2K", "2K"),
+    "models_file": ("models.toml", Path("models.toml")),
     "concurrency": ("7", 7),
     "rpm": ("42.5", 42.5),
     "max_attempts": ("2", 2),

@@ -40,7 +40,7 @@ from batchgen.models import (
 from batchgen.store import Store
 from batchgen.store.db import DB_NAME, STATE_DIR
 from batchgen.store.jobs import Known
-from tests.conftest import KEY, make_config, write_jobs
+from tests.conftest import KEY, TEST_MODEL, make_config, write_jobs
 from tests.test_limiter import FakeClock
 
 K = OutcomeKind
@@ -108,6 +108,7 @@ async def run_pool(
     **options: Any,
 ) -> Pool:
     options.setdefault("concurrency", 2)
+    options.setdefault("model", TEST_MODEL)
     config = RunConfig(
         out=store.out,
         api_key=Secret(KEY),

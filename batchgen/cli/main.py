@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batchgen import __version__
+from batchgen.catalogue import IMAGE_SIZES, load_catalogue
 from batchgen.config import Flag, RunConfig, add_flags, check_base_url, flag_values, key_from_env
 from batchgen.errors import (
     EXIT_INTERRUPTED,
@@ -36,7 +37,25 @@ RUN_FLAGS: tuple[Flag, ...] = (
         "send the key as x-goog-api-key (header) or Authorization: Bearer",
         choices=("header", "bearer"),
     ),
-    Flag("--model", "model", "default model"),
+    Flag(
+        "--model",
+        "model",
+        "model for jobs that name none; the default is the catalogue's recommended one "
+        "(batchgen models)",
+    ),
+    Flag(
+        "--image-size",
+        "image_size",
+        "output size for jobs that name none (imageSize; models differ: batchgen models)",
+        choices=IMAGE_SIZES,
+    ),
+    Flag(
+        "--models",
+        "models_file",
+        "a model catalogue file (TOML) merged over the built-in one",
+        type=Path,
+        metavar="FILE",
+    ),
     Flag("--concurrency", "concurrency", "requests in flight at most", type=int),
     Flag(
         "--rpm", "rpm", "never more than N requests in any 60 s window, evenly spread", type=float
@@ -89,6 +108,10 @@ RUN_FLAGS: tuple[Flag, ...] = (
     Flag("--backoff-cap", "backoff_cap", "", type=float, hidden=True),
     Flag("--no-progress", "progress", "no progress display", action="store_false"),
 )
+
+
+#: `batchgen validate` checks each job against its model as `run` would.
+VALIDATE_FLAGS = tuple(f for f in RUN_FLAGS if f.field in ("model", "image_size", "models_file"))
 
 
 # --- job-file options (run and validate): how the reader reads the files ---------------
@@ -196,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     val.add_argument("jobs", nargs="+", type=Path, help=JOBS_HELP)
     _add_input_options(val)
+    add_flags(val, RunConfig, VALIDATE_FLAGS)
     val.set_defaults(func=cmd_validate)
 
     rep = sub.add_parser("report", help="rebuild report.json, failed.jsonl and the gallery")
@@ -217,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     from batchgen.cli.models import register as register_models
 
     register_models(sub)
+    from batchgen.cli.check import register as register_check
+
+    register_check(sub)
     return parser
 
 
@@ -261,6 +288,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"(up to ${p.expected_cost * allowance:.2f} with a 10% allowance for retries); "
             "nothing was sent"
         )
+        for model, n in sorted(result.unpriced.items()):
+            print(
+                f"no price for {model} ({n} jobs, not in the estimate): it is not in the "
+                "model catalogue; give one with --prices FILE or --models FILE"
+            )
         if config.rpm is not None and to_run:
             print(
                 f"at --rpm {config.rpm:g} it takes at least {_minutes(to_run / config.rpm)} "
@@ -285,10 +317,13 @@ def _minutes(minutes: float) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from batchgen.engine.runner import sources_for
+    from batchgen.engine.pricing import PriceTable
+    from batchgen.engine.runner import model_rules, sources_for
     from batchgen.jobs import reader
 
-    n = reader.check(sources_for(args.jobs, _read_options(args)))
+    config = RunConfig(out=Path("."), **flag_values(args, VALIDATE_FLAGS))
+    rules = model_rules(config, PriceTable.load(None, load_catalogue(config.models_file)))
+    n = reader.check(sources_for(args.jobs, _read_options(args)), rules=rules)
     print(f"{n} jobs OK")
     return EXIT_OK
 

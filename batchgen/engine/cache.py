@@ -45,6 +45,8 @@ def request_key(job: Job, model: str, references: Sequence[bytes]) -> str:
         "variant": job.variant,
         "images": [hashlib.sha256(b).hexdigest() for b in references],
     }
+    if job.image_size:  # absent: the requests (and keys) made before sizes existed
+        payload["image_size"] = job.image_size
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()
 

@@ -36,6 +36,8 @@ class WorkItem:
     #: This item is the one request in flight for its cache key.
     claimed: bool = False
     last_cost: float = 0.0
+    #: The pixel size ("WxH") the catalogue says the answer should have, if known.
+    expected: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

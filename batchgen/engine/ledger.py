@@ -62,10 +62,10 @@ class Ledger:
         """Commit what the last turn wrote (the run is over)."""
         self._store.commit()
 
-    def attempt(self, job_id: str, model: str, outcome: Outcome) -> float:
+    def attempt(self, job_id: str, model: str, outcome: Outcome, size: str | None = None) -> float:
         """One answered request: its cost (0 for an unbilled one), recorded with
-        its tokens. Written at once: a retry may wait long before any job ends,
-        and a crash must lose only requests still in flight."""
+        its tokens, model and output size. Written at once: a retry may wait long
+        before any job ends, and a crash must lose only requests still in flight."""
         kind = outcome.kind
         if kind in UNBILLED:
             return 0.0
@@ -75,7 +75,7 @@ class Ledger:
         n_images = len(outcome.images)
         cost, source = 0.0, ""
         if usage is not None or n_images:
-            cost, source = self._prices.cost(model, usage, n_images)
+            cost, source = self._prices.cost(model, usage, n_images, size)
         self._counters.spent += cost
         self._open()
         self._store.record_attempt(
@@ -84,6 +84,9 @@ class Ledger:
             cost_source=source,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             output_tokens=usage.output_tokens if usage else 0,
+            thoughts_tokens=usage.thoughts_tokens if usage else 0,
+            model=model,
+            image_size=self._prices.tier(model, size),
         )
         return cost
 
@@ -105,8 +108,10 @@ class Ledger:
         error: ErrorInfo | None = None,
         text: str = "",
         written: Written | None = None,
+        expected: str | None = None,
     ) -> None:
-        """A job's end, after its files (`written`, for a done job) are on disk."""
+        """A job's end, after its files (`written`, for a done job) are on disk;
+        `expected` is the pixel size the catalogue says its request gives."""
         self._open()
         if written is None:
             self._store.finish(job_id, status, error=error, text=text)
@@ -119,18 +124,26 @@ class Ledger:
                 text=text,
                 upscaled=written.upscaled,
                 preview=written.preview,
+                pixels=_pixels(written.pixels),
+                expected_pixels=expected,
             )
         self._counters.count(status)
         self._on_change(self._counters)
 
-    def cache_hit(self, job_id: str, saved: float, written: Written, text: str) -> None:
+    def cache_hit(
+        self, job_id: str, saved: float, written: Written, text: str, expected: str | None = None
+    ) -> None:
         """A job done from an earlier identical answer: `saved` is what that cost."""
         self._open()
         self._store.mark_cache_hit(job_id, saved)
         self._counters.cache_hits += 1
-        self.end(job_id, Status.DONE, text=text, written=written)
+        self.end(job_id, Status.DONE, text=text, written=written, expected=expected)
 
     def remember(self, key: str, job_id: str, files: list[str], text: str, cost: float) -> None:
         """This folder's answer to request `key`, for identical requests to come."""
         self._open()
         self._store.remember_request(key, job_id, files, text, cost)
+
+
+def _pixels(size: tuple[int, int] | None) -> str | None:
+    return None if size is None else f"{size[0]}x{size[1]}"

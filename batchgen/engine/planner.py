@@ -51,6 +51,8 @@ def fingerprint(job: Job, model: str, image_digests: Iterable[str]) -> str:
         "variant": job.variant,
         "images": list(image_digests),
     }
+    if job.image_size:  # absent: the requests (and keys) made before sizes existed
+        payload["image_size"] = job.image_size
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()[:32]
 

@@ -39,6 +39,7 @@ from batchgen.engine.policy import Limits, Retry, Stop, decide, stop_for
 from batchgen.engine.pricing import PriceTable
 from batchgen.engine.sender import Sender
 from batchgen.errors import EXIT_ABORTED
+from batchgen.jobs.models_check import gone_message
 from batchgen.models import Counters, Job, Outcome, OutcomeKind, Status, StopReason
 from batchgen.output.writer import Writer, Written
 from batchgen.store import Store
@@ -103,6 +104,11 @@ class Pool:
             never_answered_s=config.unreachable_after,
             probe_base=min(1.0, config.backoff_base),
         )
+        #: Models known to answer. The first request to any other (an id the
+        #: catalogue does not know) goes alone: if the API answers 404, the run
+        #: stops after that one request rather than after --concurrency of them.
+        self._answering = {m.id for m in prices.catalogue.served()}
+        self._probes: dict[str, asyncio.Event] = {}
 
     # -- lifecycle -----------------------------------------------------------
     def request_stop(self, reason: StopReason) -> None:
@@ -227,22 +233,50 @@ class Pool:
             if request.fingerprint is not None:
                 self._ledger.fingerprint(item.job.id, request.fingerprint)
             item.body, item.cache_key = request.body, request.cache_key
+            item.expected = self._expected(item)
         if not item.claimed and await self._from_cache(item):
             return True
-        outcome = await self._request(item, item.body)
+        send = self._request if item.model in self._answering else self._first_request
+        outcome = await send(item, item.body)
         while outcome is not None and outcome.kind is OutcomeKind.UNREACHABLE:
             # The network's fault, not the job's: no attempt used, no end; wait
             # for the endpoint (or the outage's stop) and send the same request.
             if not await self.outage.wait(outcome.message):
                 return False
-            outcome = await self._request(item, item.body)
+            send = self._request if item.model in self._answering else self._first_request
+            outcome = await send(item, item.body)
         return outcome is not None and await self._handle(item, outcome)
+
+    def _expected(self, item: WorkItem) -> str | None:
+        job = item.job
+        size = self._prices.catalogue.expected_pixels(
+            item.model, job.aspect_ratio, job.image_size, edit=bool(job.images)
+        )
+        return None if size is None else f"{size[0]}x{size[1]}"
+
+    async def _first_request(self, item: WorkItem, body: bytes) -> Outcome | None:
+        """A request to a model not known to answer: the first goes alone, the
+        others wait for its answer (a 404 then stops the run after one request)."""
+        event = self._probes.get(item.model)
+        if event is not None:
+            await event.wait()
+            return None if self.stop is not None else await self._request(item, body)
+        self._probes[item.model] = asyncio.Event()
+        outcome: Outcome | None = None
+        try:
+            outcome = await self._request(item, body)
+            return outcome
+        finally:
+            # An endpoint that did not answer said nothing about the model.
+            if outcome is not None and outcome.kind is not OutcomeKind.UNREACHABLE:
+                self._answering.add(item.model)
+            self._probes.pop(item.model).set()
 
     async def _request(self, item: WorkItem, body: bytes) -> Outcome | None:
         """Send within a slot, the budget and the pacer; None when the run stops first."""
         job = item.job
         await self._slots.acquire()
-        reserve = self._prices.worst_case(item.model, job.prompt, len(job.images))
+        reserve = self._prices.worst_case(item.model, job.prompt, len(job.images), job.image_size)
         if not self.budget.reserve(reserve) and not await self.budget.wait_to_reserve(reserve):
             self._slots.release()
             if self.stop is None:
@@ -273,7 +307,7 @@ class Pool:
             return outcome
         if outage.since is not None or not outage.answered:
             outage.answered_now()
-        item.last_cost = self._ledger.attempt(job.id, item.model, outcome)
+        item.last_cost = self._ledger.attempt(job.id, item.model, outcome, job.image_size)
         self.budget.settle(reserve, item.last_cost)
         item.tries = item.tries.after(outcome.kind)
         return outcome
@@ -306,7 +340,11 @@ class Pool:
             outcome, item.tries, self._limits, backoff=self._backoff, jitter=self._rng.random
         )
         if isinstance(decision, Stop):
-            self.request_stop(StopReason(decision.kind, decision.message, EXIT_ABORTED))
+            message = decision.message
+            if outcome.kind is OutcomeKind.FATAL and outcome.http_status == 404:
+                gone = gone_message(self._prices.catalogue, item.model)
+                message = f"the API does not serve {item.model} (HTTP 404): {gone}"
+            self.request_stop(StopReason(decision.kind, message, EXIT_ABORTED))
             return False
         self._pace(item, outcome)
         if isinstance(decision, Retry):
@@ -320,7 +358,12 @@ class Pool:
             answer = CachedAnswer(outcome.images, outcome.text, item.last_cost)
             await self._answers.share(item.cache_key, answer)
         self._ledger.end(
-            item.job.id, decision.status, error=decision.error, text=outcome.text, written=written
+            item.job.id,
+            decision.status,
+            error=decision.error,
+            text=outcome.text,
+            written=written,
+            expected=item.expected,
         )
         return True
 
@@ -343,7 +386,9 @@ class Pool:
                 # Checked again: a shared cache is a folder anyone may have damaged.
                 written = await self._writer.save(item.job, answer.images)
                 if written is not None:
-                    self._ledger.cache_hit(item.job.id, answer.cost_usd, written, answer.text)
+                    self._ledger.cache_hit(
+                        item.job.id, answer.cost_usd, written, answer.text, item.expected
+                    )
                     return True
             if await self._coalescer.claim(item.cache_key):
                 item.claimed = True
@@ -351,12 +396,13 @@ class Pool:
 
     def _retry_later(self, item: WorkItem, outcome: Outcome, delay: float) -> None:
         log.info(
-            "retry job=%s kind=%s status=%s attempt=%d delay=%.1fs",
+            "retry job=%s kind=%s status=%s attempt=%d delay=%.1fs limit=%s",
             item.job.id,
             outcome.kind.value,
             outcome.http_status,
             item.tries.attempts,
             delay,
+            outcome.quota_id or "-",
         )
         self._retries.add(item, delay)
         self._on_change(self.counters)

@@ -17,12 +17,13 @@ import fcntl
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from batchgen.catalogue import load_catalogue
 from batchgen.config import RunConfig
 from batchgen.engine.budget import Budget
 from batchgen.engine.cache import SharedCache
@@ -45,6 +46,7 @@ from batchgen.errors import (
 from batchgen.jobs import reader
 from batchgen.jobs.columns import DEFAULT_OPTIONS, ReadOptions
 from batchgen.jobs.inputs import FileSource, JobSource
+from batchgen.jobs.models_check import ModelRules
 from batchgen.models import Counters, Job, StopKind, StopReason
 from batchgen.output.sink import SHARD_THRESHOLD, DiskFullError, clean_temporaries, is_disk_full
 from batchgen.report.summary import summarize, write_reports
@@ -74,6 +76,8 @@ class RunResult:
     #: After a budget stop: this run's jobs still pending and what they would
     #: cost, priced as the run priced its requests (`--prices`, each job's model).
     left: tuple[int, float] | None = None
+    #: Dry run: jobs per model that has no price (left out of the estimate).
+    unpriced: dict[str, int] = field(default_factory=dict)
 
 
 def sources_for(
@@ -94,17 +98,43 @@ def sources_for(
     return sources
 
 
+def model_rules(config: RunConfig, prices: PriceTable) -> ModelRules:
+    """The checks of each job against its model (a retired ``--model`` fails here)."""
+    rules = ModelRules(prices.catalogue, config.model, config.image_size)
+    rules.check_defaults()
+    return rules
+
+
+def read_jobs(sources: Iterable[JobSource], config: RunConfig, rules: ModelRules) -> Iterator[Job]:
+    """The reader's pass, each job checked against its model and given the
+    run's ``--image-size`` when it names none (so its request, fingerprint and
+    report carry the size it is sent with)."""
+    jobs = reader.read_sources(sources, rules=rules)
+    size = config.image_size
+    if size is None:
+        return jobs
+    return (job if job.image_size else replace(job, image_size=size) for job in jobs)
+
+
 def dry_run(sources: Iterable[JobSource], config: RunConfig, prices: PriceTable) -> RunResult:
     """Count new, changed and done jobs and estimate the cost, without sending or writing:
-    the run's own pass over the inputs, planned against a read-only store."""
+    the run's own pass over the inputs, planned against a read-only store. Jobs
+    of a model without a price are counted apart, never priced as another."""
+    unpriced: dict[str, int] = {}
 
     def expected(job: Job) -> float:
-        return prices.expected(job.model or config.model, job.prompt, len(job.images))
+        model = job.model or config.model
+        usd = prices.expected(model, job.prompt, len(job.images), job.image_size)
+        if usd is None:
+            unpriced[model] = unpriced.get(model, 0) + 1
+            return 0.0
+        return usd
 
+    rules = model_rules(config, prices)
     has_state = (config.out / STATE_DIR / DB_NAME).exists()
     with Store(config.out, readonly=True) if has_state else contextlib.nullcontext() as store:
         result = plan(
-            reader.read_sources(sources),
+            read_jobs(sources, config, rules),
             store,
             default_model=config.model,
             retry_failed=config.retry_failed,
@@ -112,7 +142,7 @@ def dry_run(sources: Iterable[JobSource], config: RunConfig, prices: PriceTable)
             write=False,
             expected_cost=expected,
         )
-    return RunResult(EXIT_OK, result)
+    return RunResult(EXIT_OK, result, unpriced=unpriced)
 
 
 @contextlib.asynccontextmanager
@@ -120,11 +150,11 @@ async def _endpoint(config: RunConfig, sim: bool) -> AsyncIterator[RunConfig]:
     if not sim:
         yield config
         return
-    from dataclasses import replace
-
     from batchgen.sim import SimConfig, Simulator
 
-    async with Simulator(SimConfig(seed=config.seed or 0)) as server:
+    async with Simulator(
+        SimConfig(seed=config.seed or 0, models_file=config.models_file)
+    ) as server:
         yield replace(config, base_url=server.base_url)
 
 
@@ -147,12 +177,14 @@ async def arun_sources(
 
 
 async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -> RunResult:
-    prices = PriceTable.load(config.prices_file)
+    prices = PriceTable.load(config.prices_file, load_catalogue(config.models_file))
     if not config.dry_run and config.api_key is None and not sim:
         raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or use --sim")
     digest = ""
     if not config.dry_run and not (config.retry_failed or config.retry_blocked):
-        digest = sources_digest(sources, config.model)
+        # The run's defaults shape every request: part of what "the same inputs" means.
+        defaults = config.model + (f"@{config.image_size}" if config.image_size else "")
+        digest = sources_digest(sources, defaults)
         done = _already_settled(config, digest) if digest else None
         if done is not None:
             return done
@@ -160,7 +192,7 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
         return dry_run(sources, config, prices)
     with _no_trace_of_bad_input(config.out), Store(config.out) as store:
         result = RunResult(EXIT_OK, Plan())
-        result.plan, sharded = _plan_run(store, sources, config)
+        result.plan, sharded = _plan_run(store, sources, config, prices)
         clean_temporaries(config.out)
         try:
             async with _endpoint(config, sim) as cfg:
@@ -188,20 +220,30 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
     return result
 
 
-def _plan_run(store: Store, sources: Iterable[JobSource], config: RunConfig) -> tuple[Plan, bool]:
+def _plan_run(
+    store: Store, sources: Iterable[JobSource], config: RunConfig, prices: PriceTable
+) -> tuple[Plan, bool]:
     """Read, check and plan every job in one pass and one unit of work: the run's
     record, its jobs and its meta commit together once the last row is read,
-    or a bad row anywhere (`InputError` as the pass ends) rolls all of it back.
+    or a bad row anywhere (`InputError` as the pass ends) rolls all of it back,
+    as does a `--budget` over a model without a price.
     Returns the plan and whether images are sharded into sub-folders."""
+    rules = model_rules(config, prices)
     with store.transaction():
         store.start_run()
         planned = plan(
-            reader.read_sources(sources),
+            read_jobs(sources, config, rules),
             store,
             default_model=config.model,
             retry_failed=config.retry_failed,
             retry_blocked=config.retry_blocked,
         )
+        unpriced = prices.unpriced(rules.used) if config.budget is not None else []
+        if unpriced:
+            raise UsageError(
+                f"--budget cannot be kept: no price for {', '.join(unpriced)} (not in the "
+                "model catalogue); give one with --prices FILE or --models FILE"
+            )
         sharded = store.meta("sharded")
         if sharded is None:
             sharded = "1" if planned.total > SHARD_THRESHOLD else "0"
@@ -331,7 +373,10 @@ def _left_to_run(store: Store, config: RunConfig, prices: PriceTable) -> tuple[i
     count, usd = 0, 0.0
     for job in store.pending():
         count += 1
-        usd += prices.expected(job.model or config.model, job.prompt, len(job.images))
+        usd += (
+            prices.expected(job.model or config.model, job.prompt, len(job.images), job.image_size)
+            or 0.0
+        )
     return count, usd
 
 

@@ -38,6 +38,8 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         d["variant"] = job.variant
     if job.sizes:
         d["sizes"] = list(job.sizes)
+    if job.image_size:
+        d["image_size"] = job.image_size
     return d
 
 
@@ -64,6 +66,7 @@ def job_from_json(text: str, source: str = "", line: int = 0) -> Job:
         model=d.get("model"),
         variant=d.get("variant"),
         sizes=tuple(d.get("sizes", ())),
+        image_size=d.get("image_size"),
         source=d.get("source", source),
         line=int(d.get("line", line)),
     )

@@ -53,6 +53,7 @@ KNOWN_FIELDS = (
     "model",
     "variant",
     "sizes",
+    "image_size",
 )
 
 #: Names people reach for, offered as the suggestion in the error. Not

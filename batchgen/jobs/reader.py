@@ -30,6 +30,7 @@ from batchgen.jobs.checks import (
     image_problems,
 )
 from batchgen.jobs.inputs import MAX_LINE_BYTES, FileSource, JobSource
+from batchgen.jobs.models_check import ModelRules
 from batchgen.jobs.rows import ID_PATTERN, Parsed, parse_row, validate_id
 from batchgen.jobs.sources import RawRow
 from batchgen.models import Job
@@ -53,7 +54,9 @@ MAX_INLINE_BYTES: int = 20 * 1024 * 1024
 MAX_PROBLEMS: int = 10_000
 
 
-def read_sources(sources: Iterable[JobSource], *, check_images: bool = True) -> Iterator[Job]:
+def read_sources(
+    sources: Iterable[JobSource], *, check_images: bool = True, rules: ModelRules | None = None
+) -> Iterator[Job]:
     """Yield every valid job once, in source order; then, if any row of any
     source was bad, raise `InputError` with every problem found (up to
     `MAX_PROBLEMS`, then a count).
@@ -61,17 +64,21 @@ def read_sources(sources: Iterable[JobSource], *, check_images: bool = True) -> 
     Checks that span rows (duplicate ids, `@id` references to unknown jobs,
     cycles) are complete only when the last row is read: a consumer must treat
     what it was fed as provisional until the iterator ends without raising.
-    `sources` is read lazily, one source at a time.
+    `sources` is read lazily, one source at a time. `rules` checks each job
+    against the model it will be sent to (`models_check`).
     """
     state = _Pass(check_images)
+    state.rules = rules
     for source in sources:
         yield from state.read(source)
     state.finish()
 
 
-def check(sources: Iterable[JobSource], *, check_images: bool = True) -> int:
+def check(
+    sources: Iterable[JobSource], *, check_images: bool = True, rules: ModelRules | None = None
+) -> int:
     """The number of jobs, or `InputError` with every problem (`read_sources`)."""
-    return sum(1 for _job in read_sources(sources, check_images=check_images))
+    return sum(1 for _job in read_sources(sources, check_images=check_images, rules=rules))
 
 
 def validate(paths: Sequence[str | os.PathLike[str]], *, check_images: bool = True) -> int:
@@ -112,6 +119,7 @@ class _Pass:
         self.names: list[str] = []
         self._index: dict[str, int] = {}
         self._files: dict[str, str] = {}  # real path -> the name it was first given as
+        self.rules: ModelRules | None = None
 
     def file_index(self, name: str) -> int:
         index = self._index.get(name)
@@ -167,6 +175,8 @@ class _Pass:
                 self.chains[job_id] = node
         if self.images is not None and len(parsed.images) > len(parsed.refs):
             sink.extend(image_problems(parsed.images, self.images, name, line))
+        if self.rules is not None and parsed.job is not None:
+            sink.extend(self.rules.problems(parsed.job, name, line))
         return parsed
 
     def finish(self) -> None:

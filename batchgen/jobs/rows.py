@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchgen.catalogue import IMAGE_SIZES, load_catalogue
 from batchgen.errors import InputProblem
 from batchgen.jobs.sources import RawRow, cell_text, json_type
-from batchgen.models import ASPECT_RATIOS, Job
+from batchgen.models import Job
 
 __all__ = ["ID_PATTERN", "Parsed", "normal_id", "parse_row", "validate_id"]
 
@@ -38,6 +39,10 @@ _RESERVED = frozenset(
     ["con", "prn", "aux", "nul"]
     + [f"com{i}" for i in range(1, 10)]
     + [f"lpt{i}" for i in range(1, 10)]
+)
+#: Every ratio some model takes; `models_check` narrows it to the job's model.
+ASPECT_RATIOS: tuple[str, ...] = tuple(
+    sorted({r for m in load_catalogue() for r in m.ratios}, key=lambda r: (len(r), r))
 )
 _MODEL_RE = re.compile(r"\A(?:models/)?[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
@@ -234,6 +239,13 @@ def _aspect(value: object, row: RawRow) -> str | None:
     return ratio or None
 
 
+def _image_size(value: object, row: RawRow) -> str | None:
+    size = (_text(value, row) or "").strip()
+    if size and size not in IMAGE_SIZES:
+        raise _Bad(f"{size!r:.20} is not one of {', '.join(IMAGE_SIZES)}")
+    return size or None
+
+
 def _variant(value: object, row: RawRow) -> int | None:
     n = _int(value, row)
     if n is not None and n < 1:
@@ -266,6 +278,7 @@ _OPTIONAL: tuple[tuple[str, Callable[[object, RawRow], object]], ...] = (
     ("model", _model),
     ("variant", _variant),
     ("sizes", _sizes),
+    ("image_size", _image_size),
 )
 
 

@@ -42,6 +42,9 @@ class Written:
     #: Platform sizes: (path, upscaled?).
     sized: list[tuple[str, bool]]
     preview: str | None
+    #: The first image's real (width, height): the service has ignored
+    #: ``imageSize`` before, so the size asked for is not trusted.
+    pixels: tuple[int, int] | None = None
 
     @property
     def files(self) -> list[str]:
@@ -128,7 +131,7 @@ class Writer:
         sized = write_sizes(out, job.id, images[0].data, job.sizes) if job.sizes else []
         nbytes = len(images[0].data)
         shown = preview(out, files[0], first, nbytes) if self.thumbnails else None
-        return Written(files, sized, shown)
+        return Written(files, sized, shown, first)
 
 
 def _dims(images: tuple[GeneratedImage, ...]) -> list[tuple[int, int]] | None:

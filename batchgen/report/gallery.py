@@ -63,6 +63,8 @@ FIELDS = (
     "thumb",
     "files",
     "retried",
+    "pixels",
+    "mismatch",
 )
 
 _STATUS_ORDER = (Status.DONE, Status.BLOCKED, Status.FAILED, Status.SKIPPED, Status.PENDING)
@@ -144,6 +146,9 @@ def data_row(rec: JobRecord, thumbs: ThumbMaker | None) -> list[Any]:
         thumb,
         [f + "#upscaled" if f in rec.upscaled else f for f in rec.files[1:]],
         rec.retried,
+        rec.pixels,
+        # The size the request should have given, only where the image is not it.
+        rec.expected_pixels if rec.size_mismatch else None,
     ]
 
 
@@ -234,6 +239,12 @@ def render_summary(summary: dict[str, Any]) -> str:
         _stat("Elapsed", "elapsed", _duration(float(summary.get("elapsed_s", 0.0)))),
         _stat("Images / min", "images-per-minute", f"{summary.get('images_per_minute', 0.0):g}"),
         _stat("Spend", "count-cost", _money(float(summary.get("cost_usd", 0.0))), pre="$"),
+        _stat(
+            "Size mismatches",
+            "size-mismatches",
+            str(summary.get("size_mismatches", 0)),
+            cls="s-failed" if summary.get("size_mismatches") else "",
+        ),
         "</div>",
     ]
     if total:
@@ -247,6 +258,7 @@ def render_summary(summary: dict[str, Any]) -> str:
                 )
         parts.append("</div>")
     parts.append('<div class="tables">')
+    parts.append(_model_table(summary.get("spend", {}).get("by_model_size", [])))
     parts.append(_tag_table(summary.get("by_tag", {})))
     parts.append(_error_table(summary.get("errors", {})))
     parts.append(_retried_table(summary.get("retried", {})))
@@ -277,6 +289,28 @@ def _tag_table(by_tag: dict[str, dict[str, Any]]) -> str:
             "report.json and <code>batchgen report --by tag</code> list them all.</p>"
         )
     out.append("</div>")
+    return "".join(out)
+
+
+def _model_table(rows: list[dict[str, Any]]) -> str:
+    """Spend per model and output size; a model without a price shows "unknown"."""
+    out = ['<div class="panel"><h2>Spend by model and size</h2>']
+    if not rows:
+        out.append('<p class="note">No requests yet.</p></div>')
+        return "".join(out)
+    out.append(
+        '<div class="scroll"><table data-testid="by-model"><thead><tr><th>Model</th>'
+        "<th>Size</th><th>Jobs</th><th>Done</th><th>Spend</th></tr></thead><tbody>"
+    )
+    for r in rows:
+        spend = f"${_money(float(r['cost_usd']))}"
+        if r.get("unpriced"):
+            spend += f" + {r['unpriced']} unknown"
+        out.append(
+            f"<tr><td>{_e(r['model'])}</td><td>{_e(r['size'] or '-')}</td><td>{r['jobs']}</td>"
+            f"<td>{r['done']}</td><td>{_e(spend)}</td></tr>"
+        )
+    out.append("</tbody></table></div></div>")
     return "".join(out)
 
 

@@ -18,13 +18,20 @@ report.json schema (version 1)::
       "cost_usd": float, "cost_sources": {"usage"|"table"|"mixed": jobs},
       "elapsed_s": float, "images_per_minute": float,
       "cache": {"hits": int, "saved_usd": float},   # answers reused, money not spent
+      "size_mismatches": int,   # done jobs whose image is not the catalogue's size
+      "spend": {"by_model": {model: {"jobs", "cost_usd", "unpriced"}},
+                "by_model_size": [{"model", "size", "jobs", "done", "cost_usd",
+                                   "unpriced"}]},   # "unpriced": jobs of unknown cost
       "by_tag": {tag: {"jobs", "done", "failed", "blocked", "cost_usd"}},
       "jobs": [{"id", "status", "attempts", "requests", "files": [str] (relative to OUT),
                 "upscaled": [str] (size-preset files enlarged beyond the model's output),
                 "error": {"kind", "http_status", "message"} | null,
                 "retried": {kind: count} (answers it was sent again after),
-                "text", "prompt", "tokens": {"prompt", "output"}, "cost_usd", "cost_source",
-                "tags"}]
+                "text", "prompt", "tokens": {"prompt", "output", "thoughts"}, "cost_usd",
+                "cost_source" ("usage"|"table"|"mixed"|"cache"|"unknown": a model
+                without a price), "tags", "model", "image_size",
+                "pixels": [w, h] | null (the first image's real size),
+                "expected_pixels": [w, h] | null (the catalogue's), "size_mismatch"}]
     }
 """
 
@@ -62,6 +69,23 @@ def _tag_rollup(store: Store) -> dict[str, dict[str, Any]]:
     return dict(sorted(tags.items()))
 
 
+def _spend(store: Store) -> dict[str, Any]:
+    """Spend per model, and per model and output size, costliest first."""
+    rows = store.spend()
+    by_model: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        entry = by_model.setdefault(r.model, {"jobs": 0, "cost_usd": 0.0, "unpriced": 0})
+        entry["jobs"] += r.jobs
+        entry["cost_usd"] = round(entry["cost_usd"] + r.cost_usd, 6)
+        entry["unpriced"] += r.unpriced
+    sized = [
+        {"model": r.model, "size": r.size, "jobs": r.jobs, "done": r.done,
+         "cost_usd": round(r.cost_usd, 6), "unpriced": r.unpriced}
+        for r in rows
+    ]  # fmt: skip
+    return {"by_model": by_model, "by_model_size": sized}
+
+
 def summarize(store: Store) -> dict[str, Any]:
     """Totals for the top of the report (everything but the job rows)."""
     t = store.totals()
@@ -86,6 +110,8 @@ def summarize(store: Store) -> dict[str, Any]:
         "elapsed_s": round(t.elapsed_s, 3),
         "images_per_minute": round(t.done * 60 / t.elapsed_s, 2) if t.elapsed_s > 0 else 0.0,
         "cache": {"hits": t.cache_hits, "saved_usd": round(t.saved_usd, 6)},
+        "size_mismatches": t.size_mismatches,
+        "spend": _spend(store),
         "by_tag": _tag_rollup(store),
     }
 
@@ -110,13 +136,27 @@ def job_row(rec: JobRecord) -> dict[str, Any]:
         "retried": rec.retried,
         "text": rec.text,
         "prompt": rec.prompt,
-        "tokens": {"prompt": rec.prompt_tokens, "output": rec.output_tokens},
+        "tokens": {
+            "prompt": rec.prompt_tokens,
+            "output": rec.output_tokens,
+            "thoughts": rec.thoughts_tokens,
+        },
         "cost_usd": round(rec.cost_usd, 6),
         "cost_source": rec.cost_source,
         "tags": rec.tags,
         "source": rec.source,
         "line": rec.line,
+        "model": rec.model,
+        "image_size": rec.image_size,
+        "pixels": _wh(rec.pixels),
+        "expected_pixels": _wh(rec.expected_pixels),
+        "size_mismatch": rec.size_mismatch,
     }
+
+
+def _wh(pixels: str | None) -> list[int] | None:
+    """ "2048x2048" as [2048, 2048]."""
+    return None if not pixels else [int(n) for n in pixels.split("x")]
 
 
 @contextlib.contextmanager

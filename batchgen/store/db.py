@@ -108,6 +108,22 @@ def _m006_retried(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN retried TEXT NOT NULL DEFAULT '{}'")
 
 
+def _m007_models_pixels(db: sqlite3.Connection) -> None:
+    # The model and output size of a job's last request (spend per model and
+    # size), its thinking tokens, and the pixel size of its image against the
+    # one the catalogue says the request should give ("WIDTHxHEIGHT").
+    _script(
+        db,
+        """
+        ALTER TABLE jobs ADD COLUMN model TEXT;
+        ALTER TABLE jobs ADD COLUMN image_size TEXT;
+        ALTER TABLE jobs ADD COLUMN thoughts_tokens INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE jobs ADD COLUMN pixels TEXT;
+        ALTER TABLE jobs ADD COLUMN expected_pixels TEXT
+        """,
+    )
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 #: Append-only: a folder written by this list is upgraded by running its tail.
@@ -118,6 +134,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _m004_upscaled,
     _m005_preview,
     _m006_retried,
+    _m007_models_pixels,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -87,7 +87,7 @@ class JobsTable(RunsTable):
                      job=excluded.job, attempts=0, files='[]', error_kind=NULL,
                      cache_hit=0, saved_usd=0, http_status=NULL, error_message=NULL, text='',
                      started_at=NULL, finished_at=NULL, upscaled='[]', preview=NULL,
-                     retried='{}'""",
+                     retried='{}', pixels=NULL, expected_pixels=NULL""",
                 (job.id, self._next_seq, fingerprint, job.priority, self.run_id, job_to_json(job)),
             )
         else:
@@ -136,25 +136,34 @@ class JobsTable(RunsTable):
         prompt_tokens: int,
         output_tokens: int,
         cost_source: str,
+        thoughts_tokens: int = 0,
+        model: str | None = None,
+        image_size: str | None = None,
     ) -> None:
         """One request made. Its caller commits within moments: a retry may wait
         long before any job ends, and a crash must lose only the counts (and cost)
-        of requests still in flight, never those of answered ones."""
+        of requests still in flight, never those of answered ones. `model` and
+        `image_size` (the output tier) are the request's, for spend per model."""
         self._run_requests += 1
         self._writing()
         self.db.execute(
             """UPDATE jobs SET attempts=attempts+1, requests=requests+1,
                cost_usd=cost_usd+?, prompt_tokens=prompt_tokens+?, output_tokens=output_tokens+?,
+               thoughts_tokens=thoughts_tokens+?,
                cost_source=CASE WHEN ?='' THEN cost_source WHEN cost_source IN ('', ?)
                  THEN ? ELSE 'mixed' END,
+               model=coalesce(?, model), image_size=coalesce(?, image_size),
                started_at=coalesce(started_at, ?) WHERE id=?""",
             (
                 cost,
                 prompt_tokens,
                 output_tokens,
+                thoughts_tokens,
                 cost_source,
                 cost_source,
                 cost_source,
+                model,
+                image_size,
                 time.time(),
                 job_id,
             ),
@@ -183,12 +192,16 @@ class JobsTable(RunsTable):
         text: str = "",
         upscaled: list[str] | None = None,
         preview: str | None = None,
+        pixels: str | None = None,
+        expected_pixels: str | None = None,
     ) -> None:
-        """A job's end, written after its image is on disk."""
+        """A job's end, written after its image is on disk; `pixels` is the
+        first image's real size and `expected_pixels` the catalogue's ("WxH")."""
         self._writing()
         self.db.execute(
             """UPDATE jobs SET status=?, files=?, error_kind=?, http_status=?, error_message=?,
-               text=?, finished_at=?, upscaled=?, preview=? WHERE id=?""",
+               text=?, finished_at=?, upscaled=?, preview=?, pixels=?, expected_pixels=?
+               WHERE id=?""",
             (
                 status.value,
                 json.dumps(files) if files else "[]",
@@ -199,6 +212,8 @@ class JobsTable(RunsTable):
                 time.time(),
                 json.dumps(upscaled) if upscaled else "[]",
                 preview,
+                pixels,
+                expected_pixels,
                 job_id,
             ),
         )

@@ -61,10 +61,26 @@ class Totals:
     saved_usd: float
     first_started: float | None
     last_finished: float | None
+    #: Done jobs whose image is not the size the catalogue says the request gives.
+    size_mismatches: int = 0
 
     @property
     def finished(self) -> int:
         return self.done + self.failed + self.blocked + self.skipped
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """What the jobs sent to one model at one output size cost."""
+
+    model: str
+    #: The output tier ("1K", "2K", ...); "" where the model's is unknown.
+    size: str
+    jobs: int
+    done: int
+    cost_usd: float
+    #: Jobs whose cost is unknown (a model without a price).
+    unpriced: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +136,10 @@ class ReportQueries(Database):
             "SELECT k.key, sum(k.value) FROM jobs, json_each(jobs.retried) AS k "
             "WHERE jobs.retried != '{}' GROUP BY k.key ORDER BY k.key"
         ).fetchall()
+        mismatches = self.db.execute(
+            "SELECT count(*) FROM jobs WHERE pixels IS NOT NULL AND expected_pixels IS NOT NULL "
+            "AND pixels != expected_pixels"
+        ).fetchone()[0]
         elapsed = self.db.execute(
             "SELECT coalesce(sum(coalesce(finished_at, started_at) - started_at), 0) FROM runs"
         ).fetchone()[0]
@@ -143,7 +163,21 @@ class ReportQueries(Database):
             saved_usd=float(row[9]),
             first_started=row[6],
             last_finished=row[7],
+            size_mismatches=int(mismatches),
         )
+
+    def spend(self) -> list[Spend]:
+        """Spend per model and output size, of jobs that made a request."""
+        rows = self.db.execute(
+            """SELECT model, coalesce(image_size, ''), count(*), sum(status = 'done'),
+               total(cost_usd), sum(cost_source = 'unknown')
+               FROM jobs WHERE model IS NOT NULL GROUP BY model, image_size
+               ORDER BY total(cost_usd) DESC, model, image_size"""
+        ).fetchall()
+        return [
+            Spend(str(m), str(size), int(n), int(done), float(cost), int(unpriced))
+            for m, size, n, done, cost, unpriced in rows
+        ]
 
     def tag_totals(self) -> list[TagTotals]:
         """Per-tag totals, grouped by SQLite (one Python row per tag, not per job)."""
@@ -165,7 +199,8 @@ class ReportQueries(Database):
         cur = self.db.execute(
             f"""SELECT id, fingerprint, status, attempts, files, error_kind, http_status,
                error_message, text, prompt_tokens, output_tokens, cost_usd, cost_source, job,
-               started_at, finished_at, requests, upscaled, preview, retried
+               started_at, finished_at, requests, upscaled, preview, retried, model,
+               image_size, thoughts_tokens, pixels, expected_pixels
                FROM jobs {where} ORDER BY seq""",
             [s.value for s in statuses],
         )
@@ -193,6 +228,11 @@ class ReportQueries(Database):
                 requests=row[16],
                 upscaled=json.loads(row[17]),
                 preview=row[18],
+                model=row[20],
+                image_size=row[21],
+                thoughts_tokens=row[22],
+                pixels=row[23],
+                expected_pixels=row[24],
             )
 
     def failed_jobs(self) -> Iterator[FailedJob]:

@@ -122,8 +122,18 @@
       body.appendChild(tg);
     }
     var n = r[F.attempts];
-    body.appendChild(el("div", "meta")).append(
+    var meta = body.appendChild(el("div", "meta"));
+    meta.append(
       el("span", "", n + (n === 1 ? " attempt" : " attempts")), el("span", "", money(r[F.cost])));
+    if (r[F.pixels]) {
+      var px = el("span", r[F.mismatch] ? "mismatch" : "", r[F.pixels]);
+      if (r[F.mismatch]) {
+        px.textContent = r[F.pixels] + " (asked " + r[F.mismatch] + ")";
+        px.title = "Not the size the model should give for this request";
+        px.setAttribute("data-testid", "size-mismatch");
+      }
+      meta.append(px);
+    }
     var rt = retries(r), rkinds = Object.keys(rt).sort();
     if (rkinds.length) {
       var rb = el("div", "retried", "retried: " + rkinds.map(function (k) { return rt[k] + "\u00d7 " + k; }).join(", "));
