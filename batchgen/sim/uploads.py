@@ -202,13 +202,14 @@ class FilesApi(Endpoint):
 
     async def _get(self, request: web.Request, ex: Exchange) -> web.StreamResponse:
         file_id = request.match_info["id"]
-        if not FILE_ID_RE.match(file_id):
+        stored = self.store.get(file_id)
+        # A batch's results file is download-only: ``files.get`` on it is a 400.
+        if not FILE_ID_RE.match(file_id) or (stored is not None and stored.generated):
             return self.error(
                 ex, "bad_request", 400, "INVALID_ARGUMENT",
                 f"* GetFileRequest.name: files/{file_id} is not a valid file name: lowercase "
                 "alphanumeric characters or dashes, at most 40.\n",
             )  # fmt: skip
-        stored = self.store.get(file_id)
         if stored is None:
             return self._refused(ex, not_found(file_id))
         return self.json(
