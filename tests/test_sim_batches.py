@@ -350,3 +350,47 @@ def test_failed_on_demand() -> None:
         assert op["done"] is True
         assert op["error"]["code"] == 13
         assert op["metadata"]["batchStats"]["requestCount"] == "4"
+
+
+FLEX = types.GenerateContentConfig(response_modalities=["IMAGE"], service_tier="flex")
+
+
+def test_flex_takes_minutes_on_the_scaled_clock() -> None:
+    config = SimConfig(
+        small_images=True, api_key=KEY, time_scale=600, flex_latency=120, flex_shed_rate=0
+    )
+    with SimulatorThread(config) as sim:
+        client = client_for(sim)
+        response = client.models.generate_content(model=MODEL, contents="a fox", config=FLEX)
+        assert response.parts
+        (flex,) = [r for r in sim.stats.recent if r.prompt == "a fox"]
+        assert flex.elapsed_s >= 120 / 600  # two simulated minutes
+        client.models.generate_content(model=MODEL, contents="a hen")
+        (standard,) = [r for r in sim.stats.recent if r.prompt == "a hen"]
+        assert standard.elapsed_s < flex.elapsed_s
+        with pytest.raises(errors.ClientError) as refused:
+            client.models.generate_content(
+                model="gemini-3.1-flash-image", contents="a fox", config=FLEX
+            )
+        assert refused.value.code == 400
+        assert "flex" in str(refused.value.message)
+
+
+def test_flex_sheds_a_share_with_429_and_503() -> None:
+    config = SimConfig(small_images=True, api_key=KEY, flex_latency=0, flex_shed_rate=0.5)
+    with SimulatorThread(config) as sim:
+        client = client_for(sim)
+        codes: list[int] = []
+        for i in range(40):
+            try:
+                client.models.generate_content(model=MODEL, contents=f"owl {i}", config=FLEX)
+                codes.append(200)
+            except errors.APIError as exc:
+                codes.append(exc.code)
+            client.models.generate_content(model=MODEL, contents=f"owl {i}")  # never shed
+        assert set(codes) == {200, 429, 503}
+        assert 8 <= codes.count(200) <= 32
+        injected = sim.stats.injected
+        assert injected["flex-429"] == codes.count(429)
+        assert injected["flex-503"] == codes.count(503)
+        assert sim.stats.ok == 40 + codes.count(200)
