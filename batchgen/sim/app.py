@@ -349,7 +349,7 @@ def make_app(config: SimConfig | None = None) -> web.Application:
     # 1 MB of slack over the limit so that `_read_body` decides, not aiohttp.
     app = web.Application(client_max_size=config.max_body_bytes + (1 << 20))
     app[SIM_KEY] = state
-    batches.register(app, state)  # files and batches (before the models' routes)
+    batches.register(app, state)  # the Files and Batches APIs
     app.router.add_post(r"/{version:v1beta|v1}/models/{name:[^/]+}", state.handle_generate)
     app.router.add_get(r"/{version:v1beta|v1}/models", state.handle_models)
     app.router.add_get(r"/{version:v1beta|v1}/models/{name:[^/:]+}", state.handle_models)

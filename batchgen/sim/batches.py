@@ -59,7 +59,7 @@ class BatchesApi(Endpoint):
 
     async def _create(self, request: web.Request, ex: Exchange) -> web.StreamResponse:
         state = self.state
-        ex.model = request.match_info["model"]
+        ex.model = request.path.rpartition("/")[2].partition(":")[0]
         info = state._book.get(ex.model)
         if info is None:
             return state._error(ex, "unknown_model", wire.model_not_found(ex.model, ex.api_version))
@@ -217,25 +217,28 @@ BATCHES_KEY = web.AppKey("batchgen_sim_batches", BatchesApi)
 
 
 def register(app: web.Application, state: SimState) -> None:
-    """The Files and Batches routes (before the models' routes, which would
-    take ``:batchGenerateContent`` for a method they do not have)."""
+    """The Files and Batches routes, the clock's, and what stops them."""
     root = Path(state.config.files_dir) if state.config.files_dir is not None else None
     store = FileStore(root, state.clock, state.config.file_max_bytes, state.config.seed)
     files = FilesApi(state).bind(store)
     batches = BatchesApi(state, store)
-    version = r"/{version:v1beta|v1}"
     add = app.router.add_route
-    add("POST", version + r"/models/{model:[^/:]+}:batchGenerateContent", batches.handle_create)
-    add("GET", version + "/batches", batches.handle_list)
-    add("GET", version + r"/batches/{id:[^/:]+}", batches.handle_get)
-    add("DELETE", version + r"/batches/{id:[^/:]+}", batches.handle_delete)
-    add("POST", version + r"/batches/{id:[^/:]+}:cancel", batches.handle_cancel)
-    add("POST", r"/upload/{version:v1beta|v1}/files", files.handle_upload)
-    add("GET", version + "/files", files.handle_list)
-    add("GET", version + r"/files/{id:[^/:]+}:download", files.handle_download)
-    add("GET", r"/download/{version:v1beta|v1}/files/{id:[^/:]+}:download", files.handle_download)
-    add("GET", version + r"/files/{id:[^/:]+}", files.handle_get)
-    add("DELETE", version + r"/files/{id:[^/:]+}", files.handle_delete)
+    # Literal paths: aiohttp indexes routes by their static prefix, so none of
+    # these is tried on the hot generateContent path (a model's create path
+    # is static too; an id not served falls through to the models' 404).
+    for v in ("v1beta", "v1"):
+        for model in state._book.models:
+            add("POST", f"/{v}/models/{model}:batchGenerateContent", batches.handle_create)
+        add("GET", f"/{v}/batches", batches.handle_list)
+        add("GET", f"/{v}/batches/{{id:[^/:]+}}", batches.handle_get)
+        add("DELETE", f"/{v}/batches/{{id:[^/:]+}}", batches.handle_delete)
+        add("POST", f"/{v}/batches/{{id:[^/:]+}}:cancel", batches.handle_cancel)
+        add("POST", f"/upload/{v}/files", files.handle_upload)
+        add("GET", f"/{v}/files", files.handle_list)
+        add("GET", f"/{v}/files/{{id:[^/:]+}}:download", files.handle_download)
+        add("GET", f"/download/{v}/files/{{id:[^/:]+}}:download", files.handle_download)
+        add("GET", f"/{v}/files/{{id:[^/:]+}}", files.handle_get)
+        add("DELETE", f"/{v}/files/{{id:[^/:]+}}", files.handle_delete)
     add("POST", "/_sim/clock", batches.handle_clock)
     app[BATCHES_KEY] = batches
     app.on_shutdown.append(batches.on_shutdown)

@@ -39,7 +39,7 @@ class Endpoint:
         session's does), answer, and record what happened."""
         state = self.state
         ex = Exchange(time.time(), time.monotonic(), request.method, request.path)
-        ex.api_version = request.match_info.get("version", "")
+        ex.api_version = api_version(request.path)
         state.stats.total += 1
         state.stats.timestamps.append(ex.started)
         try:
@@ -58,6 +58,11 @@ class Endpoint:
         self, ex: Exchange, outcome: str, code: int, status: str, message: str
     ) -> web.Response:
         return self.state._error(ex, outcome, wire.error(code, status, message))
+
+
+def api_version(path: str) -> str:
+    """``v1beta`` or ``v1``, wherever the path names it (``/upload/v1/files``)."""
+    return next((p for p in path.split("/", 3)[1:3] if p in ("v1beta", "v1")), "")
 
 
 def origin(request: web.Request) -> str:

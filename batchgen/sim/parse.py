@@ -159,6 +159,7 @@ def _parse_doc(doc: dict[str, Any], ratios: frozenset[str]) -> ParsedRequest:
     images: list[tuple[str, bytes]] = []
     unsigned = _read_contents(doc.get("contents"), texts, images)
     modalities = _get(config, "responseModalities", "response_modalities") or ("TEXT", "IMAGE")
+    tier = _get(doc, "serviceTier", "service_tier")
     if not isinstance(modalities, list | tuple):
         raise BadRequest("Invalid value at 'generation_config.response_modalities'")
     return ParsedRequest(
@@ -168,7 +169,7 @@ def _parse_doc(doc: dict[str, Any], ratios: frozenset[str]) -> ParsedRequest:
         modalities=tuple(str(m).upper() for m in modalities),
         image_size=_size(_get(image_config, "imageSize", "image_size")),
         unsigned_image=unsigned,
-        service_tier=_tier(_get(doc, "serviceTier", "service_tier")),
+        service_tier=None if tier is None else _tier(tier),
     )
 
 
@@ -176,9 +177,7 @@ def _parse_doc(doc: dict[str, Any], ratios: frozenset[str]) -> ParsedRequest:
 _TIERS = frozenset({"unspecified", "standard", "flex", "priority"})
 
 
-def _tier(tier: Any) -> str | None:
-    if tier is None:
-        return None
+def _tier(tier: Any) -> str:
     if isinstance(tier, str) and tier.lower() in _TIERS:
         return tier.lower()
     raise BadRequest(
