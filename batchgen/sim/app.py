@@ -24,8 +24,9 @@ from typing import Any
 from aiohttp import web
 
 from batchgen.catalogue import ModelInfo
-from batchgen.sim import images, served, wire
+from batchgen.sim import batches, images, served, wire
 from batchgen.sim.answers import Composer, encode_stream, stream_chunks
+from batchgen.sim.clock import SimClock
 from batchgen.sim.config import SimConfig
 from batchgen.sim.exchange import Exchange, extract_key, key_id, server_timeout
 from batchgen.sim.faults import (
@@ -37,6 +38,7 @@ from batchgen.sim.faults import (
     pick_fault,
     scripted_kind,
 )
+from batchgen.sim.flex import FlexTier
 from batchgen.sim.parse import BadRequest, ParsedRequest, parse_count, parse_request
 from batchgen.sim.quota import QuotaBook
 from batchgen.sim.respond import Responder
@@ -74,6 +76,9 @@ class SimState(Responder):
         self._faults = dict(config.faults)
         self._script = {k: tuple(v) for k, v in (config.script or {}).items()}
         self._script_pos: dict[str, int] = {}
+        #: Simulated time for files, batches and flex; the flex tier's rules.
+        self.clock = SimClock(config.time_scale)
+        self.flex = FlexTier(config, self.clock)
 
     # -- handlers ------------------------------------------------------------
 
@@ -194,8 +199,11 @@ class SimState(Responder):
             kind = self._decide(parsed.prompt, occurrence)
         except SpecError as exc:
             return self._error(ex, "bad_request", wire.error(400, "INVALID_ARGUMENT", str(exc)))
+        flex = parsed.service_tier == "flex"
+        if flex and kind is None:
+            kind = self.flex.shed(parsed.prompt, occurrence, self.stats)
         if kind is None or kind in _SLOW_KINDS or kind == "ok":
-            delay = self._latency.sample(self._rng)
+            delay = self.flex.delay() if flex else self._latency.sample(self._rng)
             deadline = server_timeout(request)
             if deadline is not None and delay > deadline:
                 # The SDK's X-Server-Timeout: Google gives up at the deadline.
@@ -341,6 +349,7 @@ def make_app(config: SimConfig | None = None) -> web.Application:
     # 1 MB of slack over the limit so that `_read_body` decides, not aiohttp.
     app = web.Application(client_max_size=config.max_body_bytes + (1 << 20))
     app[SIM_KEY] = state
+    batches.register(app, state)  # the Files and Batches APIs
     app.router.add_post(r"/{version:v1beta|v1}/models/{name:[^/]+}", state.handle_generate)
     app.router.add_get(r"/{version:v1beta|v1}/models", state.handle_models)
     app.router.add_get(r"/{version:v1beta|v1}/models/{name:[^/:]+}", state.handle_models)

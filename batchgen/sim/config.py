@@ -79,6 +79,29 @@ class SimConfig:
     #: A model catalogue file merged over the built-in one (as ``--models FILE``):
     #: the simulator serves the models it describes.
     models_file: str | os.PathLike[str] | None = None
+    #: Simulated seconds per real second for files, batches and the flex tier
+    #: (86400: a simulated day per second); see `batchgen.sim.clock`.
+    time_scale: float = 1.0
+    #: Where uploaded and result files are kept; None: a temporary folder
+    #: removed when the simulator stops.
+    files_dir: str | os.PathLike[str] | None = None
+    #: The most bytes one upload may declare or send (the API's 2 GB).
+    file_max_bytes: int = 2 * 1024**3
+    #: A batch whose input file is larger than this is refused at create.
+    batch_max_input_bytes: int = 2 * 1024**3
+    #: Batches pending or running at once; one more is a 429.
+    batch_max_concurrent: int = 100
+    #: Simulated seconds a batch spends PENDING, then RUNNING (its lines
+    #: finish evenly over that time) before it SUCCEEDS.
+    batch_pending_s: float = 60.0
+    batch_running_s: float = 600.0
+    #: ``"failed"`` or ``"expired"``: how every batch ends (without it, a
+    #: ``[[sim:failed]]`` / ``[[sim:expired]]`` in the display name decides).
+    batch_outcome: str | None = None
+    #: The flex tier's latency in simulated seconds (a spec as `latency`) and
+    #: the share of flex requests shed with 429 or 503.
+    flex_latency: str | float | Latency = "lognormal:180:0.6"
+    flex_shed_rate: float = 0.1
 
     def __post_init__(self) -> None:
         Latency.parse(self.latency)
@@ -94,6 +117,21 @@ class SimConfig:
                 raise SpecError(f"{name} must not be negative")
         if self.size_scale <= 0 or self.quota_window_s <= 0 or self.quota_day_s <= 0:
             raise SpecError("size_scale and quota windows must be positive")
+        self._check_slow_things()
+
+    def _check_slow_things(self) -> None:
+        """Files, batches and flex: the knobs added with them."""
+        Latency.parse(self.flex_latency)
+        if self.time_scale <= 0:
+            raise SpecError("time_scale must be positive")
+        if self.batch_outcome not in (None, "failed", "expired"):
+            raise SpecError(
+                f"batch_outcome must be 'failed' or 'expired', not {self.batch_outcome!r}"
+            )
+        if not 0.0 <= self.flex_shed_rate <= 1.0:
+            raise SpecError("flex_shed_rate must be within [0, 1]")
+        if min(self.batch_pending_s, self.batch_running_s) < 0 or self.batch_max_concurrent < 0:
+            raise SpecError("batch timings and limits must not be negative")
 
     @property
     def latency_model(self) -> Latency:

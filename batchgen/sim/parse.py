@@ -46,6 +46,8 @@ class ParsedRequest:
     image_size: str | None = None
     #: 1-based (content, part) of a model-turn image without a thoughtSignature.
     unsigned_image: tuple[int, int] | None = None
+    #: ``serviceTier`` in lower case (``flex``, ``standard``, ...), or None.
+    service_tier: str | None = None
 
 
 def _camel(name: str) -> str:
@@ -157,6 +159,7 @@ def _parse_doc(doc: dict[str, Any], ratios: frozenset[str]) -> ParsedRequest:
     images: list[tuple[str, bytes]] = []
     unsigned = _read_contents(doc.get("contents"), texts, images)
     modalities = _get(config, "responseModalities", "response_modalities") or ("TEXT", "IMAGE")
+    tier = _get(doc, "serviceTier", "service_tier")
     if not isinstance(modalities, list | tuple):
         raise BadRequest("Invalid value at 'generation_config.response_modalities'")
     return ParsedRequest(
@@ -166,6 +169,21 @@ def _parse_doc(doc: dict[str, Any], ratios: frozenset[str]) -> ParsedRequest:
         modalities=tuple(str(m).upper() for m in modalities),
         image_size=_size(_get(image_config, "imageSize", "image_size")),
         unsigned_image=unsigned,
+        service_tier=None if tier is None else _tier(tier),
+    )
+
+
+#: The values of the ``ServiceTier`` enum (case does not matter, as the SDK's).
+_TIERS = frozenset({"unspecified", "standard", "flex", "priority"})
+
+
+def _tier(tier: Any) -> str:
+    if isinstance(tier, str) and tier.lower() in _TIERS:
+        return tier.lower()
+    raise BadRequest(
+        f"Invalid value at 'service_tier' (type.googleapis.com/google.ai.generativelanguage."
+        f"v1beta.ServiceTier), {json.dumps(tier)}",
+        "service_tier",
     )
 
 

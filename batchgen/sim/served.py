@@ -72,6 +72,8 @@ def check(parsed: ParsedRequest, info: ModelInfo) -> None:
             f"{field}.image_size: {info.id} does not support image size "
             f"{parsed.image_size!r}; supported: {supported}\n"
         )
+    if parsed.service_tier == "flex" and not info.flex:
+        raise BadRequest(f"The flex service tier is not supported for model {info.id}.")
     limit = info.max_references
     if limit is not None and len(parsed.images) > limit:
         raise BadRequest(
