@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--base-url", default=None, help=f"API root (default {RunConfig.base_url})")
     p.add_argument("--sim", action="store_true", help="check against the built-in simulator")
     p.add_argument("--no-spend", action="store_true", help="skip the one paid image call")
-    p.add_argument("--auth", choices=("header", "bearer"), default=RunConfig.auth)
+    p.add_argument("--auth", choices=("header", "bearer"), default=RunConfig.auth,
+                   help="key as x-goog-api-key (header) or Authorization: Bearer")  # fmt: skip
     p.add_argument("--models", type=Path, default=None, metavar="FILE",
                    help="a model catalogue file merged over the built-in one")  # fmt: skip
     p.add_argument("--allow-insecure-http", action="store_true",

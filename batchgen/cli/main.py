@@ -222,14 +222,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(val, RunConfig, VALIDATE_FLAGS)
     val.set_defaults(func=cmd_validate)
 
-    rep = sub.add_parser("report", help="rebuild report.json, failed.jsonl and the gallery")
-    rep.add_argument("out", type=Path)
-    rep.add_argument("--by", choices=("tag",), default=None, help="print a roll-up")
-    rep.add_argument("--format", choices=("json", "csv"), default="json")
+    rep = sub.add_parser(
+        "report",
+        help="rebuild report.json, failed.jsonl and the gallery",
+        description="Rebuild OUT/report.json, OUT/failed.jsonl and OUT/report.html from the "
+        "folder's state. Works while a run holds the folder (it reads the state read-only; "
+        "the files are replaced atomically).",
+    )
+    rep.add_argument("out", type=Path, help="an output folder (the --out of a run)")
+    rep.add_argument(
+        "--by",
+        choices=("tag",),
+        default=None,
+        help="also print a roll-up: jobs, done, failed, blocked and spend per tag",
+    )
+    rep.add_argument(
+        "--format",
+        choices=("json", "csv"),
+        default="json",
+        help="format of the --by roll-up on stdout (default: json)",
+    )
     rep.set_defaults(func=cmd_report)
 
     st = sub.add_parser("status", help="print the counts of an output folder")
-    st.add_argument("out", type=Path)
+    st.add_argument("out", type=Path, help="an output folder (works while a run holds it)")
     st.set_defaults(func=cmd_status)
 
     from batchgen.sim.cli import register as register_sim
