@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import itertools
 import os
+import signal
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import fields
@@ -134,8 +135,13 @@ def _in_worker_thread(start: Callable[[], Coroutine[Any, Any, RunResult]]) -> Ru
                 ready.set()
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchgen-run") as worker:
+        # Ctrl-C is held while the run is handed over: one pressed then is raised
+        # inside the `try` (where it cancels the run), never in between, where the
+        # run would be left going and the wait below would never end.
+        held = _hold_sigint()
         future = worker.submit(go)
         try:
+            _release_sigint(held)
             return future.result()
         except KeyboardInterrupt:
             ready.wait()
@@ -144,3 +150,18 @@ def _in_worker_thread(start: Callable[[], Coroutine[Any, Any, RunResult]]) -> Ru
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 future.result()
             raise
+
+
+def _hold_sigint() -> set[int | signal.Signals] | None:
+    """Block SIGINT on this thread (the main one: only it raises KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def _release_sigint(held: set[int | signal.Signals] | None) -> None:
+    """Restore the mask; a SIGINT that came meanwhile is raised now."""
+    if held is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)

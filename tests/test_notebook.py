@@ -103,3 +103,20 @@ def test_interrupting_the_wait_cancels_the_run_and_keeps_the_state(tmp_path: Pat
     report = json.loads((out / "report.json").read_text())
     assert (report["pending"], report["done"]) == (1, 0)
     assert not [t for t in threading.enumerate() if t.name.startswith("batchgen-run")]
+
+
+def test_a_stop_pressed_while_the_run_is_handed_over_waits_for_the_try() -> None:
+    """The stop button can be pressed while the worker thread is being started
+    (on a busy machine the run may already be sending by then): the interrupt
+    is held and raised where it cancels the run, not where it would strand it."""
+    held = api._hold_sigint()
+    try:
+        # Unheld, the interrupt would be raised as this call returns.
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        delivered = False
+    finally:
+        try:
+            api._release_sigint(held)
+        except KeyboardInterrupt:
+            delivered = True
+    assert delivered
