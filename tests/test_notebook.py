@@ -85,7 +85,8 @@ def test_interrupting_the_wait_cancels_the_run_and_keeps_the_state(tmp_path: Pat
     jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
     out = tmp_path / "out"
     main = threading.get_ident()
-    with SimulatorThread(SimConfig(small_images=True, api_key=KEY)) as sim:
+    # A request that hangs for less than the test timeout: a lost interrupt fails, not hangs.
+    with SimulatorThread(SimConfig(small_images=True, api_key=KEY, hang_seconds=60)) as sim:
 
         def interrupt_once_sent() -> None:
             while sim.stats.in_flight == 0:  # waits for a condition, not for a time
@@ -95,11 +96,16 @@ def test_interrupting_the_wait_cancels_the_run_and_keeps_the_state(tmp_path: Pat
         def start() -> Coroutine[Any, Any, RunResult]:
             return batchgen.arun(jobs, out=out, api_key=KEY, base_url=sim.base_url)
 
+        # Python's own SIGINT handler, as in a kernel, whatever an earlier test left.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         trigger = threading.Thread(target=interrupt_once_sent)
         trigger.start()
-        with pytest.raises(KeyboardInterrupt):
-            api._in_worker_thread(start)
-        trigger.join()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                api._in_worker_thread(start)
+        finally:
+            trigger.join()
+            signal.signal(signal.SIGINT, previous)
     report = json.loads((out / "report.json").read_text())
     assert (report["pending"], report["done"]) == (1, 0)
     assert not [t for t in threading.enumerate() if t.name.startswith("batchgen-run")]
