@@ -115,6 +115,8 @@ def test_a_stop_pressed_while_the_run_is_handed_over_waits_for_the_try() -> None
     """The stop button can be pressed while the worker thread is being started
     (on a busy machine the run may already be sending by then): the interrupt
     is held and raised where it cancels the run, not where it would strand it."""
+    # Python's own SIGINT handler, as in a kernel, whatever an earlier test left.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     held = api._hold_sigint()
     try:
         # Unheld, the interrupt would be raised as this call returns.
@@ -125,4 +127,5 @@ def test_a_stop_pressed_while_the_run_is_handed_over_waits_for_the_try() -> None
             api._release_sigint(held)
         except KeyboardInterrupt:
             delivered = True
+        signal.signal(signal.SIGINT, previous)
     assert delivered
