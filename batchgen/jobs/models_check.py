@@ -9,8 +9,8 @@ it does not offer, more reference images than it accepts. A deprecated id is
 warned about once. A model missing from the catalogue passes (the API
 decides; it has no price, see `engine/pricing.py`), except in the Flex tier
 (``--mode flex``): only a model whose entry says ``flex = true`` is sent
-there, since another is a 400 after minutes of queueing, and an unknown one is
-refused rather than guessed at.
+there, since the API answers any other 400 (for every job of the run), and an
+unknown one is refused rather than guessed at.
 """
 
 from __future__ import annotations
