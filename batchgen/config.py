@@ -16,13 +16,14 @@ import argparse
 import dataclasses
 import ipaddress
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from batchgen.catalogue import IMAGE_SIZES, load_catalogue
+from batchgen.catalogue import IMAGE_SIZES, Tier, load_catalogue
 from batchgen.errors import UsageError
 from batchgen.models import DEFAULT_BASE_URL
 
@@ -31,6 +32,31 @@ from batchgen.models import DEFAULT_BASE_URL
 RECOMMENDED_MODEL = load_catalogue().recommended().id
 
 AuthMode = Literal["header", "bearer"]
+
+
+class RunMode(StrEnum):
+    """How a run's requests are served and billed (``--mode``)."""
+
+    LIVE = "live"
+    FLEX = "flex"
+
+
+@dataclass(frozen=True, slots=True)
+class ModeSpec:
+    """What a run mode changes: the catalogue tier it is billed at, the body's
+    ``serviceTier`` (None: none sent), and the request timeout when ``--timeout``
+    is not given (flex answers after minutes, not seconds)."""
+
+    tier: Tier
+    service_tier: str | None
+    timeout: float
+
+
+#: The modes ``--mode`` offers, by name: Batch Mode is one more row (and member).
+MODES: Mapping[str, ModeSpec] = {
+    RunMode.LIVE: ModeSpec(Tier.STANDARD, None, 180.0),
+    RunMode.FLEX: ModeSpec(Tier.FLEX, "flex", 20 * 60.0),
+}
 
 
 class Secret:
@@ -113,7 +139,10 @@ class RunConfig:
     max_attempts: int = 5
     #: Attempts for answers without an image (often random, but rarely worth 5).
     max_no_image_attempts: int = 3
-    timeout: float = 180.0
+    #: How requests are served and billed (`MODES`); the answers are the same.
+    mode: RunMode = RunMode.LIVE
+    #: Seconds per request; None: the mode's (`request_timeout`).
+    timeout: float | None = None
     limit: int | None = None
     retry_failed: bool = False
     retry_blocked: bool = False
@@ -149,7 +178,11 @@ class RunConfig:
             raise UsageError("--rpm must be positive")
         if self.max_attempts < 1:
             raise UsageError("--max-attempts must be at least 1")
-        if self.timeout <= 0:
+        if self.mode not in MODES:
+            raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        # A caller of `batchgen.run` may pass the plain string.
+        object.__setattr__(self, "mode", RunMode(self.mode))
+        if self.timeout is not None and self.timeout <= 0:
             raise UsageError("--timeout must be positive")
         if self.limit is not None and self.limit < 0:
             raise UsageError("--limit must not be negative")
@@ -161,6 +194,15 @@ class RunConfig:
             raise UsageError(
                 f"--image-size must be one of {', '.join(IMAGE_SIZES)}, not {self.image_size!r}"
             )
+
+    @property
+    def mode_spec(self) -> ModeSpec:
+        return MODES[self.mode]
+
+    @property
+    def request_timeout(self) -> float:
+        """``--timeout`` when given, else the mode's: minutes for flex."""
+        return self.mode_spec.timeout if self.timeout is None else self.timeout
 
     def auth_headers(self) -> dict[str, str]:
         if self.api_key is None:

@@ -229,6 +229,10 @@ class JobRecord:
     #: The first image's pixel size and the catalogue's for the request ("WxH").
     pixels: str | None = None
     expected_pixels: str | None = None
+    #: The run mode of the last request (live, flex) and what its requests
+    #: would have cost live (`cost_usd` itself in a live run).
+    mode: str | None = None
+    live_cost_usd: float = 0.0
 
     @property
     def size_mismatch(self) -> bool:

@@ -28,6 +28,8 @@ RUN_FLAG_NAMES = {
     # Issue 13 added the job-file options (`run` and `validate`).
     "--delimiter", "--sheet", "--ignore-columns",
     "--max-outage", "--report-every", "--unreachable-after",
+    # Issue 15 added the run mode.
+    "--mode",
 }  # fmt: skip
 SIM_FLAG_NAMES = {
     "--host", "--port", "--api-key", "--model", "--latency", "--rpm", "--rpd", "--quota-window",
@@ -89,6 +91,7 @@ RUN_VALUES: dict[str, tuple[str | None, Any]] = {
     "max_outage": ("30", 30.0),
     "report_every": ("60", 60.0),
     "unreachable_after": ("2", 2.0),
+    "mode": ("flex", "flex"),
 }
 SIM_VALUES: dict[str, tuple[str | None, Any]] = {
     "host": ("127.0.0.2", "127.0.0.2"),

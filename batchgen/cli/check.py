@@ -144,7 +144,9 @@ async def _model_served(
     url = f"{config.base_url}/v1beta/models/{config.model}"
     try:
         async with session.get(
-            url, headers=_headers(config), timeout=aiohttp.ClientTimeout(total=config.timeout)
+            url,
+            headers=_headers(config),
+            timeout=aiohttp.ClientTimeout(total=config.request_timeout),
         ) as resp:
             status, body = resp.status, await resp.read()
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -215,7 +217,7 @@ async def _image_quota(
     body = json.dumps(client.build_request(job, [])).encode()
     outcome = await client.send(
         session, config.endpoint(config.model), body, _headers(config),
-        timeout_s=config.timeout, max_bytes=config.max_response_bytes,
+        timeout_s=config.request_timeout, max_bytes=config.max_response_bytes,
     )  # fmt: skip
     if outcome.kind is OutcomeKind.OK:
         return Result("image quota", True, f"an image came back ({len(outcome.images)} image)")

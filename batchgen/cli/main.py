@@ -18,7 +18,15 @@ from pathlib import Path
 
 from batchgen import __version__
 from batchgen.catalogue import IMAGE_SIZES, load_catalogue
-from batchgen.config import Flag, RunConfig, add_flags, check_base_url, flag_values, key_from_env
+from batchgen.config import (
+    MODES,
+    Flag,
+    RunConfig,
+    add_flags,
+    check_base_url,
+    flag_values,
+    key_from_env,
+)
 from batchgen.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -36,6 +44,14 @@ RUN_FLAGS: tuple[Flag, ...] = (
         "auth",
         "send the key as x-goog-api-key (header) or Authorization: Bearer",
         choices=("header", "bearer"),
+    ),
+    # Before --model: help lines are found by prefix, and "--model" starts with "--mode".
+    Flag(
+        "--mode",
+        "mode",
+        "live: answers in seconds at the standard price; flex: half price, minutes of "
+        "latency (models with flex in batchgen models)",
+        choices=tuple(MODES),
     ),
     Flag(
         "--model",
@@ -61,7 +77,7 @@ RUN_FLAGS: tuple[Flag, ...] = (
         "--rpm", "rpm", "never more than N requests in any 60 s window, evenly spread", type=float
     ),
     Flag("--max-attempts", "max_attempts", "attempts per job for retryable outcomes", type=int),
-    Flag("--timeout", "timeout", "seconds per request", type=float),
+    Flag("--timeout", "timeout", "seconds per request (180; 1200 in --mode flex)", type=float),
     Flag("--limit", "limit", "only the first N pending jobs", type=int),
     Flag("--retry-failed", "retry_failed", "run failed jobs again", action="store_true"),
     Flag("--retry-blocked", "retry_blocked", "run blocked jobs again", action="store_true"),
@@ -111,7 +127,9 @@ RUN_FLAGS: tuple[Flag, ...] = (
 
 
 #: `batchgen validate` checks each job against its model as `run` would.
-VALIDATE_FLAGS = tuple(f for f in RUN_FLAGS if f.field in ("model", "image_size", "models_file"))
+VALIDATE_FLAGS = tuple(
+    f for f in RUN_FLAGS if f.field in ("model", "image_size", "models_file", "mode")
+)
 
 
 # --- job-file options (run and validate): how the reader reads the files ---------------
@@ -284,6 +302,7 @@ def _tune_gc() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from batchgen.cli.dryrun import print_dry_run
     from batchgen.engine.runner import arun_sources, describe, sources_for
 
     config = _config(args)
@@ -291,29 +310,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _tune_gc()
     result = asyncio.run(arun_sources(sources, config, sim=args.sim))
     if config.dry_run:
-        p = result.plan
-        print(
-            f"{p.total} jobs: {p.new} new, {p.changed} changed, {p.retry} to retry, "
-            f"{p.pending} pending, {p.done} already done"
-            + "".join(f", {n} {k} (kept)" for k, n in p.final_kept.items())
-        )
-        to_run = p.to_run if config.limit is None else min(config.limit, p.to_run)
-        allowance = 1.1
-        print(
-            f"would send {to_run} requests; estimated cost ${p.expected_cost:.2f} "
-            f"(up to ${p.expected_cost * allowance:.2f} with a 10% allowance for retries); "
-            "nothing was sent"
-        )
-        for model, n in sorted(result.unpriced.items()):
-            print(
-                f"no price for {model} ({n} jobs, not in the estimate): it is not in the "
-                "model catalogue; give one with --prices FILE or --models FILE"
-            )
-        if config.rpm is not None and to_run:
-            print(
-                f"at --rpm {config.rpm:g} it takes at least {_minutes(to_run / config.rpm)} "
-                "(a lower bound: retries, 429s and slow answers add to it)"
-            )
+        print_dry_run(config, result)
         return EXIT_OK
     print(describe(result), file=sys.stderr)
     print(
@@ -323,22 +320,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _minutes(minutes: float) -> str:
-    """A duration given in minutes, for people: "45 s", "12 min", "3 h 20 min"."""
-    if minutes < 1:
-        return f"{minutes * 60:.0f} s"
-    if minutes < 120:
-        return f"{minutes:.0f} min"
-    return f"{int(minutes // 60)} h {minutes % 60:02.0f} min"
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     from batchgen.engine.pricing import PriceTable
     from batchgen.engine.runner import model_rules, sources_for
     from batchgen.jobs import reader
 
     config = RunConfig(out=Path("."), **flag_values(args, VALIDATE_FLAGS))
-    rules = model_rules(config, PriceTable.load(None, load_catalogue(config.models_file)))
+    prices = PriceTable.load(None, load_catalogue(config.models_file), config.mode_spec.tier)
+    rules = model_rules(config, prices)
     n = reader.check(sources_for(args.jobs, _read_options(args)), rules=rules)
     print(f"{n} jobs OK")
     return EXIT_OK

@@ -48,9 +48,13 @@ class Request:
     fingerprint: str | None
 
 
-async def prepare(job: Job, model: str, locate: Callable[[str], Path]) -> Request:
+async def prepare(
+    job: Job, model: str, locate: Callable[[str], Path], service_tier: str | None = None
+) -> Request:
     """The request for `job`; `locate` says where each reference image is (it is
-    called on the loop: it may read the store, which stays on the loop's thread)."""
+    called on the loop: it may read the store, which stays on the loop's thread).
+    `service_tier` (flex) is in the body but not in the cache key: the image asked
+    for is the same in any mode."""
     refs: list[tuple[str, bytes]] = []
     for ref in job.images:
         data = await asyncio.to_thread(locate(ref).read_bytes)
@@ -60,7 +64,7 @@ async def prepare(job: Job, model: str, locate: Callable[[str], Path]) -> Reques
         # The fingerprint covers the parents' output bytes, hashed from the bytes
         # just read (no second read of any file).
         final = fingerprint(job, model, [hashlib.sha256(data).hexdigest() for _m, data in refs])
-    body = json.dumps(client.build_request(job, refs)).encode()
+    body = json.dumps(client.build_request(job, refs, service_tier=service_tier)).encode()
     return Request(body, request_key(job, model, [data for _m, data in refs]), final)
 
 

@@ -34,12 +34,16 @@ class Ledger:
         *,
         on_change: Callable[[Counters], None],
         on_error: Callable[[Exception], None],
+        mode: str = "live",
     ) -> None:
         """`on_change` hears of every job that ends; `on_error` of a commit that
-        failed at the end of a turn, when no caller is left to raise to."""
+        failed at the end of a turn, when no caller is left to raise to. `mode`
+        (`config.RunMode`) is recorded with each request, priced at its tier by
+        `prices`, beside what the live tier would have cost."""
         self._store = store
         self._counters = counters
         self._prices = prices
+        self._mode = mode
         self._on_change = on_change
         self._on_error = on_error
         self._commit_due = False
@@ -73,9 +77,10 @@ class Ledger:
             self._counters.rate_limited += 1
         usage = outcome.usage
         n_images = len(outcome.images)
-        cost, source = 0.0, ""
+        cost, source, live = 0.0, "", 0.0
         if usage is not None or n_images:
             cost, source = self._prices.cost(model, usage, n_images, size)
+            live = self._prices.live(model, cost)
         self._counters.spent += cost
         self._open()
         self._store.record_attempt(
@@ -87,6 +92,8 @@ class Ledger:
             thoughts_tokens=usage.thoughts_tokens if usage else 0,
             model=model,
             image_size=self._prices.tier(model, size),
+            live_cost=live,
+            mode=self._mode,
         )
         return cost
 

@@ -71,11 +71,13 @@ class Pool:
         self.stop: StopReason | None = None
         self._send = send
         self._prices = prices
+        self._service_tier = config.mode_spec.service_tier
         self._on_change = on_change or (lambda c: None)
         self._ledger = Ledger(
             store,
             self.counters,
             prices,
+            mode=config.mode,
             on_change=self._on_change,
             on_error=lambda exc: self.request_stop(stop_for(exc, "the state could not be saved")),
         )
@@ -229,7 +231,9 @@ class Pool:
         """One turn of `item`: an earlier answer, or one request; True when the job ended."""
         if item.body is None:
             item.model = item.job.model or self.config.model
-            request = await prepare(item.job, item.model, self._chains.reference)
+            request = await prepare(
+                item.job, item.model, self._chains.reference, self._service_tier
+            )
             if request.fingerprint is not None:
                 self._ledger.fingerprint(item.job.id, request.fingerprint)
             item.body, item.cache_key = request.body, request.cache_key

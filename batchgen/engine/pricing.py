@@ -11,7 +11,14 @@ the image-output rate; text output and thinking (``thoughtsTokenCount``,
 which ``candidatesTokenCount`` leaves out) at the text-output rate; every
 prompt token (text and input images) at the input rate. Only when usage is
 missing does the table's figure for one image at the request's size serve
-(``cost_source`` = ``table``). Prices file::
+(``cost_source`` = ``table``).
+
+A table is for one tier (`Tier`: the run's mode, `config.MODES`): every
+figure it gives — cost, budget reservation, estimate — is the standard one
+times the catalogue's factor for that tier (``[tiers]``: flex and batch 0.5),
+so a flex run's ledger and budget are at the flex price; `live` turns a cost
+back into what the standard tier would have charged, for the report. Prices
+file::
 
     {"MODEL": {"input_per_m": 0.30, "output_per_m": 30.0,
                "text_output_per_m": 2.5 (optional), "image_tokens": 1290 (optional)}}
@@ -25,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from batchgen.catalogue import Catalogue, ModelInfo, load_catalogue
+from batchgen.catalogue import Catalogue, ModelInfo, Tier, load_catalogue
 from batchgen.errors import UsageError
 from batchgen.models import Usage
 
@@ -94,19 +101,27 @@ class PriceTable:
         prices: Mapping[str, Price] | None = None,
         *,
         catalogue: Catalogue | None = None,
+        tier: Tier = Tier.STANDARD,
     ) -> None:
         self._catalogue = catalogue if catalogue is not None else load_catalogue()
+        #: The tier every figure is at (the run's mode); `tier` is an output size.
+        self.billing = tier
         self._prices: dict[str, Price] = {}
+        #: This tier's factor per model, for the hot path (`cost`, `worst_case`).
+        self._factors: dict[str, float] = {}
         for info in self._catalogue:
             price = Price.of(info)
             if price is not None:
                 self._prices[info.id] = price
+            self._factors[info.id] = self.factor(info.id) or 1.0
         self._prices.update(prices or {})
 
     @classmethod
-    def load(cls, path: Path | None, catalogue: Catalogue | None = None) -> PriceTable:
+    def load(
+        cls, path: Path | None, catalogue: Catalogue | None = None, tier: Tier = Tier.STANDARD
+    ) -> PriceTable:
         """The catalogue's rates, overridden model by model by the JSON file at `path`."""
-        table = cls(catalogue=catalogue)
+        table = cls(catalogue=catalogue, tier=tier)
         if path is None:
             return table
         try:
@@ -141,6 +156,22 @@ class PriceTable:
     def catalogue(self) -> Catalogue:
         return self._catalogue
 
+    def factor(self, model: str, tier: Tier | None = None) -> float | None:
+        """The fraction of the standard price `model` costs at `tier` (None: this
+        table's), or None when the model does not offer it: flex only where its
+        catalogue entry says so, and nothing for a model the catalogue lacks."""
+        tier = self.billing if tier is None else tier
+        if tier is Tier.STANDARD:
+            return 1.0
+        info = self._catalogue.get(model.removeprefix("models/"))
+        if info is None or info.prices is None or (tier is Tier.FLEX and not info.flex):
+            return None
+        return info.prices.tier_factors.get(str(tier))
+
+    def live(self, model: str, usd: float) -> float:
+        """What `usd` at this table's tier would have cost at the standard one."""
+        return usd / self._factors.get(model.removeprefix("models/"), 1.0)
+
     def tier(self, model: str, size: str | None) -> str | None:
         """The output size a request of `model` asking for `size` gets (its default
         when it asks for none), for spend per size; None when unknown."""
@@ -162,8 +193,9 @@ class PriceTable:
         price = self.price(model)
         if price is None:
             return 0.0, UNKNOWN
+        factor = self._factors.get(model.removeprefix("models/"), 1.0)
         if usage is None or (usage.prompt_tokens == 0 and usage.output_tokens == 0):
-            return images * price.per_image(size), "table"
+            return images * price.per_image(size) * factor, "table"
         # Without a per-modality split every output token is billed as image.
         image_tokens = usage.output_image_tokens or usage.output_tokens
         text_tokens = max(0, usage.output_tokens - image_tokens) + usage.thoughts_tokens
@@ -171,8 +203,8 @@ class PriceTable:
             usage.prompt_tokens * price.input_per_m
             + image_tokens * price.output_per_m
             + text_tokens * price.text_output_per_m
-        ) / 1e6
-        return usd, "usage"
+        ) * factor
+        return usd / 1e6, "usage"
 
     def worst_case(self, model: str, prompt: str, n_images: int, size: str | None = None) -> float:
         """An upper bound for one request, reserved against the budget before sending:
@@ -185,7 +217,8 @@ class PriceTable:
         input_tokens = len(prompt) + n_images * MAX_TOKENS_PER_INPUT_IMAGE + 64
         output = 2 * price.tokens(size) * price.output_per_m
         thinking = THINKING_RESERVE * price.text_output_per_m if price.thinking else 0.0
-        return (input_tokens * price.input_per_m + output + thinking) / 1e6
+        usd = (input_tokens * price.input_per_m + output + thinking) / 1e6
+        return usd * self._factors.get(model.removeprefix("models/"), 1.0)
 
     def expected(
         self, model: str, prompt: str, n_images: int, size: str | None = None
@@ -198,6 +231,27 @@ class PriceTable:
         per_input = price.input_image_tokens or 560
         input_tokens = len(prompt) // 4 + n_images * per_input + 8
         thinking = 250 * price.text_output_per_m if price.thinking else 0.0
-        return (
-            input_tokens * price.input_per_m + price.tokens(size) * price.output_per_m + thinking
-        ) / 1e6
+        usd = input_tokens * price.input_per_m + price.tokens(size) * price.output_per_m + thinking
+        return usd / 1e6 * self._factors.get(model.removeprefix("models/"), 1.0)
+
+
+@dataclass
+class TierCosts:
+    """A dry run's estimate at every tier, so that one look shows what flex (or
+    Batch Mode, later) would save: each job's estimate, turned back into the
+    standard price, times each tier's factor. A tier some job's model does not
+    offer has no total; `missing` names those models."""
+
+    prices: PriceTable
+    usd: dict[Tier, float] = field(default_factory=lambda: dict.fromkeys(Tier, 0.0))
+    missing: dict[Tier, set[str]] = field(default_factory=dict)
+
+    def add(self, model: str, usd: float) -> None:
+        """One job of `model` estimated at `usd` in the table's own tier."""
+        standard = self.prices.live(model, usd)
+        for tier in Tier:
+            factor = self.prices.factor(model, tier)
+            if factor is None:
+                self.missing.setdefault(tier, set()).add(model.removeprefix("models/"))
+            else:
+                self.usd[tier] += standard * factor

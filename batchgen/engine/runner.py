@@ -30,7 +30,7 @@ from batchgen.engine.cache import SharedCache
 from batchgen.engine.limiter import Pacer
 from batchgen.engine.planner import SETTLED_INPUTS, Plan, plan, settled, sources_digest
 from batchgen.engine.pool import Pool
-from batchgen.engine.pricing import PriceTable
+from batchgen.engine.pricing import PriceTable, TierCosts
 from batchgen.engine.progress import Progress
 from batchgen.engine.sender import http_sender
 from batchgen.engine.signals import TwoStage, sigterm_as_interrupt
@@ -78,6 +78,8 @@ class RunResult:
     left: tuple[int, float] | None = None
     #: Dry run: jobs per model that has no price (left out of the estimate).
     unpriced: dict[str, int] = field(default_factory=dict)
+    #: Dry run: the estimate at every tier (live, flex, Batch Mode).
+    tiers: TierCosts | None = None
 
 
 def sources_for(
@@ -100,7 +102,7 @@ def sources_for(
 
 def model_rules(config: RunConfig, prices: PriceTable) -> ModelRules:
     """The checks of each job against its model (a retired ``--model`` fails here)."""
-    rules = ModelRules(prices.catalogue, config.model, config.image_size)
+    rules = ModelRules(prices.catalogue, config.model, config.image_size, prices.billing)
     rules.check_defaults()
     return rules
 
@@ -121,6 +123,7 @@ def dry_run(sources: Iterable[JobSource], config: RunConfig, prices: PriceTable)
     the run's own pass over the inputs, planned against a read-only store. Jobs
     of a model without a price are counted apart, never priced as another."""
     unpriced: dict[str, int] = {}
+    tiers = TierCosts(prices)
 
     def expected(job: Job) -> float:
         model = job.model or config.model
@@ -128,6 +131,7 @@ def dry_run(sources: Iterable[JobSource], config: RunConfig, prices: PriceTable)
         if usd is None:
             unpriced[model] = unpriced.get(model, 0) + 1
             return 0.0
+        tiers.add(model, usd)
         return usd
 
     rules = model_rules(config, prices)
@@ -142,7 +146,7 @@ def dry_run(sources: Iterable[JobSource], config: RunConfig, prices: PriceTable)
             write=False,
             expected_cost=expected,
         )
-    return RunResult(EXIT_OK, result, unpriced=unpriced)
+    return RunResult(EXIT_OK, result, unpriced=unpriced, tiers=tiers)
 
 
 @contextlib.asynccontextmanager
@@ -177,7 +181,8 @@ async def arun_sources(
 
 
 async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -> RunResult:
-    prices = PriceTable.load(config.prices_file, load_catalogue(config.models_file))
+    catalogue = load_catalogue(config.models_file)
+    prices = PriceTable.load(config.prices_file, catalogue, config.mode_spec.tier)
     if not config.dry_run and config.api_key is None and not sim:
         raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or use --sim")
     digest = ""

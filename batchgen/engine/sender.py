@@ -38,7 +38,7 @@ def http_sender(session: aiohttp.ClientSession, config: RunConfig) -> Sender:
             config.endpoint(model),
             body,
             headers,
-            timeout_s=config.timeout,
+            timeout_s=config.request_timeout,
             max_bytes=config.max_response_bytes,
         )
 

@@ -7,7 +7,10 @@ the file, line and field, like the reader's other problems: a retired id
 (naming its replacement), an ``image_size`` it does not take, an aspect ratio
 it does not offer, more reference images than it accepts. A deprecated id is
 warned about once. A model missing from the catalogue passes (the API
-decides; it has no price, see `engine/pricing.py`).
+decides; it has no price, see `engine/pricing.py`), except in the Flex tier
+(``--mode flex``): only a model whose entry says ``flex = true`` is sent
+there, since the API answers any other 400 (for every job of the run), and an
+unknown one is refused rather than guessed at.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from batchgen.catalogue import Catalogue, ModelInfo, ModelStatus
+from batchgen.catalogue import Catalogue, ModelInfo, ModelStatus, Tier
 from batchgen.errors import InputProblem, UsageError
 from batchgen.models import Job
 
@@ -46,6 +49,8 @@ class ModelRules:
     catalogue: Catalogue
     default_model: str
     default_size: str | None = None
+    #: The tier the run's requests are served in (`config.MODES`).
+    tier: Tier = Tier.STANDARD
     #: Every model a job will be sent to, as the pass meets them.
     used: set[str] = field(default_factory=set)
     _warned: set[str] = field(default_factory=set)
@@ -60,11 +65,14 @@ class ModelRules:
         model = (job.model or self.default_model).removeprefix("models/")
         self.used.add(model)
         info = self.catalogue.get(model)
+        flex = self.tier is Tier.FLEX and (info is None or not info.flex)
         if info is None:
-            return []
+            return [InputProblem(name, line, "model", self._no_flex(model, None))] if flex else []
         field_ = "model" if job.model else ""
         if info.status is ModelStatus.RETIRED:
             return [InputProblem(name, line, field_, gone_message(self.catalogue, model, info))]
+        if flex:
+            return [InputProblem(name, line, "model", self._no_flex(model, info))]
         if info.status is ModelStatus.DEPRECATED and model not in self._warned:
             self._warned.add(model)
             successor = self.catalogue.successor(model)
@@ -72,6 +80,12 @@ class ModelRules:
             shuts = f", shuts down {info.retires}" if info.retires else ""
             log.warning("%s is deprecated%s%s (first used at %s:%d)", model, shuts, use, name, line)
         return self._outputs(job, info, name, line)
+
+    def _no_flex(self, model: str, info: ModelInfo | None) -> str:
+        """Why `model` cannot go in a flex run, and which models can."""
+        offer = ", ".join(m.id for m in self.catalogue if m.flex and m.served) or "none"
+        why = "does not offer the Flex tier" if info else "is not in the model catalogue"
+        return f"{model} {why} (--mode flex); models that do: {offer}"
 
     def _outputs(self, job: Job, info: ModelInfo, name: str, line: int) -> list[InputProblem]:
         found: list[InputProblem] = []

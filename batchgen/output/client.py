@@ -44,10 +44,16 @@ CONNECT_TIMEOUT_S = 30.0
 
 
 def build_request(
-    job: Job, references: Sequence[tuple[str, bytes]], *, image_only: bool = False
+    job: Job,
+    references: Sequence[tuple[str, bytes]],
+    *,
+    image_only: bool = False,
+    service_tier: str | None = None,
 ) -> dict[str, Any]:
     """The REST `generateContent` body: the prompt, then each reference image
     inline in the order given (order matters to prompts that say "the first image").
+    `service_tier` ("flex") goes at the top level, where the API reads it; None
+    sends none, so a live body stays what it always was.
 
     A reference is labelled from its bytes, the given label serving only when
     they are no known image: JPEG bytes labelled PNG are a 400 on 3.1 Flash."""
@@ -63,7 +69,11 @@ def build_request(
         image_config["imageSize"] = job.image_size
     if image_config:
         config["imageConfig"] = image_config
-    return {"contents": [{"role": "user", "parts": parts}], "generationConfig": config}
+    body: dict[str, Any] = {"contents": [{"role": "user", "parts": parts}]}
+    body["generationConfig"] = config
+    if service_tier is not None:
+        body["serviceTier"] = service_tier
+    return body
 
 
 def _int(value: Any) -> int:

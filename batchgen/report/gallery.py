@@ -258,7 +258,9 @@ def render_summary(summary: dict[str, Any]) -> str:
                 )
         parts.append("</div>")
     parts.append('<div class="tables">')
-    parts.append(_model_table(summary.get("spend", {}).get("by_model_size", [])))
+    parts.append(
+        _model_table(summary.get("spend", {}).get("by_model_size", []), summary.get("by_mode", {}))
+    )
     parts.append(_tag_table(summary.get("by_tag", {})))
     parts.append(_error_table(summary.get("errors", {})))
     parts.append(_retried_table(summary.get("retried", {})))
@@ -292,8 +294,9 @@ def _tag_table(by_tag: dict[str, dict[str, Any]]) -> str:
     return "".join(out)
 
 
-def _model_table(rows: list[dict[str, Any]]) -> str:
-    """Spend per model and output size; a model without a price shows "unknown"."""
+def _model_table(rows: list[dict[str, Any]], by_mode: dict[str, dict[str, Any]]) -> str:
+    """Spend per model and output size; a model without a price shows "unknown".
+    Under it, spend per run mode, with what live would have cost (flex saves half)."""
     out = ['<div class="panel"><h2>Spend by model and size</h2>']
     if not rows:
         out.append('<p class="note">No requests yet.</p></div>')
@@ -310,7 +313,15 @@ def _model_table(rows: list[dict[str, Any]]) -> str:
             f"<tr><td>{_e(r['model'])}</td><td>{_e(r['size'] or '-')}</td><td>{r['jobs']}</td>"
             f"<td>{r['done']}</td><td>{_e(spend)}</td></tr>"
         )
-    out.append("</tbody></table></div></div>")
+    out.append("</tbody></table></div>")
+    modes = [
+        f"{_e(m)}: {e['jobs']} jobs, ${_money(float(e['cost_usd']))} "
+        f"(live: ${_money(float(e['live_cost_usd']))})"
+        for m, e in by_mode.items()
+    ]
+    if modes:
+        out.append(f'<p class="note" data-testid="by-mode">By mode: {"; ".join(modes)}</p>')
+    out.append("</div>")
     return "".join(out)
 
 

@@ -22,6 +22,8 @@ report.json schema (version 1)::
       "spend": {"by_model": {model: {"jobs", "cost_usd", "unpriced"}},
                 "by_model_size": [{"model", "size", "jobs", "done", "cost_usd",
                                    "unpriced"}]},   # "unpriced": jobs of unknown cost
+      "by_mode": {mode: {"jobs", "cost_usd", "live_cost_usd"}},  # live, flex: what
+                                 # each cost, and what live would have (flex: twice)
       "by_tag": {tag: {"jobs", "done", "failed", "blocked", "cost_usd"}},
       "jobs": [{"id", "status", "attempts", "requests", "files": [str] (relative to OUT),
                 "upscaled": [str] (size-preset files enlarged beyond the model's output),
@@ -31,7 +33,9 @@ report.json schema (version 1)::
                 "cost_source" ("usage"|"table"|"mixed"|"cache"|"unknown": a model
                 without a price), "tags", "model", "image_size",
                 "pixels": [w, h] | null (the first image's real size),
-                "expected_pixels": [w, h] | null (the catalogue's), "size_mismatch"}]
+                "expected_pixels": [w, h] | null (the catalogue's), "size_mismatch",
+                "mode": "live"|"flex"|null (the last request's; null: never sent),
+                "live_cost_usd" (what its requests would have cost live)}]
     }
 """
 
@@ -86,6 +90,15 @@ def _spend(store: Store) -> dict[str, Any]:
     return {"by_model": by_model, "by_model_size": sized}
 
 
+def _modes(store: Store) -> dict[str, Any]:
+    """Spend per run mode, beside what live would have cost: what flex saved."""
+    return {
+        m.mode: {"jobs": m.jobs, "cost_usd": round(m.cost_usd, 6),
+                 "live_cost_usd": round(m.live_cost_usd, 6)}
+        for m in store.mode_spend()
+    }  # fmt: skip
+
+
 def summarize(store: Store) -> dict[str, Any]:
     """Totals for the top of the report (everything but the job rows)."""
     t = store.totals()
@@ -112,6 +125,7 @@ def summarize(store: Store) -> dict[str, Any]:
         "cache": {"hits": t.cache_hits, "saved_usd": round(t.saved_usd, 6)},
         "size_mismatches": t.size_mismatches,
         "spend": _spend(store),
+        "by_mode": _modes(store),
         "by_tag": _tag_rollup(store),
     }
 
@@ -151,6 +165,8 @@ def job_row(rec: JobRecord) -> dict[str, Any]:
         "pixels": _wh(rec.pixels),
         "expected_pixels": _wh(rec.expected_pixels),
         "size_mismatch": rec.size_mismatch,
+        "mode": rec.mode,
+        "live_cost_usd": round(rec.live_cost_usd, 6),
     }
 
 

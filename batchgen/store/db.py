@@ -124,6 +124,21 @@ def _m007_models_pixels(db: sqlite3.Connection) -> None:
     )
 
 
+def _m008_modes(db: sqlite3.Connection) -> None:
+    # The run mode of a job's last request (live, flex) and what its requests
+    # would have cost live: spend per mode, and what flex saved. Folders from
+    # before were all live.
+    _script(
+        db,
+        """
+        ALTER TABLE jobs ADD COLUMN mode TEXT;
+        ALTER TABLE jobs ADD COLUMN live_cost_usd REAL NOT NULL DEFAULT 0;
+        UPDATE jobs SET live_cost_usd = cost_usd,
+          mode = CASE WHEN requests > 0 THEN 'live' END
+        """,
+    )
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 #: Append-only: a folder written by this list is upgraded by running its tail.
@@ -135,6 +150,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _m005_preview,
     _m006_retried,
     _m007_models_pixels,
+    _m008_modes,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -139,11 +139,15 @@ class JobsTable(RunsTable):
         thoughts_tokens: int = 0,
         model: str | None = None,
         image_size: str | None = None,
+        live_cost: float | None = None,
+        mode: str | None = None,
     ) -> None:
         """One request made. Its caller commits within moments: a retry may wait
         long before any job ends, and a crash must lose only the counts (and cost)
         of requests still in flight, never those of answered ones. `model` and
-        `image_size` (the output tier) are the request's, for spend per model."""
+        `image_size` (the output tier) are the request's, for spend per model;
+        `mode` (live, flex) and `live_cost` (what live would have cost; None: `cost`)
+        for spend per mode."""
         self._run_requests += 1
         self._writing()
         self.db.execute(
@@ -153,6 +157,7 @@ class JobsTable(RunsTable):
                cost_source=CASE WHEN ?='' THEN cost_source WHEN cost_source IN ('', ?)
                  THEN ? ELSE 'mixed' END,
                model=coalesce(?, model), image_size=coalesce(?, image_size),
+               live_cost_usd=live_cost_usd+?, mode=coalesce(?, mode),
                started_at=coalesce(started_at, ?) WHERE id=?""",
             (
                 cost,
@@ -164,6 +169,8 @@ class JobsTable(RunsTable):
                 cost_source,
                 model,
                 image_size,
+                cost if live_cost is None else live_cost,
+                mode,
                 time.time(),
                 job_id,
             ),

@@ -84,6 +84,16 @@ class Spend:
 
 
 @dataclass(frozen=True, slots=True)
+class ModeSpend:
+    """What the jobs last sent in one run mode cost, and would have cost live."""
+
+    mode: str
+    jobs: int
+    cost_usd: float
+    live_cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
 class TagTotals:
     """The jobs carrying one tag (a job with two tags counts in both)."""
 
@@ -179,6 +189,14 @@ class ReportQueries(Database):
             for m, size, n, done, cost, unpriced in rows
         ]
 
+    def mode_spend(self) -> list[ModeSpend]:
+        """Spend per run mode (live, flex), of jobs that made a request."""
+        rows = self.db.execute(
+            """SELECT mode, count(*), total(cost_usd), total(live_cost_usd)
+               FROM jobs WHERE mode IS NOT NULL GROUP BY mode ORDER BY mode"""
+        ).fetchall()
+        return [ModeSpend(str(m), int(n), float(c), float(live)) for m, n, c, live in rows]
+
     def tag_totals(self) -> list[TagTotals]:
         """Per-tag totals, grouped by SQLite (one Python row per tag, not per job)."""
         rows = self.db.execute(
@@ -200,7 +218,7 @@ class ReportQueries(Database):
             f"""SELECT id, fingerprint, status, attempts, files, error_kind, http_status,
                error_message, text, prompt_tokens, output_tokens, cost_usd, cost_source, job,
                started_at, finished_at, requests, upscaled, preview, retried, model,
-               image_size, thoughts_tokens, pixels, expected_pixels
+               image_size, thoughts_tokens, pixels, expected_pixels, mode, live_cost_usd
                FROM jobs {where} ORDER BY seq""",
             [s.value for s in statuses],
         )
@@ -233,6 +251,8 @@ class ReportQueries(Database):
                 thoughts_tokens=row[22],
                 pixels=row[23],
                 expected_pixels=row[24],
+                mode=row[25],
+                live_cost_usd=row[26],
             )
 
     def failed_jobs(self) -> Iterator[FailedJob]:
