@@ -42,32 +42,48 @@ def test_the_ramp_spaces_the_first_admissions() -> None:
     assert [t - 1000.0 for t in times] == pytest.approx([0, 1 / 500, 2 / 500, 3 / 500])
 
 
-def test_the_ramp_doubles_once_per_round_trip_of_clean_answers() -> None:
+def test_each_clean_answer_doubles_the_ramp() -> None:
     clock = FakeClock()
     p = ramping(clock)
-    first = admit(p, 3)
-    clock.now += 0.2
-    for t in first:  # one round trip: only the first answer doubles
+    sent = admit(p, 3)
+    clock.now = 1000.2
+    for t in sent:
         p.on_success(t)
-    assert p.ramp == 1000.0
-    later = admit(p, 2)
-    assert later[1] - later[0] == pytest.approx(1 / 1000)
-    p.on_success(first[0])  # sent before the doubling: the same round trip
-    assert p.ramp == 1000.0
-    clock.now += 0.2
-    p.on_success(later[0])
-    assert p.ramp == 2000.0
+    assert p.ramp == 8 * Pacer.RAMP_START
     assert math.isinf(p.rate)  # the learned rate is untouched: nothing learned
+    later = admit(p, 2)
+    assert later[1] - later[0] == pytest.approx(1 / p.ramp)
+
+
+def test_a_pool_held_by_the_ramp_opens_within_a_few_round_trips() -> None:
+    clock = FakeClock()
+    p = ramping(clock)
+    rtt = 0.01
+    rounds = 0
+    while not math.isinf(p.ramp):
+        rounds += 1
+        before = p.ramp
+        start = clock.now
+        sent = []
+        while True:
+            t = asyncio.run(p.acquire())
+            if t >= start + rtt:
+                break
+            sent.append(t)
+        for t in sent:
+            clock.now = t + rtt
+            p.on_success(t)
+        assert p.ramp >= min(2 * before, Pacer.RAMP_OPEN)
+    assert rounds <= 3  # 500/s to fully open in a few round trips
 
 
 def test_the_ramp_opens_fully_without_a_wall() -> None:
     clock = FakeClock()
     p = ramping(clock)
-    for _ in range(Pacer.RAMP_DOUBLINGS):
+    while not math.isinf(p.ramp):
         (sent,) = admit(p, 1)
-        clock.now += 0.05
+        clock.now += 0.001
         p.on_success(sent)
-    assert math.isinf(p.ramp)
     clock.now += 1.0
     assert set(admit(p, 50)) == {clock.now}  # unpaced, as without slow start
     assert p.learned_quota is None
@@ -79,12 +95,11 @@ def test_the_first_429_stops_the_ramp_and_a_small_paced_wall_is_learned() -> Non
     clock = FakeClock()
     p = ramping(clock)
     sent = admit(p, 41)
-    clock.now += 0.2
+    clock.now = sent[0] + 0.2
     p.on_success(sent[0])
-    ramp = p.ramp
+    assert p.ramp == 2 * Pacer.RAMP_START
     p.on_rate_limited(9.0, sent[40])
-    assert ramp == 1000.0
-    assert math.isinf(p.ramp)  # stopped growing
+    assert math.isinf(p.ramp)  # stopped growing: the learned rate takes over
     for t in sent[1:40]:  # in flight before the refused one
         p.on_success(t)
     assert math.isinf(p.ramp)
@@ -104,6 +119,22 @@ def test_a_429_followed_by_later_successes_teaches_nothing_while_ramping() -> No
     assert p.learned_quota is None
     assert math.isinf(p.rate)
     assert math.isinf(p.ramp)
+
+
+def test_a_lone_429_long_after_the_start_is_judged_by_its_size() -> None:
+    """A pool that sent fewer than Q in its first window never fills one: past W,
+    a lone 429 among successes is a passing one again."""
+    clock = FakeClock()
+    p = ramping(clock)
+    (first,) = admit(p, 1)
+    p.on_success(first)
+    clock.now += 11.0
+    sent = admit(p, 30)
+    p.on_rate_limited(0.5, sent[-1])
+    for t in sent[:-1]:
+        p.on_success(t)
+    admit(p, 1)
+    assert p.learned_quota is None
 
 
 def test_no_slow_start_with_rpm_or_by_default() -> None:

@@ -37,24 +37,28 @@ Without ``--rpm`` the rate adapts (AIMD), learning the quota from the server:
 
 Slow start (``slow_start=True``, what a run asks for when the quota is unknown):
 an unpaced pool sends in waves, every worker whose answer came back at once,
-so the first wall refuses a whole wave (about C requests) before the first 429
-comes back, which on a short run is 7-15 % of its requests. A server refuses
-at once when its window is full, so a *paced* pool loses only the requests it
-sends while that first 429 travels back (one or two). So until the first 429,
-admissions are also spaced by a ramp that doubles every round trip of clean
-answers::
+so the first wall refuses a whole wave (up to C requests) before the first 429
+comes back: 7-15 % of a short run's requests. The server refuses at once when
+its window is full, so a *paced* pool loses only what it sends while that
+first 429 travels back (one or two requests). So until the first 429,
+admissions are also spaced by a ramp that doubles with each clean answer::
 
-    ramp = RAMP_START * 2**k    (k: clean round trips so far; one ends at the first
-                                 success of a request admitted after the last doubling)
+    ramp = RAMP_START * 2**(clean answers)      (fully open at RAMP_OPEN = 2**5 * RAMP_START)
 
-It starts at 500/s, above what a latency-bound pool sends (C / L), so it costs
-nothing there; its job is to spread the first wave over C / 500 seconds, and
-the pool stays spread afterwards because answers come back as spread as the
-requests went. Once ``ramp >= RAMP_START * 2**RAMP_DOUBLINGS`` the pool is
-fully open (no spacing, as without slow start). The first 429 ends the ramp
-(the learned rate takes over). A burst that began during the ramp is judged by
-the requests sent after the refused one only (all refused: a wall), not by its
-size: a paced wall is small by design.
+so it at least doubles every round trip, and opens after five answers.
+``RAMP_START`` = 500/s is about what a latency-bound pool sends (C / L); its
+job is to spread the first wave over C / 500 s (no answer can come back
+before a round trip), and the pool stays spread afterwards because answers
+come back as spread as the requests went. Doubling per answer rather than
+per round trip is what a zero-latency run needs: there the first answers take
+tens of milliseconds (connections, the first writes) while few are in flight,
+and a ramp held for a few round trips cost it a fifth of a short run.
+At ``RAMP_OPEN`` the pool is fully open (no spacing, as without slow start).
+The first 429 ends the ramp (the learned rate takes over, as above). A paced
+wall is small by design, so a burst that begins within W of the run's first
+answer, before any other burst, is judged only by the requests sent after the
+refused one (all refused: a wall), not by its size. That is when a first wall
+can come: a pool that sends fewer than Q in its first window never fills one.
 
 W is 60 s, the API's per-minute window. The hidden environment variable
 ``BATCHGEN_QUOTA_WINDOW`` (seconds) scales it, for benchmarks against a
@@ -125,9 +129,9 @@ class Pacer:
     INCREASE = 1.05
     #: With --rpm, the share of N per window actually used (jitter margin).
     RPM_MARGIN = 0.99
-    #: The slow start's first admission rate (per second) and its doublings to open.
+    #: The slow start's first admission rate and where it opens fully (per second).
     RAMP_START = 500.0
-    RAMP_DOUBLINGS = 12
+    RAMP_OPEN = 16_000.0
 
     def __init__(
         self,
@@ -160,9 +164,11 @@ class Pacer:
         self.rate_limited = 0
         #: The quota learned from the last burst of 429s (requests per window).
         self.learned_quota: int | None = None
-        #: The slow start's admission rate (inf: not ramping), and when it last doubled.
+        #: The slow start's admission rate (inf: not ramping).
         self.ramp = self.RAMP_START if slow_start and self.adaptive else math.inf
-        self._ramp_since = -math.inf
+        #: Until the first burst, and within W of the first answer: a small burst may be a wall.
+        self._probing = slow_start and self.adaptive
+        self._first_answer = -math.inf
         #: min(rate, ramp): the spacing `acquire` applies.
         self._pace = min(self.rate, self.ramp)
 
@@ -230,14 +236,12 @@ class Pacer:
             return False
         return 4 * burst.rejected >= burst.answered_ok
 
-    def _grow_ramp(self, sent_at: float | None) -> None:
-        """A clean answer: the first one of a request admitted after the last doubling
-        closes a round trip, so the ramp doubles (or opens fully)."""
-        if sent_at is not None and sent_at < self._ramp_since:
-            return
-        self._ramp_since = self._clock()
+    def _grow_ramp(self) -> None:
+        """A clean answer: the ramp doubles (fully open at `RAMP_OPEN`)."""
+        if self._first_answer == -math.inf:
+            self._first_answer = self._clock()
         self.ramp *= 2
-        if self.ramp >= self.RAMP_START * 2**self.RAMP_DOUBLINGS:
+        if self.ramp >= self.RAMP_OPEN:
             self.ramp = math.inf
         self._pace = min(self.rate, self.ramp)
 
@@ -250,7 +254,7 @@ class Pacer:
         self._server_errors = 0
         self._breaker_delay = 5.0
         if self.ramp != math.inf and self._burst is None:
-            self._grow_ramp(sent_at)
+            self._grow_ramp()
         if self._burst is not None:
             self._burst.answered_ok += 1
             if sent_at is None or sent_at > self._burst.first_refused:
@@ -274,7 +278,9 @@ class Pacer:
             return
         if self._burst is None:
             self._trim(now)
-            paced = not math.isinf(self.ramp)
+            paced = self._probing and now - self._first_answer <= self.window
+            paced = paced or (self._probing and self._first_answer == -math.inf)
+            self._probing = False
             self._burst = _Burst(at=now, admitted=len(self._sent), paced=paced)
             self._end_ramp()
         self._burst.rejected += 1
