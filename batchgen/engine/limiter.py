@@ -52,7 +52,7 @@ before a round trip), and the pool stays spread afterwards because answers
 come back as spread as the requests went. Doubling per answer rather than
 per round trip is what a zero-latency run needs: there the first answers take
 tens of milliseconds (connections, the first writes) while few are in flight,
-and a ramp held for a few round trips cost it a fifth of a short run.
+and a ramp held for a few round trips cost it a third of a short run.
 At ``RAMP_OPEN`` the pool is fully open (no spacing, as without slow start).
 The first 429 ends the ramp (the learned rate takes over, as above). A paced
 wall is small by design, so a burst that begins within W of the run's first
@@ -278,8 +278,9 @@ class Pacer:
             return
         if self._burst is None:
             self._trim(now)
-            paced = self._probing and now - self._first_answer <= self.window
-            paced = paced or (self._probing and self._first_answer == -math.inf)
+            # No answer yet counts as the start (-inf would read as long ago).
+            since = 0.0 if self._first_answer == -math.inf else now - self._first_answer
+            paced = self._probing and since <= self.window
             self._probing = False
             self._burst = _Burst(at=now, admitted=len(self._sent), paced=paced)
             self._end_ramp()
