@@ -66,6 +66,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "quota": 20,
         "quota_jobs": 80,
         "quota_c": 16,
+        "short_window": 3.0,
         "rpm_jobs": 50,
         "dry_lines": 5_000,
         "mem_small": 300,
@@ -81,6 +82,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "quota": 100,
         "quota_jobs": 1_200,
         "quota_c": 64,
+        "short_window": 10.0,
         "rpm_jobs": 600,
         "dry_lines": 1_000_000,
         "mem_small": 10_000,
@@ -96,6 +98,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "quota": 600,
         "quota_jobs": 2_400,
         "quota_c": 64,
+        "short_window": 60.0,
         "rpm_jobs": 2_400,
         "dry_lines": 1_000_000,
         "mem_small": 20_000,
@@ -316,13 +319,13 @@ def max_in_window(times: Sequence[float], window: float) -> int:
     return best
 
 
-def settled_rate(rows: Sequence[tuple[float, int | None]], window: float) -> float:
-    """Accepted requests per second after the first two windows (the start-up
+def settled_rate(rows: Sequence[tuple[float, int | None]], window: float, skip: int = 2) -> float:
+    """Accepted requests per second after the first `skip` windows (the start-up
     burst and the first pause), up to the last accepted request."""
     ok = [t for t, status in rows if status == 200]
     if len(ok) < 2:
         return 0.0
-    start = rows[0][0] + 2 * window
+    start = rows[0][0] + skip * window
     late = [t for t in ok if t >= start]
     span = ok[-1] - start
     return len(late) / span if span > 0 and late else 0.0
@@ -511,6 +514,7 @@ class Bench:
                 "",
                 e2e / b_e2e if b_e2e else None,
             )
+        self.short_run()
         # With --rpm: never above it in any window, and close to it.
         n = k["rpm_jobs"]
         name = f"3 --rpm {per_min:.0f} given ({n:,} jobs{scaled})"
@@ -542,6 +546,55 @@ class Bench:
             reached / q,
             reached >= 0.95 * q,
         )
+
+    def short_run(self) -> None:
+        """Issue 18's short run: 400 jobs at C=32 against an unknown quota of 200
+        per window, where the first wall is most of the run's 429s. The window is
+        scaled (not the quota), so the first wall meets the same pool as at 60 s."""
+        w, q, n, c = self.knobs["short_window"], 200, 400, 32
+        print(f"[3] short run: {q} per {w:g}s, {n} jobs, C={c}", file=sys.stderr, flush=True)
+        scaled = "" if w == 60 else f", window scaled to {w:g}s"
+        name = f"3 short run, unknown quota ({q} per window{scaled}, C={c}, {n} jobs)"
+        jobs = write_jobs(self.tmp / "short.jsonl", n, tag="s")
+        args = ("--latency", "0.2", "--rpm", str(q), "--quota-window", str(w))
+        log = self.tmp / "short-sim.log"
+        with sim(*args, log=log) as server:
+            out = self.tmp / "short-out"
+            child = batchgen(jobs, out, server.url, "--concurrency", str(c), window=w)
+            rows = log_records(log)
+        share = sum(1 for _, s in rows if s == 429) / max(1, len(rows))
+        n429 = sum(1 for _, s in rows if s == 429)
+        self.add(
+            name,
+            "requests answered 429",
+            f"{share:.1%} ({n429} of {len(rows)})",
+            "<= 5%",
+            share / 0.05,
+            share <= 0.05,
+        )
+        rate = settled_rate(rows, w, skip=1)
+        self.add(
+            name,
+            "settled rate after the first window, share of the quota",
+            f"{rate * w:.1f}/{q} per window",
+            "",
+            rate * w / q,
+        )
+        if child.rc != 0:
+            self.notes.append(f"scenario 3 short run: batchgen exit code {child.rc}")
+        if self.knobs["baseline_quota"]:
+            log_b = self.tmp / "short-base-sim.log"
+            with sim(*args, log=log_b) as server:
+                baseline(jobs, self.tmp / "short-base", server.url, c)
+                b_rows = log_records(log_b)
+            b_share = sum(1 for _, s in b_rows if s == 429) / max(1, len(b_rows))
+            self.base(
+                name,
+                "429 share, batchgen / baseline",
+                f"{share:.1%} / {b_share:.1%}",
+                "",
+                share / b_share if b_share else None,
+            )
 
     # 4, 5, 6 ---------------------------------------------------------------------------
     def memory(self) -> None:

@@ -19,7 +19,7 @@ tests never sleep.
 
 Without ``--rpm`` the rate adapts (AIMD), learning the quota from the server:
 
-* unlimited until the first 429;
+* unlimited until the first 429, except for the *slow start* below;
 * a 429 opens a *burst*: the pool pauses (``retryDelay``, else 2 s), so no
   request is admitted until the pause ends and every answer to the requests
   already sent is back. The server's window was full when it refused, so its
@@ -34,6 +34,31 @@ Without ``--rpm`` the rate adapts (AIMD), learning the quota from the server:
   a wall (they were in flight), so they do not count against it;
 * after each window W with no 429 and no raise, the rate grows by 5 % to
   probe for quota freed by other clients (the increase).
+
+Slow start (``slow_start=True``, what a run asks for when the quota is unknown):
+an unpaced pool sends in waves, every worker whose answer came back at once,
+so the first wall refuses a whole wave (up to C requests) before the first 429
+comes back: 7-15 % of a short run's requests. The server refuses at once when
+its window is full, so a *paced* pool loses only what it sends while that
+first 429 travels back (one or two requests). So until the first 429,
+admissions are also spaced by a ramp that doubles with each clean answer::
+
+    ramp = RAMP_START * 2**(clean answers)      (fully open at RAMP_OPEN = 2**5 * RAMP_START)
+
+so it at least doubles every round trip, and opens after five answers.
+``RAMP_START`` = 500/s is about what a latency-bound pool sends (C / L); its
+job is to spread the first wave over C / 500 s (no answer can come back
+before a round trip), and the pool stays spread afterwards because answers
+come back as spread as the requests went. Doubling per answer rather than
+per round trip is what a zero-latency run needs: there the first answers take
+tens of milliseconds (connections, the first writes) while few are in flight,
+and a ramp held for a few round trips cost it a third of a short run.
+At ``RAMP_OPEN`` the pool is fully open (no spacing, as without slow start).
+The first 429 ends the ramp (the learned rate takes over, as above). A paced
+wall is small by design, so a burst that begins within W of the run's first
+answer, before any other burst, is judged only by the requests sent after the
+refused one (all refused: a wall), not by its size. That is when a first wall
+can come: a pool that sends fewer than Q in its first window never fills one.
 
 W is 60 s, the API's per-minute window. The hidden environment variable
 ``BATCHGEN_QUOTA_WINDOW`` (seconds) scales it, for benchmarks against a
@@ -82,6 +107,8 @@ class _Burst:
 
     at: float
     admitted: int
+    #: It began during the slow start: a small burst may still be a wall.
+    paced: bool = False
     rejected: int = 0
     #: When the first refused request was sent (its admission time).
     first_refused: float = math.inf
@@ -102,6 +129,9 @@ class Pacer:
     INCREASE = 1.05
     #: With --rpm, the share of N per window actually used (jitter margin).
     RPM_MARGIN = 0.99
+    #: The slow start's first admission rate and where it opens fully (per second).
+    RAMP_START = 500.0
+    RAMP_OPEN = 16_000.0
 
     def __init__(
         self,
@@ -111,6 +141,7 @@ class Pacer:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         window: float | None = None,
+        slow_start: bool = False,
     ) -> None:
         self.rpm = rpm
         self.window = window if window is not None else quota_window()
@@ -133,6 +164,13 @@ class Pacer:
         self.rate_limited = 0
         #: The quota learned from the last burst of 429s (requests per window).
         self.learned_quota: int | None = None
+        #: The slow start's admission rate (inf: not ramping).
+        self.ramp = self.RAMP_START if slow_start and self.adaptive else math.inf
+        #: Until the first burst, and within W of the first answer: a small burst may be a wall.
+        self._probing = slow_start and self.adaptive
+        self._first_answer = -math.inf
+        #: min(rate, ramp): the spacing `acquire` applies.
+        self._pace = min(self.rate, self.ramp)
 
     async def acquire(self) -> float:
         """Wait for admission; returns the admission time, the request's ticket
@@ -146,7 +184,7 @@ class Pacer:
                 await self._sleep(wait)
             if self._burst is not None:
                 self._learn()
-            interval = 0.0 if math.isinf(self.rate) else 1.0 / self.rate
+            interval = 0.0 if math.isinf(self._pace) else 1.0 / self._pace
             self._next = max(now, self._next) + interval
             if self.rpm is not None or self.adaptive:
                 self._sent.append(now)
@@ -171,7 +209,8 @@ class Pacer:
         burst = self._burst
         assert burst is not None
         self._burst = None
-        if burst.rejected < burst.accepted or not self._wall_sized(burst):
+        sized = burst.paced or self._wall_sized(burst)
+        if burst.rejected < burst.accepted or not sized:
             # Mostly successes among requests sent after the refused one: a passing
             # hiccup, not a full quota window (at a wall, everything sent after it is
             # refused; what was in flight before it may still succeed). The pause
@@ -186,6 +225,7 @@ class Pacer:
             return
         self.learned_quota = quota
         self.rate = max(1.0 / self.window, min(self.rate, quota / self.window) * self.DECREASE)
+        self._pace = min(self.rate, self.ramp)
 
     @staticmethod
     def _wall_sized(burst: _Burst) -> bool:
@@ -196,10 +236,25 @@ class Pacer:
             return False
         return 4 * burst.rejected >= burst.answered_ok
 
+    def _grow_ramp(self) -> None:
+        """A clean answer: the ramp doubles (fully open at `RAMP_OPEN`)."""
+        if self._first_answer == -math.inf:
+            self._first_answer = self._clock()
+        self.ramp *= 2
+        if self.ramp >= self.RAMP_OPEN:
+            self.ramp = math.inf
+        self._pace = min(self.rate, self.ramp)
+
+    def _end_ramp(self) -> None:
+        self.ramp = math.inf
+        self._pace = self.rate
+
     def on_success(self, sent_at: float | None = None) -> None:
         """A request admitted at `sent_at` (unknown: counted as sent now) succeeded."""
         self._server_errors = 0
         self._breaker_delay = 5.0
+        if self.ramp != math.inf and self._burst is None:
+            self._grow_ramp()
         if self._burst is not None:
             self._burst.answered_ok += 1
             if sent_at is None or sent_at > self._burst.first_refused:
@@ -210,6 +265,7 @@ class Pacer:
         now = self._clock()
         if now - self._last_429 > self.window and now - self._last_raise > self.window:
             self.rate *= self.INCREASE
+            self._pace = min(self.rate, self.ramp)
             self._last_raise = now
 
     def on_rate_limited(self, retry_after: float | None, sent_at: float | None = None) -> None:
@@ -222,7 +278,12 @@ class Pacer:
             return
         if self._burst is None:
             self._trim(now)
-            self._burst = _Burst(at=now, admitted=len(self._sent))
+            # No answer yet counts as the start (-inf would read as long ago).
+            since = 0.0 if self._first_answer == -math.inf else now - self._first_answer
+            paced = self._probing and since <= self.window
+            self._probing = False
+            self._burst = _Burst(at=now, admitted=len(self._sent), paced=paced)
+            self._end_ramp()
         self._burst.rejected += 1
         self._refused.append(now)
         self._burst.first_refused = min(

@@ -345,7 +345,7 @@ async def _schedule(
             store,
             http_sender(session, config),
             prices=prices,
-            pacer=Pacer(config.rpm),
+            pacer=Pacer(config.rpm, slow_start=True),
             budget=Budget(config.budget, store.spent()),
             sharded=sharded,
             on_change=progress.update,
