@@ -92,8 +92,10 @@ class Pool:
         )
         self._queue: asyncio.Queue[WorkItem] = asyncio.Queue()
         self._room = asyncio.Semaphore(2 * config.concurrency)
-        #: A slot is a request in flight. Writing an answer's image happens outside
-        #: it, so --concurrency requests stay in flight while images are written.
+        #: A slot is a request whose answer is not yet on record: in flight, or
+        #: answered and being written. A kill loses at most these, and a resumed
+        #: run sends only these again (issue 18: answers waiting for a writer sat
+        #: outside the slots, and two kills at C=16 re-sent up to 37 requests).
         self._slots = asyncio.Semaphore(config.concurrency)
         self._outstanding = 0
         self._feeding = True
@@ -124,8 +126,8 @@ class Pool:
         self.budget.close()
 
     async def run(self, pending: Iterator[Job]) -> Counters:
-        # Twice as many workers as request slots: while some write images, the
-        # others keep every slot busy (the queue never holds more than 2x anyway).
+        # Twice as many workers as request slots: a worker waits for its slot
+        # while others' answers are written (the queue never holds more than 2x).
         n_workers = 2 * self.config.concurrency
         self._writer.start()
         workers = [asyncio.create_task(self._worker()) for _ in range(n_workers)]
@@ -240,16 +242,23 @@ class Pool:
             item.expected = self._expected(item)
         if not item.claimed and await self._from_cache(item):
             return True
-        send = self._request if item.model in self._answering else self._first_request
-        outcome = await send(item, item.body)
-        while outcome is not None and outcome.kind is OutcomeKind.UNREACHABLE:
-            # The network's fault, not the job's: no attempt used, no end; wait
-            # for the endpoint (or the outage's stop) and send the same request.
-            if not await self.outage.wait(outcome.message):
-                return False
+        try:
             send = self._request if item.model in self._answering else self._first_request
             outcome = await send(item, item.body)
-        return outcome is not None and await self._handle(item, outcome)
+            while outcome is not None and outcome.kind is OutcomeKind.UNREACHABLE:
+                # The network's fault, not the job's: no attempt used, no end; wait
+                # for the endpoint (or the outage's stop) and send the same request.
+                if not await self.outage.wait(outcome.message):
+                    return False
+                send = self._request if item.model in self._answering else self._first_request
+                outcome = await send(item, item.body)
+            return outcome is not None and await self._handle(item, outcome)
+        finally:
+            if item.holds_slot:
+                # The answer is on record (ended, or its retry noted) once this
+                # turn commits: only then may another request take its slot.
+                item.holds_slot = False
+                self._ledger.after_commit(self._slots.release)
 
     def _expected(self, item: WorkItem) -> str | None:
         job = item.job
@@ -300,11 +309,15 @@ class Pool:
                 self.counters.in_flight -= 1
                 if not self.counters.in_flight:
                     self._quiet.set()
+            # An answer keeps its slot until it is on record (`_attempt`): a kill
+            # then loses at most --concurrency answers, those still in slots.
+            item.holds_slot = outcome.kind is not OutcomeKind.UNREACHABLE
         except BaseException:
             self.budget.settle(reserve, 0.0)
             raise
         finally:
-            self._slots.release()
+            if not item.holds_slot:
+                self._slots.release()
         outage = self.outage
         if outcome.kind is OutcomeKind.UNREACHABLE:
             self.budget.settle(reserve, 0.0)
@@ -326,11 +339,6 @@ class Pool:
             )
         written: Written | None = None
         if outcome.kind is OutcomeKind.OK:
-            # Let the worker that the slot went to send its request before this
-            # answer is checked and written (on the loop when small): at C requests
-            # of latency L, every delay here lowers the rate below C/L. Refusals are
-            # handled without this pause: they must stop or slow the pool at once.
-            await asyncio.sleep(0)
             written = await self._writer.save(item.job, outcome.images)
             if written is None:
                 # A right signature before garbage, or a cut-off body: never a finished image.
