@@ -40,6 +40,8 @@ class WorkItem:
     expected: str | None = None
     #: Its answer holds a request slot until it is on record (see the pool).
     holds_slot: bool = False
+    #: Its (large, spooled) answer holds a place among those decoded at once.
+    gated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

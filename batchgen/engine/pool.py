@@ -41,6 +41,8 @@ from batchgen.engine.sender import Sender
 from batchgen.errors import EXIT_ABORTED
 from batchgen.jobs.models_check import gone_message
 from batchgen.models import Counters, Job, Outcome, OutcomeKind, Status, StopReason
+from batchgen.output import client
+from batchgen.output.spool import Spooled
 from batchgen.output.writer import Writer, Written
 from batchgen.store import Store
 
@@ -97,6 +99,8 @@ class Pool:
         #: run sends only these again (issue 18: answers waiting for a writer sat
         #: outside the slots, and two kills at C=16 re-sent up to 37 requests).
         self._slots = asyncio.Semaphore(config.concurrency)
+        #: Large (spooled) answers being decoded and written at once.
+        self._gate = asyncio.Semaphore(self._writer.at_once)
         self._outstanding = 0
         self._feeding = True
         self._idle, self._stopped, self._quiet = asyncio.Event(), asyncio.Event(), asyncio.Event()
@@ -254,6 +258,9 @@ class Pool:
                 outcome = await send(item, item.body)
             return outcome is not None and await self._handle(item, outcome)
         finally:
+            if item.gated:
+                item.gated = False
+                self._gate.release()
             if item.holds_slot:
                 # The answer is on record (ended, or its retry noted) once this
                 # turn commits: only then may another request take its slot.
@@ -309,6 +316,8 @@ class Pool:
                 self.counters.in_flight -= 1
                 if not self.counters.in_flight:
                     self._quiet.set()
+            if isinstance(outcome, Spooled):
+                outcome = await self._unspool(item, outcome)
             # An answer keeps its slot until it is on record (`_attempt`): a kill
             # then loses at most --concurrency answers, those still in slots.
             item.holds_slot = outcome.kind is not OutcomeKind.UNREACHABLE
@@ -328,6 +337,18 @@ class Pool:
         self.budget.settle(reserve, item.last_cost)
         item.tries = item.tries.after(outcome.kind)
         return outcome
+
+    async def _unspool(self, item: WorkItem, answer: Spooled) -> Outcome:
+        """Parse a large answer from its spool file on a writer thread, a few at
+        once (`Writer.at_once`): its decoded image stays in memory until
+        `_attempt` has written it, so memory follows those few, not the pool."""
+        try:
+            await self._gate.acquire()
+        except BaseException:
+            answer.path.unlink(missing_ok=True)
+            raise
+        item.gated = True
+        return await self._writer.call(client.parse_spooled, answer)
 
     async def _handle(self, item: WorkItem, outcome: Outcome) -> bool:
         """Carry out the policy's decision on an answer; True when the job ended."""

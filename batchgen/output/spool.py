@@ -1,0 +1,178 @@
+"""spool: an HTTP answer's body in, its bytes in memory or a spool file out.
+
+Real answers at 2K and 4K are 10-30 MB of image, 13-40 MB of base64 JSON.
+Held whole, as bytes, then as the str `json.loads` makes of them, then
+decoded, one such answer costs ~70 MB, and a pool of 32 in flight 2 GB. So a
+body above `SPOOL_ABOVE` bytes is streamed, as it arrives, to a file under
+`OUT/.batchgen/spool/`; small ones (the 16-px test images, the zero-latency
+path) stay in memory as before. A spooled body is then read through `mmap`:
+the few hundred bytes of JSON around the base64 are parsed as usual, and each
+long `inlineData.data` string is decoded straight from the mapped file in
+4-aligned chunks (`decode_span`), as strictly as `base64.b64decode(...,
+validate=True)` and a third faster, so no 17 MB string is ever made.
+
+A spool file is scratch, not a record: the answer is on record only once the
+job's end is committed (the pool holds the request's slot until then), so a
+killed run's spool files are simply removed when the next run starts.
+"""
+
+from __future__ import annotations
+
+import binascii
+import contextlib
+import itertools
+import json
+import mmap
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+#: Bodies larger than this go to a spool file (a 1K answer, ~1.5 MB, stays in memory).
+SPOOL_ABOVE = 4 * 1024 * 1024
+#: Base64 strings at least this long are left out of the parsed JSON and decoded
+#: from the file; shorter ones are parsed as usual.
+LONG_STRING = 64 * 1024
+#: Base64 characters decoded at once (a multiple of 4: no chunk ends mid-quantum).
+DECODE_CHUNK = 1 << 22
+_READ_CHUNK = 1 << 18
+#: What stands for the n-th long string in the parsed JSON (no valid base64 has a NUL).
+MARKER = "\x00spool:"
+_DATA_KEY = re.compile(rb'"data"\s*:\s*"')
+_names = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    """A 200 answer's whole body, in a spool file that its reader removes."""
+
+    path: Path
+    size: int
+
+
+def clear(folder: Path) -> None:
+    """Remove what a killed run left in the spool folder (scratch only)."""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+async def receive(
+    resp: aiohttp.ClientResponse, *, cap: int, folder: Path | None
+) -> bytes | Spooled | None:
+    """The body: bytes, or `Spooled` when it is a 200 larger than `SPOOL_ABOVE` and
+    `folder` is given; None when it is larger than `cap` (never more than `SPOOL_ABOVE`
+    of it in memory). A body that breaks off leaves no spool file."""
+    length = resp.content_length
+    if length is not None and length > cap:
+        return None
+    spool = folder is not None and resp.status == 200
+    chunks: list[bytes] = []
+    size = 0
+    fd: int | None = None
+    path = Path()
+    try:
+        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+            size += len(chunk)
+            if size > cap:
+                _discard(fd, path)
+                return None
+            if fd is not None:
+                _write(fd, chunk)
+                continue
+            chunks.append(chunk)
+            if spool and size > SPOOL_ABOVE and folder is not None:
+                os.makedirs(folder, exist_ok=True)  # once a run: cheap
+                path = folder / f"{os.getpid():x}-{next(_names):x}.json"
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                for held in chunks:
+                    _write(fd, held)
+                chunks = []
+    except BaseException:
+        _discard(fd, path)
+        raise
+    if fd is None:
+        return b"".join(chunks)
+    try:
+        os.close(fd)
+    except OSError:
+        _discard(None, path)
+        raise
+    return Spooled(path, size)
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _discard(fd: int | None, path: Path) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    if path.name:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A spooled body: its JSON with every long base64 string replaced by
+    `MARKER` + n, and where each of those strings lies in the mapped file."""
+
+    doc: Any
+    spans: list[tuple[int, int]]
+
+
+def envelope(mm: mmap.mmap) -> Envelope | None:
+    """The JSON of a mapped body without its long strings, or None when that is
+    not JSON (a cut-off body, or an escape inside a long string: the caller
+    then parses it whole)."""
+    pieces: list[bytes] = []
+    spans: list[tuple[int, int]] = []
+    at = 0
+    for match in _DATA_KEY.finditer(mm):
+        start = match.end()
+        if start < at:
+            continue
+        end = mm.find(b'"', start)
+        if end < 0 or mm.find(b"\\", start, end) >= 0:
+            return None
+        if end - start < LONG_STRING:
+            continue
+        pieces += [mm[at:start], f"{MARKER}{len(spans)}".encode()]
+        spans.append((start, end))
+        at = end
+    pieces.append(mm[at:])
+    try:
+        return Envelope(json.loads(b"".join(pieces)), spans)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def decode_span(mm: mmap.mmap, start: int, end: int) -> bytes:
+    """Standard or URL-safe base64 from `mm[start:end]`, with or without padding,
+    decoded chunk by chunk; `binascii.Error` for anything else, as
+    `base64.b64decode(validate=True)` would (surrounding whitespace aside)."""
+    while start < end and mm[start] in b" \t\r\n":
+        start += 1
+    while end > start and mm[end - 1] in b" \t\r\n":
+        end -= 1
+    if mm.find(b"=", start, max(start, end - 2)) >= 0:
+        raise binascii.Error("padding inside the data")
+    urlsafe = mm.find(b"-", start, end) >= 0 or mm.find(b"_", start, end) >= 0
+    out: list[bytes] = []
+    for at in range(start, end, DECODE_CHUNK):
+        chunk = mm[at : min(end, at + DECODE_CHUNK)]
+        if urlsafe:
+            chunk = chunk.translate(_URLSAFE)
+        if at + DECODE_CHUNK >= end:
+            chunk += b"=" * (-(end - start) % 4)
+        out.append(binascii.a2b_base64(chunk, strict_mode=True))
+    return b"".join(out)
+
+
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
