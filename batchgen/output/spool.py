@@ -7,9 +7,10 @@ body above `SPOOL_ABOVE` bytes is streamed, as it arrives, to a file under
 `OUT/.batchgen/spool/`; small ones (the 16-px test images, the zero-latency
 path) stay in memory as before. A spooled body is then read through `mmap`:
 the few hundred bytes of JSON around the base64 are parsed as usual, and each
-long `inlineData.data` string is decoded straight from the mapped file in
-4-aligned chunks (`decode_span`), as strictly as `base64.b64decode(...,
-validate=True)` and a third faster, so no 17 MB string is ever made.
+long `inlineData.data` string is decoded straight from the mapped file
+(`decode_span`), as strictly as `base64.b64decode(..., validate=True)`, so no
+17 MB string is ever made. pybase64 decodes: 3 ms for a 2048-px answer where
+the standard library took 45-63 ms, the largest part of its CPU.
 
 A spool file is scratch, not a record: the answer is on record only once the
 job's end is committed (the pool holds the request's slot until then), so a
@@ -18,7 +19,6 @@ killed run's spool files are simply removed when the next run starts.
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import itertools
 import json
@@ -31,18 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pybase64
 
 #: Bodies larger than this go to a spool file (a 1K answer, ~1.5 MB, stays in memory).
 SPOOL_ABOVE = 4 * 1024 * 1024
 #: Base64 strings at least this long are left out of the parsed JSON and decoded
 #: from the file; shorter ones are parsed as usual.
 LONG_STRING = 64 * 1024
-#: Base64 characters decoded at once (a multiple of 4: no chunk ends mid-quantum).
-DECODE_CHUNK = 1 << 22
 _READ_CHUNK = 1 << 18
 #: What stands for the n-th long string in the parsed JSON (no valid base64 has a NUL).
 MARKER = "\x00spool:"
-_DATA_KEY = re.compile(rb'"data"\s*:\s*"')
+_TO_VALUE = re.compile(rb'\s*:\s*"')
 _names = itertools.count()
 
 
@@ -69,6 +68,8 @@ async def receive(
     if length is not None and length > cap:
         return None
     spool = folder is not None and resp.status == 200
+    # Declared large: to the file from the first byte, not after SPOOL_ABOVE of it.
+    above = 0 if length is not None and length > SPOOL_ABOVE else SPOOL_ABOVE
     chunks: list[bytes] = []
     size = 0
     fd: int | None = None
@@ -83,7 +84,7 @@ async def receive(
                 _write(fd, chunk)
                 continue
             chunks.append(chunk)
-            if spool and size > SPOOL_ABOVE and folder is not None:
+            if spool and size > above and folder is not None:
                 os.makedirs(folder, exist_ok=True)  # once a run: cheap
                 path = folder / f"{os.getpid():x}-{next(_names):x}.json"
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -133,17 +134,24 @@ def envelope(mm: mmap.mmap) -> Envelope | None:
     then parses it whole)."""
     pieces: list[bytes] = []
     spans: list[tuple[int, int]] = []
-    at = 0
-    for match in _DATA_KEY.finditer(mm):
-        start = match.end()
-        if start < at:
+    at = pos = 0
+    # `find` for the key, not a regex over the whole file: the search skips each
+    # long string at memchr speed instead of stepping through it.
+    while (key := mm.find(b'"data"', pos)) >= 0:
+        colon = _TO_VALUE.match(mm, key + 6)
+        if colon is None:
+            pos = key + 6
             continue
+        start = colon.end()
         end = mm.find(b'"', start)
-        if end < 0 or mm.find(b"\\", start, end) >= 0:
+        if end < 0:
             return None
+        pos = end + 1
         if end - start < LONG_STRING:
             continue
-        pieces += [mm[at:start], f"{MARKER}{len(spans)}".encode()]
+        if mm.find(b"\\", start, end) >= 0:
+            return None
+        pieces += [mm[at:start], b"\\u0000spool:%d" % len(spans)]  # JSON for MARKER
         spans.append((start, end))
         at = end
     pieces.append(mm[at:])
@@ -154,25 +162,20 @@ def envelope(mm: mmap.mmap) -> Envelope | None:
 
 
 def decode_span(mm: mmap.mmap, start: int, end: int) -> bytes:
-    """Standard or URL-safe base64 from `mm[start:end]`, with or without padding,
-    decoded chunk by chunk; `binascii.Error` for anything else, as
-    `base64.b64decode(validate=True)` would (surrounding whitespace aside)."""
+    """Standard or URL-safe base64 from `mm[start:end]`, with or without padding;
+    `binascii.Error` for anything else, as `base64.b64decode(validate=True)` would
+    (surrounding whitespace aside). The usual case is decoded straight from the
+    mapped file, with no copy of the text."""
     while start < end and mm[start] in b" \t\r\n":
         start += 1
     while end > start and mm[end - 1] in b" \t\r\n":
         end -= 1
-    if mm.find(b"=", start, max(start, end - 2)) >= 0:
-        raise binascii.Error("padding inside the data")
-    urlsafe = mm.find(b"-", start, end) >= 0 or mm.find(b"_", start, end) >= 0
-    out: list[bytes] = []
-    for at in range(start, end, DECODE_CHUNK):
-        chunk = mm[at : min(end, at + DECODE_CHUNK)]
-        if urlsafe:
-            chunk = chunk.translate(_URLSAFE)
-        if at + DECODE_CHUNK >= end:
-            chunk += b"=" * (-(end - start) % 4)
-        out.append(binascii.a2b_base64(chunk, strict_mode=True))
-    return b"".join(out)
+    pad = -(end - start) % 4
+    if mm.find(b"-", start, end) >= 0 or mm.find(b"_", start, end) >= 0 or pad:
+        copy = mm[start:end].translate(_URLSAFE) + b"=" * pad
+        return pybase64.b64decode(copy, validate=True)
+    with memoryview(mm) as whole, whole[start:end] as text:
+        return pybase64.b64decode(text, validate=True)
 
 
 _URLSAFE = bytes.maketrans(b"-_", b"+/")
