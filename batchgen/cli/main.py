@@ -278,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     from batchgen.cli.check import register as register_check
 
     register_check(sub)
+    from batchgen.cli.review import register as register_review
+
+    register_review(sub)
     return parser
 
 
