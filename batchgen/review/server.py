@@ -110,6 +110,11 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(body=page, content_type="text/html", charset="utf-8")
 
 
+async def favicon(request: web.Request) -> web.Response:
+    """None (asked for with the token, so the browser does not ask without it)."""
+    return web.Response(status=204)
+
+
 async def asset(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in ASSETS:
@@ -250,6 +255,7 @@ def make_app(out: Path, token: str) -> web.Application:
 
     app.on_cleanup.append(close)
     app.router.add_get("/", index)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/assets/{name}", asset)
     app.router.add_get("/api/facets", facets)
     app.router.add_get("/api/jobs", jobs)
