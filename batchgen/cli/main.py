@@ -82,6 +82,13 @@ RUN_FLAGS: tuple[Flag, ...] = (
     Flag("--retry-failed", "retry_failed", "run failed jobs again", action="store_true"),
     Flag("--retry-blocked", "retry_blocked", "run blocked jobs again", action="store_true"),
     Flag(
+        "--redo",
+        "redo",
+        "make the images rejected in `batchgen review` again, keeping the old ones as "
+        "<name>.vN.<ext> (docs/review.md)",
+        choices=("rejected",),
+    ),
+    Flag(
         "--dry-run",
         "dry_run",
         "validate, count and estimate cost; send nothing",

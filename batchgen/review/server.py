@@ -182,8 +182,8 @@ async def decide(request: web.Request) -> web.Response:
         return web.json_response(await request.app[REVIEWER].call(write))
     except KeyError:
         raise web.HTTPNotFound(text="no such job") from None
-    except ValueError:
-        raise web.HTTPBadRequest(text="decision is approved, rejected or null") from None
+    except ValueError as exc:  # not a decision, or a job with no image yet
+        raise web.HTTPBadRequest(text=str(exc)) from None
     except StaleImage:
         raise web.HTTPConflict(text="the image changed since the page showed it") from None
     except sqlite3.OperationalError:

@@ -88,6 +88,8 @@ class ReviewTable(Database):
         ).fetchone()
         if row is None:
             raise KeyError(job_id)
+        if row[1] is None:
+            raise ValueError(f"{job_id} has not ended: there is no image to judge yet")
         if version is not None and version != image_version(row[0], row[1]):
             raise StaleImage(job_id)
         review = Review(job_id, decision, note, time.time(), row[0], row[1])
@@ -130,6 +132,51 @@ class ReviewTable(Database):
             for row in rows:
                 last = row[0]
                 yield _review(row[1:])
+
+    # -- redo (`run --redo rejected`) ------------------------------------------
+    def redo_notes(self, *, all_rejected: bool) -> dict[str, str]:
+        """Rejected jobs a run makes again, with the reviewer's notes: every
+        standing rejection (`--redo rejected`), or only the redos a stopped run
+        left pending (so a resumed redo keeps its note)."""
+        sql = _STANDING + " AND r.decision = 'rejected'"
+        if not all_rejected:
+            sql += " AND j.status = 'pending'"
+        return {row[0]: row[2] for row in self.db.execute(sql).fetchall()}
+
+    def plan_redo(self, job_id: str, files: Iterable[str]) -> None:
+        """A rejected job just planned again (`plan(reset=True)`): its earlier
+        files are to be moved to their history names before anything is sent,
+        and its rejection stands on the reset job until a new image ends it."""
+        self._writing()
+        kept = [f.split("#", 1)[0] for f in files]
+        if kept:
+            self.db.execute(
+                "INSERT OR REPLACE INTO redo_moves VALUES (?, ?)", (job_id, json.dumps(kept))
+            )
+        self.db.execute(
+            "UPDATE reviews SET finished_at = (SELECT finished_at FROM jobs WHERE id = ?) "
+            "WHERE job_id = ?",
+            (job_id, job_id),
+        )
+
+    def redo_moves(self) -> list[tuple[str, list[str]]]:
+        """Files still to move to history, per job (few: the rejected ones)."""
+        rows = self.db.execute("SELECT job_id, files FROM redo_moves ORDER BY job_id").fetchall()
+        return [(str(job_id), list(json.loads(files))) for job_id, files in rows]
+
+    def moved(self, job_id: str) -> None:
+        """The job's earlier files are in history (a move found done is not redone)."""
+        self._writing()
+        self.db.execute("DELETE FROM redo_moves WHERE job_id=?", (job_id,))
+
+    def drop_stale_reviews(self) -> int:
+        """Forget decisions on images that a newer one has replaced (the end of a
+        redo clears its rejection); a job not ended yet keeps its own."""
+        self._writing()
+        return self.db.execute(
+            "DELETE FROM reviews WHERE job_id IN (SELECT r.job_id FROM reviews AS r "
+            f"JOIN jobs AS j ON j.id = r.job_id WHERE j.finished_at IS NOT NULL AND NOT ({_MATCH}))"
+        ).rowcount
 
 
 # -- the review app's reads -------------------------------------------------------
