@@ -337,3 +337,34 @@ def test_a_review_while_a_run_is_going_on(browser: Browser, tmp_path: Path) -> N
     assert {k: (v[0].value, v[1]) for k, v in standing(out).items()} == expected
     with Store(out, readonly=True) as store:
         assert store.counts()["done"] == len(first) + len(more)
+
+
+def test_a_redone_image_shows_its_history(browser: Browser, tmp_path: Path) -> None:
+    """Rejected in the page, made again by `run --redo rejected`: the page shows
+    the new image unreviewed, and the first one as version 1 beside it."""
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl", [{"id": f"h{i}", "prompt": f"h {i}"} for i in range(3)]
+    )
+    out = tmp_path / "out"
+    run = [sys.executable, "-m", "batchgen", "run", str(jobs), "--out", str(out), "--sim"]
+    run += ["--model", TEST_MODEL, "--no-progress"]
+    assert subprocess.run(run, capture_output=True, timeout=120).returncode == 0
+    with review_server(out) as url, open_page(browser, url) as pg:
+        pg.keyboard.press("a")
+        pg.keyboard.press("r")
+        saved(pg)
+    redo = subprocess.run([*run, "--redo", "rejected"], capture_output=True, text=True, timeout=120)
+    assert redo.returncode == 0, redo.stderr
+    with review_server(out) as url, open_page(browser, url) as pg:
+        assert int(text(pg, "count-approved")) == 1
+        assert int(text(pg, "count-rejected")) == 0
+        pg.locator("[data-testid=card][data-id='h1']").click()
+        assert text(pg, "detail-decision") == "unreviewed"
+        pg.get_by_test_id("history-image").wait_for()
+        pg.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=history-image]')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        )
+        assert pg.locator("[data-testid=history-image]").count() == 1
+        src = pg.get_by_test_id("history-image").get_attribute("src") or ""
+        assert src.startswith("/file/images/h1.v1.png?")
