@@ -8,8 +8,9 @@ moves; `batchgen review` lists them beside the new image.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path, PurePosixPath
+
+from batchgen.output.atomic import move
 
 #: More earlier versions than this of one image are not looked for.
 MAX_VERSIONS = 999
@@ -41,5 +42,5 @@ def move_to_history(out: Path, path: str) -> str | None:
     if not source.is_file():
         return None
     target = history_name(path, len(history(out, path)) + 1)
-    os.replace(source, out / target)
+    move(source, out / target)
     return target
