@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import json
 import mmap
+import os
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,41 @@ async def test_a_run_of_large_answers_writes_whole_images(tmp_path: Path) -> Non
             assert im.size == (1280, 1280)
             im.verify()
     assert list((out / STATE_DIR / SPOOL_DIR).iterdir()) == []
+
+
+class FailingWrite:
+    """The spool's write of a chunk, failing with ENOSPC after `after` chunks."""
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+        self.calls = 0
+        self.real = spool._write_all
+
+    def __call__(self, fd: int, data: bytes) -> None:
+        self.calls += 1
+        if self.calls > self.after:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.real(fd, data)
+
+
+async def test_a_full_disk_while_spooling_stops_the_run_and_the_same_command_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local disk's fault, not the server's: the run stops (exit 3) instead of
+    retrying the request until the job fails, and leaves no spool file."""
+    config = SimConfig(api_key=KEY, rgb_noise=True, noise_pool=1, size_scale=1.25)
+    rows = [{"id": f"big{i}", "prompt": f"p{i}"} for i in range(3)]
+    jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    async with Simulator(config) as sim:
+        monkeypatch.setattr(spool, "_write_all", FailingWrite(after=30))
+        result = await arun_files([jobs], make_config(out, sim.base_url, concurrency=1))
+        assert result.exit_code == 3
+        assert result.stop is not None
+        assert result.stop.kind == "disk"
+        assert "disk full while writing" in result.stop.message
+        assert list((out / STATE_DIR / SPOOL_DIR).iterdir()) == []
+        monkeypatch.undo()
+        again = await arun_files([jobs], make_config(out, sim.base_url, concurrency=1))
+    assert again.exit_code == 0
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"big{i}.png" for i in range(3)]

@@ -13,7 +13,6 @@ import base64
 import binascii
 import io
 import json
-import mmap
 import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
@@ -349,12 +348,9 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
 
 def parse_spooled(answer: Spooled) -> Outcome:
     """Classify a 200 answer spooled to a file (see `spool`), then remove the file.
-    Blocking: run it on a thread."""
+    Blocking: run it on a thread. A file that cannot be read is `SpoolError`."""
     try:
-        with (
-            open(answer.path, "rb") as fh,
-            mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm,
-        ):
+        with spool.mapped(answer.path) as mm:
             found = spool.envelope(mm)
             if found is None or not isinstance(found.doc, dict):
                 return classify(200, {}, mm[:])  # cut off, or not the usual shape
@@ -443,6 +439,8 @@ async def send(
         return Outcome(
             OutcomeKind.SERVER_ERROR, message=f"no complete answer within {timeout_s:g}s"
         )
+    except spool.SpoolError:
+        raise  # the local disk, not the network: the pool stops the run
     except aiohttp.ClientPayloadError as exc:
         return Outcome(OutcomeKind.SERVER_ERROR, message=f"answer cut off ({type(exc).__name__})")
     except aiohttp.ClientConnectorError as exc:

@@ -26,6 +26,7 @@ import mmap
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,12 @@ _READ_CHUNK = 1 << 18
 MARKER = "\x00spool:"
 _TO_VALUE = re.compile(rb'\s*:\s*"')
 _names = itertools.count()
+
+
+class SpoolError(OSError):
+    """The spool file could not be written or read: the local disk's fault, not
+    the server's, so the client lets it through (a full disk stops the run, as
+    it does when an image cannot be written) instead of retrying the request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,15 +88,14 @@ async def receive(
                 _discard(fd, path)
                 return None
             if fd is not None:
-                _write(fd, chunk)
+                _write(fd, chunk, path)
                 continue
             chunks.append(chunk)
             if spool and size > above and folder is not None:
-                os.makedirs(folder, exist_ok=True)  # once a run: cheap
                 path = folder / f"{os.getpid():x}-{next(_names):x}.json"
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                fd = _open(path)
                 for held in chunks:
-                    _write(fd, held)
+                    _write(fd, held, path)
                 chunks = []
     except BaseException:
         _discard(fd, path)
@@ -98,13 +104,28 @@ async def receive(
         return b"".join(chunks)
     try:
         os.close(fd)
-    except OSError:
+    except OSError as exc:
         _discard(None, path)
-        raise
+        raise SpoolError(exc.errno, exc.strerror, str(path)) from exc
     return Spooled(path, size)
 
 
-def _write(fd: int, data: bytes) -> None:
+def _open(path: Path) -> int:
+    try:
+        os.makedirs(path.parent, exist_ok=True)  # once a run: cheap
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise SpoolError(exc.errno, exc.strerror, str(path)) from exc
+
+
+def _write(fd: int, data: bytes, path: Path) -> None:
+    try:
+        _write_all(fd, data)
+    except OSError as exc:
+        raise SpoolError(exc.errno, exc.strerror, str(path)) from exc
+
+
+def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -117,6 +138,22 @@ def _discard(fd: int | None, path: Path) -> None:
     if path.name:
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+@contextlib.contextmanager
+def mapped(path: Path) -> Iterator[mmap.mmap]:
+    """A spool file mapped read-only; `SpoolError` when it cannot be."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the map
+    except OSError as exc:
+        raise SpoolError(exc.errno, exc.strerror, str(path)) from exc
+    with fh:
+        try:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as exc:
+            raise SpoolError(exc.errno, exc.strerror, str(path)) from exc
+        with mm:
+            yield mm
 
 
 @dataclass(slots=True)
