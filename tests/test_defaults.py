@@ -32,6 +32,8 @@ RUN_FLAG_NAMES = {
     "--mode",
     # Issue 17 added the redo of rejected images.
     "--redo",
+    # Issue 16 added where the state is (a SQLite file, a PostgreSQL URL).
+    "--state",
 }  # fmt: skip
 SIM_FLAG_NAMES = {
     "--host", "--port", "--api-key", "--model", "--latency", "--rpm", "--rpd", "--quota-window",
@@ -95,6 +97,7 @@ RUN_VALUES: dict[str, tuple[str | None, Any]] = {
     "unreachable_after": ("2", 2.0),
     "mode": ("flex", "flex"),
     "redo": ("rejected", "rejected"),
+    "state": ("state.sqlite", "state.sqlite"),
 }
 SIM_VALUES: dict[str, tuple[str | None, Any]] = {
     "host": ("127.0.0.2", "127.0.0.2"),
