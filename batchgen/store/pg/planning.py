@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from batchgen.jobs.codec import job_to_json
 from batchgen.models import Job, Status
@@ -47,11 +48,14 @@ _Row = list[object]
 
 
 class PgPlanning(JobsTable, PgDatabase):
-    def _opened(self) -> None:
-        super()._opened()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._staged: dict[str, _Row] = {}
         #: The current chunk's rows (None: no row for that id).
         self._known: dict[str, Known | None] = {}
+
+    def _opened(self) -> None:
+        super()._opened()
         if not self.readonly:
             self.db.execute(_STAGE)
 

@@ -27,6 +27,7 @@ import secrets
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from batchgen.jobs.codec import job_from_json
 from batchgen.models import Job
@@ -61,7 +62,8 @@ class PgQueue(JobsTable, PgDatabase):
     _FENCE = " AND lease_owner = ? AND lease_token = ?"
     lease_seconds = LEASE_SECONDS
 
-    def _opened(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         #: This process's name on its leases, and the token of this store's claims.
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.token = secrets.token_hex(8)
@@ -69,7 +71,6 @@ class PgQueue(JobsTable, PgDatabase):
         #: Writes refused because this store's lease on the job was gone.
         self.refused = 0
         self._renewed = time.monotonic()
-        super()._opened()
 
     def start_run(self) -> int:
         self._writing()
@@ -146,7 +147,7 @@ class PgQueue(JobsTable, PgDatabase):
 
     def close(self) -> None:
         db = getattr(self, "db", None)
-        if db is not None and not self.readonly and hasattr(self, "token"):
+        if db is not None and not self.readonly and not db.raw.closed:
             try:
                 if not db.in_transaction:
                     self.release()
