@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -14,9 +16,20 @@ from typing import Any
 import pytest
 
 from batchgen.engine.runner import arun_files
-from batchgen.sim import SimConfig, Simulator
+from batchgen.models import FINAL_STATUSES, Status
+from batchgen.sim import SimConfig, Simulator, SimulatorThread
 from batchgen.store.open import open_state
 from tests.conftest import KEY, make_config, write_jobs
+from tests.test_chaos import (
+    CHAOS_FAULTS,
+    cli_env,
+    image_ok,
+    sent_more,
+    temporaries,
+    wait_for,
+    write_chaos_jobs,
+)
+from tests.test_chaos import cli as cli_command
 
 
 def marked_jobs(n: int = 60) -> Iterator[dict[str, Any]]:
@@ -140,3 +153,48 @@ async def test_a_settled_10k_folder_resumes_as_a_no_op(tmp_path: Path, pg_url: s
     assert result.plan.done == 10_000
     assert took < 15, took
     print(f"no-op resume of 10,000 jobs on PostgreSQL: {took:.2f} s")
+
+
+@pytest.mark.timeout(600)
+def test_resume_after_sigkills_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """A smaller chaos than test_chaos.py's: the CLI killed three times mid-flight
+    on a faulty server, then run to the end; every job ends once, every done
+    image decodes, and no more was sent than what the kills cut off in flight."""
+    jobs_file = tmp_path / "jobs.jsonl"
+    ids = set(write_chaos_jobs(jobs_file, 150))
+    out, kills, concurrency = tmp_path / "out", 3, 8
+    sim_config = SimConfig(
+        small_images=True, api_key=KEY, latency="uniform:0.04:0.16",
+        faults=dict(CHAOS_FAULTS), seed=7, retry_delay_s=0.05,
+    )  # fmt: skip
+    with SimulatorThread(sim_config) as sim:
+        command = cli_command(
+            jobs_file, out, sim.base_url, "--timeout", "1", "--state", pg_url,
+            concurrency=concurrency,
+        )  # fmt: skip
+        for _ in range(kills):
+            before = sim.stats.total
+            proc = subprocess.Popen(
+                command, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            try:
+                sending = functools.partial(sent_more, sim, before + 15)
+                assert wait_for(sending, proc, time.monotonic() + 60), "the run ended too soon"
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+        final = subprocess.run(
+            command, env=cli_env(), capture_output=True, text=True, timeout=500, check=False
+        )
+        assert final.returncode in (0, 1), final.stderr
+        sent = sim.stats.total
+    with open_state(out, pg_url, readonly=True) as store:
+        records = list(store.records())
+    assert sorted(r.id for r in records) == sorted(ids)
+    assert all(r.status in FINAL_STATUSES for r in records)
+    done = [r for r in records if r.status is Status.DONE]
+    assert done
+    assert all(image_ok(out / r.files[0].split("#")[0]) for r in done)
+    assert not temporaries(out)
+    on_record = sum(r.requests for r in records)
+    assert 0 <= sent - on_record <= kills * concurrency, (sent, on_record)
