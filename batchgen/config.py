@@ -220,6 +220,8 @@ class RunConfig:
             raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         # A caller of `batchgen.run` may pass the plain string.
         object.__setattr__(self, "mode", RunMode(self.mode))
+        if self.state is not None:  # a path from Python, or the CLI's string
+            object.__setattr__(self, "state", os.fspath(self.state))
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError("--timeout must be positive")
         if self.limit is not None and self.limit < 0:
