@@ -231,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     from batchgen.cli.check import register as register_check
 
     register_check(sub)
+    from batchgen.cli.export import register as register_export
+
+    register_export(sub)
     return parser
 
 
