@@ -30,7 +30,7 @@ import hashlib
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -39,6 +39,7 @@ from batchgen.errors import EXIT_USAGE, BatchgenError
 from batchgen.models import JobRecord, Status
 from batchgen.output.atomic import TEMP_PREFIX, write_stream, write_text
 from batchgen.store import Store
+from batchgen.store.reviews import Decision
 
 __all__ = ["COLUMNS", "MANIFEST", "ExportError", "Exported", "export"]
 
@@ -101,13 +102,11 @@ def export(store: Store, to: Path, *, approved: bool, sizes: Sequence[str] = ())
 
 
 def _approved(store: Store) -> Iterator[JobRecord]:
-    """The approved jobs' records, in file order: the standing decisions merged
-    with the records (both in file order), never a set of ids in memory."""
-    reviews: Callable[..., Iterable[Any]] | None = getattr(store, "reviews", None)
-    if reviews is None:
-        raise ExportError("this batchgen has no review decisions (batchgen review); use --all-done")
+    """The approved jobs' records, in file order: the standing decisions
+    (`store/reviews.py`: on each job's current image) merged with the records,
+    both in file order, so no set of ids is held in memory."""
     records = store.records()
-    for review in reviews(decision="approved"):
+    for review in store.reviews(decision=Decision.APPROVED):
         for rec in records:
             if rec.id == review.job_id:
                 yield rec
