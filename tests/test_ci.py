@@ -263,3 +263,15 @@ def test_validate_format_json(tmp_path: Path) -> None:
     )
     assert retired.returncode == EXIT_USAGE
     assert "retired" in json.loads(retired.stdout)["error"]
+
+
+def test_the_python_api_takes_junit_and_fail_under(tmp_path: Path) -> None:
+    import batchgen as api
+
+    jobs = [{"id": "a", "prompt": "ok"}, {"id": "b", "prompt": "no [[sim:400]]"}]
+    common = {"out": tmp_path / "out", "sim": True, "model": TEST_MODEL, "progress": False}
+    passed = api.run(jobs, junit=tmp_path / "r.xml", fail_under=0.5, **common)
+    assert passed.exit_code == EXIT_OK
+    assert suite_of(tmp_path / "r.xml").failures == 1
+    failed = api.run(jobs, fail_under=0.75, **common)
+    assert failed.exit_code == EXIT_SOME_FAILED

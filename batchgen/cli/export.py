@@ -58,6 +58,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     with report_store(out) as store:
         done = export(store, to, approved=args.approved, sizes=sizes)
     removed = f"; removed {done.removed} no longer chosen" if done.removed else ""
+    if args.approved and not done.jobs:
+        removed += f" (no image is approved yet: batchgen review {out})"
     print(
         f"exported {done.files} files of {done.jobs} jobs ({done.bytes:,} bytes) to {to}{removed}",
         file=sys.stderr,
