@@ -35,7 +35,7 @@ from typing import TextIO
 
 from batchgen.config import Secret
 from batchgen.errors import EXIT_OK, EXIT_SOME_FAILED
-from batchgen.models import JobRecord, Status
+from batchgen.models import FINAL_STATUSES, JobRecord, Status
 from batchgen.output.atomic import write_text
 from batchgen.store import Store
 
@@ -92,8 +92,7 @@ class RunFacts:
 def done_share(counts: Mapping[str, int]) -> float | None:
     """The share of ended jobs (done, failed, blocked, skipped) that are done;
     None when none ended. Pending jobs (left by ``--limit``) do not count."""
-    ended = sum(counts.get(s.value, 0) for s in (Status.DONE, Status.FAILED, Status.BLOCKED))
-    ended += counts.get(Status.SKIPPED.value, 0)
+    ended = sum(counts.get(status.value, 0) for status in FINAL_STATUSES)
     return counts.get(Status.DONE.value, 0) / ended if ended else None
 
 
