@@ -10,10 +10,13 @@ import sys
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import junitparser
 import pytest
 
+from batchgen.cli.ci import verdict
+from batchgen.cli.main import main
 from batchgen.errors import (
     EXIT_ABORTED,
     EXIT_INTERRUPTED,
@@ -238,17 +241,21 @@ def test_junit_is_streamed_memory_does_not_grow_with_jobs(tmp_path: Path) -> Non
     assert peaks[1] < peaks[0] * 1.5 + 256 * 1024, peaks
 
 
-def test_validate_format_json(tmp_path: Path) -> None:
+def validate_json(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, Any]:
+    """`batchgen validate --format json`, in this process (as a pipeline would read it)."""
+    code = main(["validate", *map(str, argv), "--format", "json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_validate_format_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = write_jobs(tmp_path / "good.jsonl", [{"id": "a", "prompt": "p"}])
-    ok = batchgen("validate", good, "--format", "json", key=None)
-    assert ok.returncode == EXIT_OK
-    doc = json.loads(ok.stdout)
+    code, doc = validate_json(capsys, good)
+    assert code == EXIT_OK
     assert (doc["ok"], doc["jobs"], doc["problems"], doc["exit_code"]) == (True, 1, [], 0)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "prompt": "p"}\n{"id": "a"}\nnot json\n', encoding="utf-8")
-    failed = batchgen("validate", good, bad, "--format", "json", key=None)
-    assert failed.returncode == EXIT_USAGE
-    doc = json.loads(failed.stdout)
+    code, doc = validate_json(capsys, good, bad)
+    assert code == EXIT_USAGE
     assert doc["ok"] is False
     assert doc["exit_code"] == EXIT_USAGE
     assert doc["jobs"] is None
@@ -258,11 +265,23 @@ def test_validate_format_json(tmp_path: Path) -> None:
         assert set(problem) == {"file", "line", "field", "message"}
     assert any(p["line"] == 2 and p["field"] == "prompt" for p in doc["problems"])
     assert any(p["line"] == 3 for p in doc["problems"])
-    retired = batchgen(
-        "validate", good, "--format", "json", "--model", "gemini-3-pro-image-preview", key=None
+    code, doc = validate_json(capsys, good, "--model", "gemini-3-pro-image-preview")
+    assert code == EXIT_USAGE
+    assert "retired" in doc["error"]
+    code, doc = validate_json(capsys, good, "--delimiter", "ab")
+    assert code == EXIT_USAGE
+    assert "--delimiter" in doc["error"]
+
+
+def test_the_verdict_says_why() -> None:
+    report = {"done": 3, "failed": 1, "blocked": 0, "skipped": 0}
+    assert verdict(None, report, EXIT_OK) is None
+    assert verdict(0.5, report, EXIT_OK) == (
+        "--fail-under 0.5: 75.0% of the 4 ended jobs are done: pass (exit 0)"
     )
-    assert retired.returncode == EXIT_USAGE
-    assert "retired" in json.loads(retired.stdout)["error"]
+    assert "fail (exit 1)" in (verdict(0.8, report, EXIT_SOME_FAILED) or "")
+    assert "nothing to judge" in (verdict(0.8, {"done": 0, "failed": 0}, EXIT_OK) or "")
+    assert "did not finish (exit 130)" in (verdict(0.8, report, EXIT_INTERRUPTED) or "")
 
 
 def test_the_python_api_takes_junit_and_fail_under(tmp_path: Path) -> None:

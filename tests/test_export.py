@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from batchgen.cli.main import main
 from batchgen.errors import EXIT_OK, EXIT_USAGE
 from batchgen.models import Job, Status
 from batchgen.output.atomic import TEMP_PREFIX
@@ -80,10 +81,12 @@ def manifest(text: str) -> list[dict[str, str]]:
     return rows
 
 
-def test_approved_to_a_folder_with_sizes_and_a_manifest(folder: Path, tmp_path: Path) -> None:
+def test_approved_to_a_folder_with_sizes_and_a_manifest(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     to = tmp_path / "upload"
-    done = batchgen("export", folder, "--approved", "--to", to, "--sizes", "amazon")
-    assert done.returncode == EXIT_OK, done.stderr
+    code = main(["export", str(folder), "--approved", "--to", str(to), "--sizes", "amazon"])
+    assert code == EXIT_OK
     rows = manifest((to / MANIFEST).read_text(encoding="utf-8"))
     assert [(r["id"], r["size"]) for r in rows] == [
         ("a", "original"), ("a", "amazon"), ("b", "original"), ("b", "amazon"),
@@ -99,7 +102,7 @@ def test_approved_to_a_folder_with_sizes_and_a_manifest(folder: Path, tmp_path: 
             assert image.size == (int(row["width"]), int(row["height"]))
     assert rows[1]["width"] == rows[1]["height"] == "1500"
     assert not (to / "images" / "c.png").exists()
-    assert "exported 6 files of 3 jobs" in done.stderr
+    assert "exported 6 files of 3 jobs" in capsys.readouterr().err
 
 
 def test_a_folder_export_runs_again_and_follows_the_decisions(folder: Path, tmp_path: Path) -> None:
@@ -184,11 +187,18 @@ def test_export_is_streamed_not_held_in_memory(tmp_path: Path) -> None:
     assert (tmp_path / "dir" / "images" / "big.png").stat().st_size == len(big)
 
 
-def test_export_refuses_a_folder_inside_the_output_and_bad_sizes(folder: Path) -> None:
-    inside = batchgen("export", folder, "--all-done", "--to", folder / "upload")
-    assert inside.returncode == EXIT_USAGE
-    assert "inside the output folder" in inside.stderr
-    bad = batchgen("export", folder, "--all-done", "--to", folder.parent / "x", "--sizes", "../a")
-    assert bad.returncode == EXIT_USAGE
+def test_export_refuses_a_folder_inside_the_output_and_bad_sizes(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inside = main(["export", str(folder), "--all-done", "--to", str(folder / "upload")])
+    assert inside == EXIT_USAGE
+    assert "inside the output folder" in capsys.readouterr().err
+    elsewhere = str(folder.parent / "x")
+    bad = main(["export", str(folder), "--all-done", "--to", elsewhere, "--sizes", "../a"])
+    assert bad == EXIT_USAGE
+    with Store(folder) as store, store.transaction():
+        store.clear_review(["a", "b", "c", "d"])
+    assert main(["export", str(folder), "--approved", "--to", elsewhere]) == EXIT_OK
+    assert "no image is approved yet" in capsys.readouterr().err
     neither = batchgen("export", folder, "--to", folder.parent / "x")
     assert neither.returncode == EXIT_USAGE
