@@ -30,7 +30,8 @@ RUN_FLAG_NAMES = {
     "--max-outage", "--report-every", "--unreachable-after",
     # Issue 15 added the run mode.
     "--mode",
-    # Issue 17 added the CI results.
+    # Issue 17 added the redo of rejected images and the CI results.
+    "--redo",
     "--junit", "--fail-under",
 }  # fmt: skip
 SIM_FLAG_NAMES = {
@@ -94,6 +95,7 @@ RUN_VALUES: dict[str, tuple[str | None, Any]] = {
     "report_every": ("60", 60.0),
     "unreachable_after": ("2", 2.0),
     "mode": ("flex", "flex"),
+    "redo": ("rejected", "rejected"),
     "junit": ("results.xml", Path("results.xml")),
     "fail_under": ("0.9", 0.9),
 }
