@@ -50,7 +50,7 @@ from batchgen.jobs.inputs import FileSource, JobSource
 from batchgen.jobs.models_check import ModelRules
 from batchgen.models import Counters, Job, StopKind, StopReason
 from batchgen.output.sink import SHARD_THRESHOLD, DiskFullError, clean_temporaries, is_disk_full
-from batchgen.report.junit import RunFacts, judge, write_junit
+from batchgen.report.junit import judge_folder, write_run_junit
 from batchgen.report.summary import summarize, write_reports
 from batchgen.store import DB_NAME, STATE_DIR, Store
 
@@ -207,7 +207,7 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
             async with _endpoint(config, sim) as cfg:
                 await _schedule(store, cfg, prices, result, sharded=sharded, redo=redo)
         finally:
-            result.exit_code = _verdict(store, config, _exit_code(result))
+            result.exit_code = judge_folder(store, _exit_code(result), config.fail_under)
             try:
                 with store.transaction():
                     store.end_run(result.exit_code)
@@ -217,7 +217,7 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
                 # A stopped run exits within seconds; the next report makes missing previews.
                 budget = None if result.stop is None else THUMB_BUDGET_ON_STOP
                 result.report = _report(store, result, thumb_budget_s=budget)
-                _junit(store, config, result)
+                write_run_junit(store, config, result.exit_code, result.stop)
                 settled_now = result.stop is None and result.report["pending"] == 0
                 with store.transaction():
                     store.set_meta(SETTLED_INPUTS, digest if settled_now else "")
@@ -313,28 +313,12 @@ def _already_settled(config: RunConfig, digest: str) -> RunResult | None:
             store.start_run()
         counts = store.counts()
         result = RunResult(EXIT_OK, Plan(total=sum(counts.values()), done=counts["done"]))
-        result.exit_code = _verdict(store, config, EXIT_OK)
+        result.exit_code = judge_folder(store, EXIT_OK, config.fail_under)
         with store.transaction():
             store.end_run(result.exit_code)
         result.report = _report(store, result)
-        _junit(store, config, result)
+        write_run_junit(store, config, result.exit_code, result.stop)
     return result
-
-
-def _verdict(store: Store, config: RunConfig, exit_code: int) -> int:
-    """The exit code after ``--fail-under``, judged on the whole folder, as the report."""
-    if config.fail_under is None:
-        return exit_code
-    return judge(exit_code, store.counts(), config.fail_under)
-
-
-def _junit(store: Store, config: RunConfig, result: RunResult) -> None:
-    """``--junit FILE``: written after the report, for a run that stopped too."""
-    if config.junit is None:
-        return
-    stop = None if result.stop is None else f"{result.stop.kind}: {result.stop.message}"
-    facts = RunFacts(result.exit_code, stop, config.fail_under, config.api_key)
-    write_junit(store, config.junit, facts)
 
 
 def _report(

@@ -33,13 +33,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from batchgen.config import Secret
+from batchgen.config import RunConfig, Secret
 from batchgen.errors import EXIT_OK, EXIT_SOME_FAILED
-from batchgen.models import FINAL_STATUSES, JobRecord, Status
+from batchgen.models import FINAL_STATUSES, JobRecord, Status, StopReason
 from batchgen.output.atomic import write_text
 from batchgen.store import Store
 
-__all__ = ["RunFacts", "done_share", "judge", "write_junit"]
+__all__ = [
+    "RunFacts",
+    "done_share",
+    "judge",
+    "judge_folder",
+    "write_junit",
+    "write_run_junit",
+]
 
 #: What XML 1.0 cannot carry (C0 controls but tab, LF and CR; lone surrogates;
 #: U+FFFE/U+FFFF), and the C1 controls and DEL, which it can but no reader wants.
@@ -107,6 +114,22 @@ def judge(exit_code: int, counts: Mapping[str, int], fail_under: float | None) -
     if share is None:
         return exit_code
     return EXIT_OK if share >= fail_under else EXIT_SOME_FAILED
+
+
+def judge_folder(store: Store, exit_code: int, fail_under: float | None) -> int:
+    """`judge` on the whole folder's jobs, as the report counts them (a resumed
+    run is judged on every job); the counts are read only under ``--fail-under``."""
+    return exit_code if fail_under is None else judge(exit_code, store.counts(), fail_under)
+
+
+def write_run_junit(
+    store: Store, config: RunConfig, exit_code: int, stop: StopReason | None
+) -> None:
+    """``--junit FILE`` at the end of a run (after the report; a stopped run too)."""
+    if config.junit is None:
+        return
+    why = None if stop is None else f"{stop.kind}: {stop.message}"
+    write_junit(store, config.junit, RunFacts(exit_code, why, config.fail_under, config.api_key))
 
 
 def write_junit(store: Store, path: Path, facts: RunFacts = RunFacts()) -> None:
