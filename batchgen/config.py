@@ -172,6 +172,10 @@ class RunConfig:
     cache_dir: Path | None = None
     seed: int | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    #: A JUnit XML file of every job, written at the end of the run (`report/junit.py`).
+    junit: Path | None = None
+    #: Exit 0 when at least this share of the ended jobs is done (0..1); None: every job.
+    fail_under: float | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -192,6 +196,10 @@ class RunConfig:
             raise UsageError("--budget must not be negative")
         if self.max_outage < 0 or self.unreachable_after < 0 or self.report_every < 0:
             raise UsageError("--max-outage and --report-every must not be negative")
+        if self.fail_under is not None and not 0 <= self.fail_under <= 1:
+            raise UsageError(
+                f"--fail-under is a share from 0 to 1 (0.95 for 95 %), not {self.fail_under}"
+            )
         if self.image_size is not None and self.image_size not in IMAGE_SIZES:
             raise UsageError(
                 f"--image-size must be one of {', '.join(IMAGE_SIZES)}, not {self.image_size!r}"

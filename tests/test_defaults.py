@@ -30,8 +30,9 @@ RUN_FLAG_NAMES = {
     "--max-outage", "--report-every", "--unreachable-after",
     # Issue 15 added the run mode.
     "--mode",
-    # Issue 17 added the redo of rejected images.
+    # Issue 17 added the redo of rejected images and the CI results.
     "--redo",
+    "--junit", "--fail-under",
 }  # fmt: skip
 SIM_FLAG_NAMES = {
     "--host", "--port", "--api-key", "--model", "--latency", "--rpm", "--rpd", "--quota-window",
@@ -95,6 +96,8 @@ RUN_VALUES: dict[str, tuple[str | None, Any]] = {
     "unreachable_after": ("2", 2.0),
     "mode": ("flex", "flex"),
     "redo": ("rejected", "rejected"),
+    "junit": ("results.xml", Path("results.xml")),
+    "fail_under": ("0.9", 0.9),
 }
 SIM_VALUES: dict[str, tuple[str | None, Any]] = {
     "host": ("127.0.0.2", "127.0.0.2"),

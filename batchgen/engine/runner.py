@@ -50,6 +50,7 @@ from batchgen.jobs.inputs import FileSource, JobSource
 from batchgen.jobs.models_check import ModelRules
 from batchgen.models import Counters, Job, StopKind, StopReason
 from batchgen.output.sink import SHARD_THRESHOLD, DiskFullError, clean_temporaries, is_disk_full
+from batchgen.report.junit import judge_folder, write_run_junit
 from batchgen.report.summary import summarize, write_reports
 from batchgen.store import DB_NAME, STATE_DIR, Store
 
@@ -206,7 +207,7 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
             async with _endpoint(config, sim) as cfg:
                 await _schedule(store, cfg, prices, result, sharded=sharded, redo=redo)
         finally:
-            result.exit_code = _exit_code(result)
+            result.exit_code = judge_folder(store, _exit_code(result), config.fail_under)
             try:
                 with store.transaction():
                     store.end_run(result.exit_code)
@@ -216,6 +217,7 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
                 # A stopped run exits within seconds; the next report makes missing previews.
                 budget = None if result.stop is None else THUMB_BUDGET_ON_STOP
                 result.report = _report(store, result, thumb_budget_s=budget)
+                write_run_junit(store, config, result.exit_code, result.stop)
                 settled_now = result.stop is None and result.report["pending"] == 0
                 with store.transaction():
                     store.set_meta(SETTLED_INPUTS, digest if settled_now else "")
@@ -311,9 +313,11 @@ def _already_settled(config: RunConfig, digest: str) -> RunResult | None:
             store.start_run()
         counts = store.counts()
         result = RunResult(EXIT_OK, Plan(total=sum(counts.values()), done=counts["done"]))
+        result.exit_code = judge_folder(store, EXIT_OK, config.fail_under)
         with store.transaction():
-            store.end_run(EXIT_OK)
+            store.end_run(result.exit_code)
         result.report = _report(store, result)
+        write_run_junit(store, config, result.exit_code, result.stop)
     return result
 
 
