@@ -7,6 +7,7 @@ methods of the parts it combines (each module names what it keeps):
     └ RunsTable     runs.py      runs and meta
       └ JobsTable   jobs.py      jobs: plan, lookup, pending, attempts, ends, counts
     RequestTables   requests.py  request cache, reference image hashes
+    BatchesTable    batches.py   Batch Mode: batches, their jobs, uploaded references
     ReportQueries   queries.py   typed totals, tag roll-up, records, failed jobs
 
 Combined as mixins, not by delegation, because:
@@ -28,11 +29,12 @@ marks its rows), so mypy refuses a call from one part into another.
 
 from __future__ import annotations
 
+from batchgen.store.batches import BatchesTable
 from batchgen.store.jobs import JobsTable
 from batchgen.store.queries import ReportQueries
 from batchgen.store.requests import RequestTables
 
 
-class Store(JobsTable, RequestTables, ReportQueries):
+class Store(JobsTable, RequestTables, ReportQueries, BatchesTable):
     """One output folder's state. Use as a context manager; a writable store holds
     the folder's exclusive lock until closed."""
