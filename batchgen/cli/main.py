@@ -301,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     from batchgen.cli.check import register as register_check
 
     register_check(sub)
+    from batchgen.cli.batches import register as register_batches
+
+    register_batches(sub)
     return parser
 
 

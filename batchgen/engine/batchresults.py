@@ -104,9 +104,6 @@ class Collector:
             self._settle(batch, member.job_id)
             return
         outcome = self._clean(line_outcome(doc))
-        self.counters.requests += 1
-        cost = self.ledger.attempt(job.id, batch.model, outcome, job.image_size)
-        self.budget.settle(0.0, cost)
         written: Written | None = None
         if outcome.kind is OutcomeKind.OK:
             written = await self.writer.save(job, outcome.images)
@@ -117,6 +114,11 @@ class Collector:
                     images=(),
                     message="an image in the answer is cut off or corrupt",
                 )
+        # From here to the settling, no await: the attempt, the job's end or retry
+        # and the settled line share one commit, so a kill never counts a line twice.
+        self.counters.requests += 1
+        cost = self.ledger.attempt(job.id, batch.model, outcome, job.image_size)
+        self.budget.settle(0.0, cost)
         self._decide(batch, job, member, outcome, written, cost)
         self._settle(batch, job.id)
         if written is not None:
