@@ -233,3 +233,23 @@ def test_batchgen_cancel_puts_jobs_back(tmp_path: Path, still_sim: SimulatorThre
     assert batch.state == "BATCH_STATE_CANCELLED"
     with Store(out, readonly=True) as store:
         assert not store.batches(open_only=True)
+
+
+async def test_budget_reserves_a_wave_before_submitting_it(
+    tmp_path: Path, fast_sim: Simulator
+) -> None:
+    """Each job's worst case (two images at the Batch rate, ~$0.04 here) is reserved
+    before its batch is submitted: $0.05 lets one job in, and once its answer is
+    collected what is left no longer fits the next one: exit 3, the rest pending."""
+    jobs = write_jobs(tmp_path / "jobs.jsonl", rows(5))
+    out = tmp_path / "out"
+    config = make_config(out, fast_sim.base_url, mode="batch", poll_interval=0.02, budget=0.05)
+    result = await arun_files([jobs], config)
+    assert result.exit_code == EXIT_ABORTED
+    assert result.stop is not None
+    assert "budget $0.05 reached" in result.stop.message
+    report = json.loads((out / "report.json").read_text())
+    assert report["done"] == 1
+    assert report["pending"] == 4
+    assert report["cost_usd"] <= 0.05
+    assert fast_sim.stats.by_outcome["batch_created"] == 1
