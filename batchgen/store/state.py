@@ -9,6 +9,7 @@ methods of the parts it combines (each module names what it keeps):
     RequestTables   requests.py  request cache, reference image hashes
     BatchesTable    batches.py   Batch Mode: batches, their jobs, uploaded references
     ReportQueries   queries.py   typed totals, tag roll-up, records, failed jobs
+    ReviewTable     reviews.py   a person's decisions on the images (`batchgen review`)
 
 Combined as mixins, not by delegation, because:
 
@@ -33,8 +34,10 @@ from batchgen.store.batches import BatchesTable
 from batchgen.store.jobs import JobsTable
 from batchgen.store.queries import ReportQueries
 from batchgen.store.requests import RequestTables
+from batchgen.store.reviews import ReviewTable
 
 
-class Store(JobsTable, RequestTables, ReportQueries, BatchesTable):
+class Store(JobsTable, RequestTables, ReportQueries, BatchesTable, ReviewTable):
     """One output folder's state. Use as a context manager; a writable store holds
-    the folder's exclusive lock until closed."""
+    the folder's exclusive lock until closed (`lock=False`: a reviewer beside a
+    run, which writes only decisions; see `reviews.py`)."""
