@@ -36,7 +36,7 @@ from pathlib import Path
 import aiohttp
 
 from batchgen.config import RunConfig
-from batchgen.engine.batchresults import Collector
+from batchgen.engine.batchresults import COLLECT_WINDOW, Collector, Window
 from batchgen.engine.batchwaves import MAX_OPEN_BATCHES, Draft, WaveForm, batch_name, build_input
 from batchgen.engine.budget import Budget
 from batchgen.engine.cache import AnswerCache, SharedCache
@@ -224,13 +224,26 @@ class BatchRun:
         lines = files_api.download_lines(
             self.session, self.api, results, max_line=self.config.max_response_bytes
         )
+        window = Window(COLLECT_WINDOW)
         try:
             async for raw in lines:
-                await self.collector.line(row, members, raw)
+                await window.add(self.collector.line(row, members, raw))
                 if self._interrupted():
+                    await window.drain()
                     return
+            await window.drain()
         except WireError as exc:
-            self._failed(exc, f"downloading the results of {row.name}")
+            await window.drain()
+            if exc.retryable:
+                self._failed(exc, f"downloading the results of {row.name}")
+                return
+            # The results file is gone (expired, deleted): what was not handled is lost.
+            n = self._close(row, f"results unavailable: {exc}")
+            self.notes.append(
+                f"the results of batch {row.name} could not be downloaded ({exc}): its {n} "
+                "unhandled jobs go into a new batch"
+            )
+            log.warning("%s", self.notes[-1])
             return
         finally:
             await lines.aclose()

@@ -12,11 +12,13 @@ work, so a download cut off by a kill resumes at the first line not handled.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
+from typing import Any
 
 from batchgen.config import RunConfig
 from batchgen.engine.budget import Budget
@@ -33,6 +35,11 @@ from batchgen.store import Store
 from batchgen.store.batches import BatchRow, Member
 
 log = logging.getLogger(__name__)
+
+#: Result lines handled at once: their images are checked and written on the
+#: writer's threads while the next lines are read (each line's own bookkeeping
+#: stays one commit). Memory holds at most this many lines.
+COLLECT_WINDOW = 16
 
 
 def line_outcome(doc: dict[str, object]) -> Outcome:
@@ -188,3 +195,23 @@ class Collector:
     def _settle(self, batch: BatchRow, job_id: str) -> None:
         with self.store.transaction():
             self.store.settle_member(batch.name, job_id)
+
+
+class Window:
+    """At most `size` coroutines running at once; the first error is raised by `drain`."""
+
+    def __init__(self, size: int) -> None:
+        self._room = asyncio.Semaphore(size)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def add(self, work: Coroutine[Any, Any, None]) -> None:
+        await self._room.acquire()
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._room.release())
+
+    async def drain(self) -> None:
+        tasks, self._tasks = self._tasks, set()
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
