@@ -81,6 +81,8 @@ class StopKind(StrEnum):
     ERROR = "error"
     #: The endpoint never answered, or went away for longer than `--max-outage`.
     NETWORK = "network"
+    #: Batch Mode with ``--no-wait``: batches were left running (exit 4).
+    WAITING = "waiting"
 
 
 @dataclass(frozen=True, slots=True)
