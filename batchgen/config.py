@@ -181,7 +181,8 @@ class RunConfig:
     seed: int | None = None
     #: Batch Mode: seconds between polls of the batches (jittered).
     poll_interval: float = 60.0
-    #: Batch Mode: submit and collect what has finished, then exit (4 while batches run).
+    #: Batch Mode: submit and collect what has finished, then exit (0 on the run that
+    #: submits, 4 from later runs while batches run).
     no_wait: bool = False
     #: Batch Mode: jobs per batch.
     batch_size: int = DEFAULT_BATCH_SIZE

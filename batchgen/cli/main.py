@@ -135,8 +135,8 @@ RUN_FLAGS: tuple[Flag, ...] = (
     Flag(
         "--no-wait",
         "no_wait",
-        "batch: submit, collect what has finished, and exit (4 while batches are still "
-        "pending or running; run the same command again later)",
+        "batch: submit, collect what has finished, and exit (0 on the run that submits; "
+        "later runs of the same command exit 4 while batches are pending or running)",
         action="store_true",
     ),
     Flag(

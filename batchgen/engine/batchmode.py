@@ -44,7 +44,7 @@ from batchgen.engine.chains import Skip
 from batchgen.engine.ledger import Ledger
 from batchgen.engine.policy import stop_for
 from batchgen.engine.pricing import PriceTable
-from batchgen.errors import EXIT_ABORTED, EXIT_STILL_RUNNING
+from batchgen.errors import EXIT_ABORTED, EXIT_OK, EXIT_STILL_RUNNING
 from batchgen.models import Counters, Job, Status, StopKind, StopReason
 from batchgen.output import batch_api, files_api
 from batchgen.output.batch_api import BatchInfo
@@ -142,7 +142,9 @@ class BatchRun:
             if self.stop is not None or not left:
                 return
             if self.config.no_wait:
-                self.request_stop(_still_running(left))
+                # The contract: the run that submits, with nothing already out,
+                # exits 0; every later run exits 4 until every job has ended.
+                self.request_stop(_submitted(left) if not opened else _still_running(left))
                 return
             await self._sleep()
 
@@ -390,6 +392,17 @@ class BatchRun:
             answered += row.stats.get("failedRequestCount", 0)
         states = ", ".join(f"{n} {s}" for s, n in sorted(by_state.items()))
         self.status = f"batches: {states} ({answered}/{total} answered)" if rows else ""
+
+
+def _submitted(rows: list[BatchRow]) -> StopReason:
+    jobs = sum(row.jobs for row in rows)
+    return StopReason(
+        StopKind.WAITING,
+        f"submitted {len(rows)} batches ({jobs} jobs); run the same command again later to "
+        "collect them (it exits 4 while they are pending or running, 0 or 1 once every job "
+        "has ended)",
+        EXIT_OK,
+    )
 
 
 def _still_running(rows: list[BatchRow]) -> StopReason:
