@@ -158,18 +158,40 @@ def browse(out: Path) -> dict[str, float]:
         pg.goto((out / "report.html").as_uri())
         pg.wait_for_selector("body[data-ready='1'] [data-testid=card]")
         times["open"] = time.perf_counter() - started
-        for name, testid, value in (
-            ("filter failed", "filter-status", "failed"),
-            ("filter tag", "filter-tag", "cat7"),
-            ("next page", "", ""),
+        seen = [pg.evaluate("document.body.dataset.renders")]
+
+        def settle() -> None:
+            """Wait until the page has drawn once more since the last settle."""
+            pg.wait_for_function(f"document.body.dataset.renders !== {seen[0]!r}")
+            seen[0] = pg.evaluate("document.body.dataset.renders")
+
+        def choose(testid: str, value: str) -> None:
+            pg.get_by_test_id(testid).select_option(value)
+
+        def click(testid: str) -> None:
+            pg.locator(f"[data-testid={testid}], #{testid}").first.click()
+
+        def search(text: str) -> None:
+            pg.get_by_test_id("search").fill(text)
+
+        for name, action in (
+            ("status filter (failed)", lambda: choose("filter-status", "failed")),
+            ("its page 3", lambda: (click("next"), settle(), click("next"))),
+            ("tag filter on top (failed, cat3)", lambda: choose("filter-tag", "cat3")),
+            (
+                "reset, tag filter (cat7)",
+                lambda: (click("reset"), settle(), choose("filter-tag", "cat7")),
+            ),
+            ("its next page", lambda: click("next")),
+            ("sort by cost", lambda: (click("reset"), settle(), choose("sort", "cost"))),
+            (
+                "search (a rare id, every chunk)",
+                lambda: (click("reset"), settle(), search("m0999")),
+            ),
         ):
-            before = pg.evaluate("document.body.dataset.renders || '0'")
             started = time.perf_counter()
-            if testid:
-                pg.get_by_test_id(testid).select_option(value)
-            else:
-                pg.get_by_test_id("next").click()
-            pg.wait_for_function(f"(document.body.dataset.renders || '0') !== {before!r}")
+            action()
+            settle()
             times[name] = time.perf_counter() - started
         browser.close()
     return times
