@@ -256,9 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument(
         "--format",
-        choices=("json", "csv"),
+        choices=("json", "csv", "parquet"),
         default="json",
-        help="format of the --by roll-up on stdout (default: json)",
+        help="json, csv: format of the --by roll-up on stdout (default: json); parquet: also "
+        "write OUT/report.parquet, one row per job (pandas.read_parquet)",
     )
     rep.set_defaults(func=cmd_report)
 
@@ -342,6 +343,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     # A folder a run holds is read read-only; each file is replaced atomically.
     with report_store(args.out) as store:
         summary = write_reports(store)
+        if args.format == "parquet":
+            from batchgen.report.parquet import write_parquet
+
+            print(f"wrote {write_parquet(store)}")
     if args.by == "tag":
         if args.format == "csv":
             sys.stdout.write(tag_csv(summary))

@@ -20,7 +20,7 @@ also the report's to find (`thumbs.py`).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from batchgen.store.db import Database
 
@@ -128,6 +128,40 @@ _DATA = f"""replace('[' || {_q("id")} || ',' || {_q("status")} || ',' || {_q(_cl
     || ',' || retried || ',' || {_q("pixels")}
     || ',' || {_q("CASE WHEN mismatch THEN expected_pixels END")} || ']', '<', '\\u003c')"""
 
+#: (name, SQL) of each plain column of a job, for tabular exports (parquet).
+JOB_COLUMNS = (
+    ("id", "id"),
+    ("status", "status"),
+    ("attempts", "attempts"),
+    ("requests", "requests"),
+    ("files", "files"),
+    ("upscaled", "upscaled"),
+    ("error_kind", "CASE WHEN coalesce(error_kind, '') != '' THEN error_kind END"),
+    ("http_status", "http_status"),
+    ("error_message", "error_message"),
+    ("retried", "retried"),
+    ("text", "text"),
+    ("prompt", "json_extract(job, '$.prompt')"),
+    ("tags", "coalesce(json_extract(job, '$.tags'), '[]')"),
+    ("images", "coalesce(json_extract(job, '$.images'), '[]')"),
+    ("source", "coalesce(json_extract(job, '$.source'), '')"),
+    ("line", "coalesce(json_extract(job, '$.line'), 0)"),
+    ("prompt_tokens", "prompt_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("thoughts_tokens", "thoughts_tokens"),
+    ("cost_usd", "cost_usd"),
+    ("cost_source", "cost_source"),
+    ("live_cost_usd", "live_cost_usd"),
+    ("cache_hit", "cache_hit"),
+    ("model", "model"),
+    ("image_size", "image_size"),
+    ("mode", "mode"),
+    ("pixels", "pixels"),
+    ("expected_pixels", "expected_pixels"),
+    ("started_at", "started_at"),
+    ("finished_at", "finished_at"),
+)
+
 _ORDER = {
     "file": "seq",
     "cost": "cost_usd DESC, seq",
@@ -160,3 +194,12 @@ class ReportRows(Database):
         """Size-preset files enlarged beyond the model's output, over every job."""
         row = self.db.execute("SELECT coalesce(sum(json_array_length(upscaled)), 0) FROM jobs")
         return int(row.fetchone()[0])
+
+    def job_columns(self) -> Iterator[list[tuple[Any, ...]]]:
+        """Every job's plain columns in file order, in batches of `BATCH` rows
+        (`JOB_COLUMNS` order; lists and maps as JSON text): for tabular exports."""
+        cur = self.db.execute(
+            f"""SELECT {", ".join(sql for _, sql in JOB_COLUMNS)} FROM jobs ORDER BY seq"""
+        )
+        while batch := cur.fetchmany(BATCH):
+            yield batch
