@@ -19,6 +19,10 @@ also the report's to find (`thumbs.py`).
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import sqlite3
+import threading
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -169,17 +173,59 @@ _ORDER = {
 }
 
 
+def _prefetched(db: sqlite3.Connection, sql: str, depth: int = 4) -> Iterator[list[Any]]:
+    """The batches of `sql` on `db`, fetched by a thread up to `depth` ahead; `db`
+    is closed when they end or the caller stops early."""
+    batches: queue.Queue[list[Any] | BaseException] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def fetch() -> None:
+        try:
+            cur = db.execute(sql)
+            while not stop.is_set():
+                batch = cur.fetchmany(BATCH)
+                while not stop.is_set():
+                    with contextlib.suppress(queue.Full):
+                        batches.put(batch, timeout=0.1)
+                        break
+                if not batch:
+                    return
+        except BaseException as exc:  # handed to the caller, raised there
+            batches.put(exc)
+        finally:
+            db.close()
+
+    thread = threading.Thread(target=fetch, name="report-rows", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = batches.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 class ReportRows(Database):
     def report_rows(self, order: str = "file", limit: int | None = None) -> Iterator[ReportRow]:
         """Every job's rows in file order, or the first `limit` by cost or attempts
-        (`order`: "file", "cost", "attempts"), streamed in batches of `BATCH`."""
+        (`order`: "file", "cost", "attempts"), streamed in batches of `BATCH`.
+
+        SQLite builds the batches on a thread of its own, with its own read-only
+        connection, while the caller writes the previous ones: sqlite3 lets go
+        of the GIL while a statement runs, so the query and the writing share
+        two cores instead of taking turns (it sees what is committed)."""
         sql = f"""SELECT {_REPORT}, {_DATA}, status, error_kind, j_tags, retried, image,
             image IS NOT NULL AND preview IS NOT image, j_images
             FROM ({_INNER}) ORDER BY {_ORDER[order]}"""
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        cur = self.db.execute(sql)
-        while batch := cur.fetchmany(BATCH):
+        db = self._connect(f"file:{self.path}?mode=ro", uri=True)
+        for batch in _prefetched(db, sql):
             for row in batch:
                 yield ReportRow._make(row)
 
