@@ -146,6 +146,8 @@ class RunConfig:
     limit: int | None = None
     retry_failed: bool = False
     retry_blocked: bool = False
+    #: "rejected": make the images a reviewer rejected again (`batchgen review`).
+    redo: str | None = None
     dry_run: bool = False
     budget: float | None = None
     prices_file: Path | None = None

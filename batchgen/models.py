@@ -138,6 +138,9 @@ class Job:
     #: The model's output size (``imageConfig.imageSize``: "512", "1K", "2K", "4K");
     #: None: the model's default.
     image_size: str | None = None
+    #: On `run --redo rejected`, this text with the reviewer's note in place of
+    #: ``{note}`` is added to the prompt (docs/review.md); None: the prompt as is.
+    redo_note: str | None = None
     #: Where the job came from, for error messages and `failed.jsonl`.
     source: str = ""
     line: int = 0

@@ -30,6 +30,8 @@ RUN_FLAG_NAMES = {
     "--max-outage", "--report-every", "--unreachable-after",
     # Issue 15 added the run mode.
     "--mode",
+    # Issue 17 added the redo of rejected images.
+    "--redo",
 }  # fmt: skip
 SIM_FLAG_NAMES = {
     "--host", "--port", "--api-key", "--model", "--latency", "--rpm", "--rpd", "--quota-window",
@@ -92,6 +94,7 @@ RUN_VALUES: dict[str, tuple[str | None, Any]] = {
     "report_every": ("60", 60.0),
     "unreachable_after": ("2", 2.0),
     "mode": ("flex", "flex"),
+    "redo": ("rejected", "rejected"),
 }
 SIM_VALUES: dict[str, tuple[str | None, Any]] = {
     "host": ("127.0.0.2", "127.0.0.2"),

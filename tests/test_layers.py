@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "store": 3,
     "recipes": 4,
     "report": 4,
+    "review": 4,
     "engine": 5,
     "api": 6,
     "cli": 6,

@@ -82,6 +82,13 @@ RUN_FLAGS: tuple[Flag, ...] = (
     Flag("--retry-failed", "retry_failed", "run failed jobs again", action="store_true"),
     Flag("--retry-blocked", "retry_blocked", "run blocked jobs again", action="store_true"),
     Flag(
+        "--redo",
+        "redo",
+        "make the images rejected in `batchgen review` again, keeping the old ones as "
+        "<name>.vN.<ext> (docs/review.md)",
+        choices=("rejected",),
+    ),
+    Flag(
         "--dry-run",
         "dry_run",
         "validate, count and estimate cost; send nothing",
@@ -279,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     from batchgen.cli.check import register as register_check
 
     register_check(sub)
+    from batchgen.cli.review import register as register_review
+
+    register_review(sub)
     return parser
 
 

@@ -14,8 +14,8 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from batchgen.jobs.inputs import JobSource
@@ -33,13 +33,15 @@ class Plan:
     changed: int = 0
     done: int = 0
     retry: int = 0
+    #: Done (or ended) jobs a reviewer rejected, made again (`--redo rejected`).
+    redo: int = 0
     pending: int = 0
     final_kept: dict[str, int] = field(default_factory=dict)
     expected_cost: float = 0.0
 
     @property
     def to_run(self) -> int:
-        return self.new + self.changed + self.retry + self.pending
+        return self.new + self.changed + self.retry + self.redo + self.pending
 
 
 def fingerprint(job: Job, model: str, image_digests: Iterable[str]) -> str:
@@ -153,9 +155,11 @@ def plan(
     retry_blocked: bool = False,
     write: bool = True,
     expected_cost: Callable[[Job], float] | None = None,
+    redo: Mapping[str, str] | None = None,
 ) -> Plan:
     """Decide each job's fate and (unless `write` is False, for a dry run) record
-    it in the store. Jobs already done with the same fingerprint are not touched.
+    it in the store. Jobs already done with the same fingerprint are not touched,
+    unless `redo` has them (rejected by a reviewer: id -> the reviewer's note).
     No store (a dry run in a folder that has none yet): every job is new."""
     result = Plan()
     if store is None:
@@ -172,6 +176,7 @@ def plan(
         retry=(retry_failed, retry_blocked),
         write=write,
         expected_cost=expected_cost,
+        redo=redo or {},
     )
     with store.transaction() if write else contextlib.nullcontext():
         for job in jobs:
@@ -205,8 +210,10 @@ class _Planning:
         retry: tuple[bool, bool],
         write: bool,
         expected_cost: Callable[[Job], float] | None,
+        redo: Mapping[str, str],
     ) -> None:
         self.store = store
+        self.redo = redo
         self.result = result
         self.default_model = default_model
         self.retry_failed, self.retry_blocked = retry
@@ -220,9 +227,29 @@ class _Planning:
     def add(self, job: Job) -> None:
         self.result.total += 1
         fp = job_fingerprint(job, job.model or self.default_model, self.store.out, self.store)
-        reset = self._decide(job, fp, self.store.lookup(job.id))
+        known = self.store.lookup(job.id)
+        if job.id in self.redo and known is not None and fp == known.fingerprint:
+            self._redo(job, fp, known)
+            return
+        reset = self._decide(job, fp, known)
         if reset is not None:
             self._run(job, fp, reset=reset)
+
+    def _redo(self, job: Job, fp: str, known: Known) -> None:
+        """A rejected image made again: the job starts afresh with the reviewer's
+        note in its prompt (`redo_note`); its files are to move to history. A
+        redo a stopped run left pending runs on, with its note."""
+        note = self.redo[job.id]
+        if job.redo_note and note.strip():
+            job = replace(job, prompt=f"{job.prompt}\n\n{job.redo_note.replace('{note}', note)}")
+        if known.status is Status.PENDING:
+            self.result.pending += 1
+            self._run(job, fp, reset=False)
+            return
+        self.result.redo += 1
+        self._run(job, fp, reset=True)
+        if self.write:
+            self.store.plan_redo(job.id, known.files)
 
     def _decide(self, job: Job, fp: str | None, known: Known | None) -> bool | None:
         """Whether the job runs afresh (True), runs on as it was (False, pending),

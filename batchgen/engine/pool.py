@@ -63,6 +63,7 @@ class Pool:
         sharded: bool,
         on_change: Callable[[Counters], None] | None = None,
         shared_cache: SharedCache | None = None,
+        fresh: frozenset[str] = frozenset(),
     ) -> None:
         self.config = config
         self.pacer = pacer
@@ -84,6 +85,8 @@ class Pool:
         self._writer = Writer(store.out, sharded=sharded, thumbnails=config.thumbnails)
         self._chains = Chains(store.lookup, store.out)
         self._answers = AnswerCache(store, shared_cache)
+        #: Jobs sent even when an earlier identical answer exists (a rejected image's redo).
+        self._fresh = fresh
         self._coalescer = Coalescer()
         self._limits = Limits.of(config)
         self._rng = random.Random(config.seed)
@@ -238,7 +241,7 @@ class Pool:
                 self._ledger.fingerprint(item.job.id, request.fingerprint)
             item.body, item.cache_key = request.body, request.cache_key
             item.expected = self._expected(item)
-        if not item.claimed and await self._from_cache(item):
+        if not item.claimed and item.job.id not in self._fresh and await self._from_cache(item):
             return True
         send = self._request if item.model in self._answering else self._first_request
         outcome = await send(item, item.body)

@@ -32,6 +32,7 @@ from batchgen.engine.planner import SETTLED_INPUTS, Plan, plan, settled, sources
 from batchgen.engine.pool import Pool
 from batchgen.engine.pricing import PriceTable, TierCosts
 from batchgen.engine.progress import Progress
+from batchgen.engine.redo import move_history, redo_map
 from batchgen.engine.sender import http_sender
 from batchgen.engine.signals import TwoStage, sigterm_as_interrupt
 from batchgen.engine.watch import Watch
@@ -145,6 +146,7 @@ def dry_run(sources: Iterable[JobSource], config: RunConfig, prices: PriceTable)
             retry_blocked=config.retry_blocked,
             write=False,
             expected_cost=expected,
+            redo=redo_map(store, config) if store is not None else None,
         )
     return RunResult(EXIT_OK, result, unpriced=unpriced, tiers=tiers)
 
@@ -186,7 +188,7 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
     if not config.dry_run and config.api_key is None and not sim:
         raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or use --sim")
     digest = ""
-    if not config.dry_run and not (config.retry_failed or config.retry_blocked):
+    if not config.dry_run and not (config.retry_failed or config.retry_blocked or config.redo):
         # The run's defaults shape every request: part of what "the same inputs" means.
         defaults = config.model + (f"@{config.image_size}" if config.image_size else "")
         digest = sources_digest(sources, defaults)
@@ -197,16 +199,18 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
         return dry_run(sources, config, prices)
     with _no_trace_of_bad_input(config.out), Store(config.out) as store:
         result = RunResult(EXIT_OK, Plan())
-        result.plan, sharded = _plan_run(store, sources, config, prices)
+        result.plan, sharded, redo = _plan_run(store, sources, config, prices)
         clean_temporaries(config.out)
+        move_history(store)
         try:
             async with _endpoint(config, sim) as cfg:
-                await _schedule(store, cfg, prices, result, sharded=sharded)
+                await _schedule(store, cfg, prices, result, sharded=sharded, redo=redo)
         finally:
             result.exit_code = _exit_code(result)
             try:
                 with store.transaction():
                     store.end_run(result.exit_code)
+                    store.drop_stale_reviews()
                 if result.stop is not None and result.stop.kind is StopKind.BUDGET:
                     result.left = _left_to_run(store, config, prices)
                 # A stopped run exits within seconds; the next report makes missing previews.
@@ -227,21 +231,24 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
 
 def _plan_run(
     store: Store, sources: Iterable[JobSource], config: RunConfig, prices: PriceTable
-) -> tuple[Plan, bool]:
+) -> tuple[Plan, bool, frozenset[str]]:
     """Read, check and plan every job in one pass and one unit of work: the run's
     record, its jobs and its meta commit together once the last row is read,
     or a bad row anywhere (`InputError` as the pass ends) rolls all of it back,
     as does a `--budget` over a model without a price.
-    Returns the plan and whether images are sharded into sub-folders."""
+    Returns the plan, whether images are sharded into sub-folders, and the
+    jobs made again for a reviewer (`--redo rejected`: no earlier answer for them)."""
     rules = model_rules(config, prices)
     with store.transaction():
         store.start_run()
+        redo = redo_map(store, config)
         planned = plan(
             read_jobs(sources, config, rules),
             store,
             default_model=config.model,
             retry_failed=config.retry_failed,
             retry_blocked=config.retry_blocked,
+            redo=redo,
         )
         unpriced = prices.unpriced(rules.used) if config.budget is not None else []
         if unpriced:
@@ -255,7 +262,7 @@ def _plan_run(
             store.set_meta("sharded", sharded)
         if planned.to_run:
             store.set_meta(REPORT_CURRENT, "0")
-    return planned, sharded == "1"
+    return planned, sharded == "1", frozenset(redo)
 
 
 @contextlib.contextmanager
@@ -333,7 +340,13 @@ def _reports_current(store: Store, result: RunResult) -> bool:
 
 
 async def _schedule(
-    store: Store, config: RunConfig, prices: PriceTable, result: RunResult, *, sharded: bool
+    store: Store,
+    config: RunConfig,
+    prices: PriceTable,
+    result: RunResult,
+    *,
+    sharded: bool,
+    redo: frozenset[str] = frozenset(),
 ) -> None:
     to_run = result.plan.to_run if config.limit is None else min(config.limit, result.plan.to_run)
     progress = Progress(to_run, enabled=config.progress)
@@ -350,6 +363,7 @@ async def _schedule(
             sharded=sharded,
             on_change=progress.update,
             shared_cache=shared,
+            fresh=redo,
         )
         progress.note = pool.outage.note
         watch = Watch(config.out, progress, lambda: pool.counters, report_every=config.report_every)

@@ -40,6 +40,8 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         d["sizes"] = list(job.sizes)
     if job.image_size:
         d["image_size"] = job.image_size
+    if job.redo_note:
+        d["redo_note"] = job.redo_note
     return d
 
 
@@ -67,6 +69,7 @@ def job_from_json(text: str, source: str = "", line: int = 0) -> Job:
         variant=d.get("variant"),
         sizes=tuple(d.get("sizes", ())),
         image_size=d.get("image_size"),
+        redo_note=d.get("redo_note"),
         source=d.get("source", source),
         line=int(d.get("line", line)),
     )

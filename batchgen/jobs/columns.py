@@ -54,6 +54,7 @@ KNOWN_FIELDS = (
     "variant",
     "sizes",
     "image_size",
+    "redo_note",
 )
 
 #: Names people reach for, offered as the suggestion in the error. Not

@@ -246,6 +246,13 @@ def _image_size(value: object, row: RawRow) -> str | None:
     return size or None
 
 
+def _redo_note(value: object, row: RawRow) -> str | None:
+    text = (_text(value, row) or "").strip()
+    if text and "{note}" not in text:
+        raise _Bad("must say where the reviewer's note goes, as {note}")
+    return text or None
+
+
 def _variant(value: object, row: RawRow) -> int | None:
     n = _int(value, row)
     if n is not None and n < 1:
@@ -279,6 +286,7 @@ _OPTIONAL: tuple[tuple[str, Callable[[object, RawRow], object]], ...] = (
     ("variant", _variant),
     ("sizes", _sizes),
     ("image_size", _image_size),
+    ("redo_note", _redo_note),
 )
 
 

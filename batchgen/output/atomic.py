@@ -50,7 +50,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["TEMP_PREFIX", "fsync_dir", "temp_path", "write_bytes", "write_text"]
+__all__ = ["TEMP_PREFIX", "fsync_dir", "move", "temp_path", "write_bytes", "write_text"]
 
 TEMP_PREFIX = ".part-"
 
@@ -131,6 +131,12 @@ def _discard(tmp: Path) -> None:
     """Remove a temporary whose write failed (it may never have been created)."""
     with contextlib.suppress(OSError):
         os.unlink(tmp)
+
+
+def move(source: Path, target: Path) -> None:
+    """Rename a whole file within the folder (a redo's image to its history
+    name): atomic like step 4, so a crash leaves it under one name or the other."""
+    os.replace(source, target)
 
 
 def fsync_dir(folder: Path) -> None:

@@ -139,6 +139,24 @@ def _m008_modes(db: sqlite3.Connection) -> None:
     )
 
 
+def _m010_reviews(db: sqlite3.Connection) -> None:
+    # A person's decision on a job's image (`batchgen review`), one row per job,
+    # with the fingerprint and end time of the image it judged: an image made
+    # since (a changed job, a redo) is unreviewed again. And the files of jobs
+    # planned for a redo that are still to be moved to their history names
+    # (`<name>.vN.<ext>`) before anything is sent: a run killed half-way moves
+    # the rest next time, and never one twice.
+    _script(
+        db,
+        """
+        CREATE TABLE reviews (
+            job_id TEXT PRIMARY KEY, decision TEXT NOT NULL, note TEXT NOT NULL DEFAULT '',
+            at REAL NOT NULL, fingerprint TEXT NOT NULL, finished_at REAL);
+        CREATE TABLE redo_moves (job_id TEXT PRIMARY KEY, files TEXT NOT NULL)
+        """,
+    )
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 #: Append-only: a folder written by this list is upgraded by running its tail.
@@ -151,6 +169,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _m006_retried,
     _m007_models_pixels,
     _m008_modes,
+    _m010_reviews,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -197,11 +216,14 @@ class Database:
     #: The schema this class knows; a test may open with a longer list.
     migrations: Sequence[Migration] = MIGRATIONS
 
-    def __init__(self, out: Path, *, readonly: bool = False) -> None:
+    def __init__(self, out: Path, *, readonly: bool = False, lock: bool = True) -> None:
         self.out = out
         self.dir = out / STATE_DIR
         self.path = self.dir / DB_NAME
         self.readonly = readonly
+        #: False: writable without the folder's lock, for a reviewer beside a run
+        #: (it writes only its own short transactions; see `reviews.py`).
+        self.locked = lock
         self._lock_fd: int | None = None
         self.db: sqlite3.Connection
 
@@ -233,8 +255,11 @@ class Database:
         self._check_identity(fresh=False)
 
     def _open_writable(self) -> None:
+        if not self.locked and not self.path.exists():
+            raise StateError(f"{self.out}: no batchgen state here (nothing has run yet)")
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._take_lock()
+        if self.locked:
+            self._take_lock()
         fresh = not self.path.exists() or self.path.stat().st_size == 0
         self.db = self._connect(str(self.path))
         # Identity first: switching to WAL rewrites the header of a foreign or
@@ -305,12 +330,16 @@ class Database:
 
     def _migrate(self) -> None:
         """Every pending migration in one transaction: a run stopped while opening
-        leaves the old schema or the new one, never a mix that readers trip on."""
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        leaves the old schema or the new one, never a mix that readers trip on.
+        The version is read again inside it: a reviewer opens without the lock,
+        so a run may have migrated while this one waited to write."""
         target = len(self.migrations)
-        if version >= target:
+        if self.db.execute("PRAGMA user_version").fetchone()[0] >= target:
             return
         with self.transaction():
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version >= target:
+                return
             for migration in self.migrations[version:]:
                 migration(self.db)
             self.db.execute(f"PRAGMA application_id={APPLICATION_ID}")
