@@ -127,6 +127,9 @@ def _add(store: Store, i: int, refs: list[str]) -> None:
 class Child:
     rc: int
     wall: float
+    #: CPU seconds (user + system): on a shared machine, what the wall time would
+    #: be with a core to itself, give or take the disk.
+    cpu: float
     maxrss_mb: float
     stderr: str
 
@@ -142,7 +145,8 @@ def report(out: Path, *extra: str) -> Child:
     err = proc.stderr.read().decode(errors="replace")
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
-    return Child(os.waitstatus_to_exitcode(status), wall, usage.ru_maxrss / 1024, err)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Child(os.waitstatus_to_exitcode(status), wall, cpu, usage.ru_maxrss / 1024, err)
 
 
 def browse(out: Path) -> dict[str, float]:
@@ -224,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(child.stderr, file=sys.stderr)
             return 1
         rows.append(("report: seconds", f"{child.wall:.1f}", "60", f"{child.wall / 60:.2f}"))
+        rows.append(("report: CPU seconds", f"{child.cpu:.1f}", "60", f"{child.cpu / 60:.2f}"))
         rss = child.maxrss_mb
         rows.append(("report: peak RSS MB", f"{rss:.0f}", "300", f"{rss / 300:.2f}"))
         if not args.no_browser:
