@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from batchgen.output.atomic import temp_path
+from batchgen.output.atomic import move, temp_path
 from batchgen.store import Store
 from batchgen.store.rows import JOB_COLUMNS
 
@@ -77,7 +76,7 @@ def write_parquet(store: Store, path: Path | None = None) -> Path:
                 rows = zip(*batch, strict=True)  # the batch's columns
                 columns = [conv(col) for conv, col in zip(converters, rows, strict=True)]
                 writer.write_batch(pa.record_batch(columns, schema=schema))
-        os.replace(tmp, path)
+        move(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
