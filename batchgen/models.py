@@ -225,6 +225,8 @@ class JobRecord:
     prompt: str = ""
     source: str = ""
     line: int = 0
+    #: The job's reference images as given (absolute paths, `@id` for a chained job's).
+    images: list[str] = field(default_factory=list)
     started_at: float | None = None
     finished_at: float | None = None
     #: The model and output size of the last request; thinking tokens.

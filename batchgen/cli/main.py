@@ -236,9 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument(
         "--format",
-        choices=("json", "csv"),
+        choices=("json", "csv", "parquet"),
         default="json",
-        help="format of the --by roll-up on stdout (default: json)",
+        help="json, csv: format of the --by roll-up on stdout (default: json); parquet: also "
+        "write OUT/report.parquet, one row per job (pandas.read_parquet)",
     )
     rep.add_argument(
         "--junit", type=Path, metavar="FILE", help="also write every job as JUnit XML to FILE"
@@ -349,6 +350,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             from batchgen.report.junit import write_junit
 
             write_junit(store, args.junit)
+        if args.format == "parquet":
+            from batchgen.report.parquet import write_parquet
+
+            print(f"wrote {write_parquet(store)}")
     if args.by == "tag":
         if args.format == "csv":
             sys.stdout.write(tag_csv(summary))
