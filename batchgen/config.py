@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from batchgen.catalogue import IMAGE_SIZES, Tier, load_catalogue
 from batchgen.errors import UsageError
@@ -39,6 +39,7 @@ class RunMode(StrEnum):
 
     LIVE = "live"
     FLEX = "flex"
+    BATCH = "batch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +53,18 @@ class ModeSpec:
     timeout: float
 
 
-#: The modes ``--mode`` offers, by name: Batch Mode is one more row (and member).
+#: The modes ``--mode`` offers, by name. Batch Mode sends no ``serviceTier``:
+#: its requests go in an uploaded file (`engine/batchmode.py`), and its timeout
+#: is each call's to the Files and Batches APIs.
 MODES: Mapping[str, ModeSpec] = {
     RunMode.LIVE: ModeSpec(Tier.STANDARD, None, 180.0),
     RunMode.FLEX: ModeSpec(Tier.FLEX, "flex", 20 * 60.0),
+    RunMode.BATCH: ModeSpec(Tier.BATCH, None, 300.0),
 }
+
+#: Jobs per batch (``--batch-size``): the per-model enqueued-token caps (image
+#: models on Tier 1: 1-3 M tokens) hold ~1,000-2,500 images in the queue at once.
+DEFAULT_BATCH_SIZE = 1000
 
 
 class Secret:
@@ -86,6 +94,39 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+#: Query parameters of a URL whose values are secrets (libpq's, and the usual ones).
+_SECRET_PARAMS = ("password", "sslpassword", "secret", "token", "key")
+
+
+def redact_url(url: str, text: str | None = None) -> str:
+    """`url` (or `text`, a message that may quote it) with the URL's password
+    and secret query values replaced by ``***``. A state or bucket URL may carry
+    a password; like `Secret`, it must never reach a message, a log or a
+    report. Both the URL's own spelling and the decoded value are removed:
+    a driver's error may quote either."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***" if text is None else text.replace(url, "***")
+    secrets = [v for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_PARAMS and v]
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        user, _, password = userinfo.partition(":")
+        secrets += [password, unquote(password)]
+        userinfo = f"{user}:***"
+    query = "&".join(
+        f"{k}=***" if k.lower() in _SECRET_PARAMS else f"{k}={v}"
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    safe = urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host}", query=query))
+    if text is None:
+        return safe
+    text = text.replace(url, safe)
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def key_from_env(environ: dict[str, str] | None = None) -> Secret | None:
@@ -170,8 +211,22 @@ class RunConfig:
     #: Make each image's gallery preview as it lands (off the event loop).
     thumbnails: bool = True
     cache_dir: Path | None = None
+    #: Where the folder's state lives: None is `OUT/.batchgen/state.sqlite`; a
+    #: path is a SQLite file there; a ``postgresql://`` URL a shared database.
+    state: str | None = None
     seed: int | None = None
+    #: Batch Mode: seconds between polls of the batches (jittered).
+    poll_interval: float = 60.0
+    #: Batch Mode: submit and collect what has finished, then exit (0 on the run that
+    #: submits, 4 from later runs while batches run).
+    no_wait: bool = False
+    #: Batch Mode: jobs per batch.
+    batch_size: int = DEFAULT_BATCH_SIZE
     extra_headers: dict[str, str] = field(default_factory=dict)
+    #: A JUnit XML file of every job, written at the end of the run (`report/junit.py`).
+    junit: Path | None = None
+    #: Exit 0 when at least this share of the ended jobs is done (0..1); None: every job.
+    fail_under: float | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -184,6 +239,8 @@ class RunConfig:
             raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         # A caller of `batchgen.run` may pass the plain string.
         object.__setattr__(self, "mode", RunMode(self.mode))
+        if self.state is not None:  # a path from Python, or the CLI's string
+            object.__setattr__(self, "state", os.fspath(self.state))
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError("--timeout must be positive")
         if self.limit is not None and self.limit < 0:
@@ -192,6 +249,12 @@ class RunConfig:
             raise UsageError("--budget must not be negative")
         if self.max_outage < 0 or self.unreachable_after < 0 or self.report_every < 0:
             raise UsageError("--max-outage and --report-every must not be negative")
+        if self.fail_under is not None and not 0 <= self.fail_under <= 1:
+            raise UsageError(
+                f"--fail-under is a share from 0 to 1 (0.95 for 95 %), not {self.fail_under}"
+            )
+        if self.poll_interval <= 0 or self.batch_size < 1:
+            raise UsageError("--poll-interval must be positive and --batch-size at least 1")
         if self.image_size is not None and self.image_size not in IMAGE_SIZES:
             raise UsageError(
                 f"--image-size must be one of {', '.join(IMAGE_SIZES)}, not {self.image_size!r}"

@@ -30,8 +30,13 @@ RUN_FLAG_NAMES = {
     "--max-outage", "--report-every", "--unreachable-after",
     # Issue 15 added the run mode.
     "--mode",
-    # Issue 17 added the redo of rejected images.
+    # Issue 17 added the redo of rejected images and the CI results.
     "--redo",
+    "--junit", "--fail-under",
+    # Issue 15's Batch Mode.
+    "--poll-interval", "--no-wait", "--batch-size",
+    # Issue 16 added where the state is (a SQLite file, a PostgreSQL URL).
+    "--state",
 }  # fmt: skip
 SIM_FLAG_NAMES = {
     "--host", "--port", "--api-key", "--model", "--latency", "--rpm", "--rpd", "--quota-window",
@@ -97,6 +102,12 @@ RUN_VALUES: dict[str, tuple[str | None, Any]] = {
     "unreachable_after": ("2", 2.0),
     "mode": ("flex", "flex"),
     "redo": ("rejected", "rejected"),
+    "junit": ("results.xml", Path("results.xml")),
+    "fail_under": ("0.9", 0.9),
+    "poll_interval": ("2.5", 2.5),
+    "no_wait": (None, True),
+    "batch_size": ("250", 250),
+    "state": ("state.sqlite", "state.sqlite"),
 }
 SIM_VALUES: dict[str, tuple[str | None, Any]] = {
     "host": ("127.0.0.2", "127.0.0.2"),
