@@ -38,6 +38,10 @@ class WorkItem:
     last_cost: float = 0.0
     #: The pixel size ("WxH") the catalogue says the answer should have, if known.
     expected: str | None = None
+    #: Its answer holds a request slot until it is on record (see the pool).
+    holds_slot: bool = False
+    #: Its (large, spooled) answer holds a place among those decoded at once.
+    gated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from batchgen.models import GeneratedImage, Job
 from batchgen.output import client
@@ -21,6 +23,8 @@ from batchgen.output.handoff import Handoff
 from batchgen.output.mime import extension_for
 from batchgen.output.sink import write_images, write_sizes
 from batchgen.output.thumbs import is_own_preview, preview
+
+T = TypeVar("T")
 
 #: Image output (check, write, sizes, previews) runs on its own threads, one per
 #: core: more only fight over the GIL. They take answers in batches (`Handoff`).
@@ -71,6 +75,16 @@ class Writer:
         self._loop_busy = 0.0
         self._load_mark = (0.0, 0.0)
         self._load_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def at_once(self) -> int:
+        """Large answers to decode and write at once: one per thread and one more
+        being parsed, so that memory follows these few, not the answers in flight."""
+        return self._threads.size + 1
+
+    def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run a blocking call (parsing a spooled answer) on the writer threads."""
+        return self._threads.submit(fn, *args)
 
     def start(self) -> None:
         """Begin sampling the loop's load (call on the loop that will `save`)."""
