@@ -1,4 +1,4 @@
-"""writer: an answer's images in, files on disk and what was written (`Written`) out.
+"""writer: an answer's images in, files in OUT and what was written (`Written`) out.
 
 Each answer is checked (every image must parse: a right signature before
 garbage, or a cut-off body, is never a finished image), written atomically by
@@ -20,6 +20,7 @@ from batchgen.output import client
 from batchgen.output.handoff import Handoff
 from batchgen.output.mime import extension_for
 from batchgen.output.sink import write_images, write_sizes
+from batchgen.output.storage import Output, as_output
 from batchgen.output.thumbs import is_own_preview, preview
 
 #: Image output (check, write, sizes, previews) runs on its own threads, one per
@@ -60,9 +61,10 @@ class Writer:
     """Writes answers under one output folder, on the loop or on its threads."""
 
     def __init__(
-        self, out: Path, *, sharded: bool, thumbnails: bool, threads: int | None = None
+        self, out: Path | Output, *, sharded: bool, thumbnails: bool, threads: int | None = None
     ) -> None:
-        self.out = out
+        #: A folder or an object store (`storage`): the same calls write to either.
+        self.out = as_output(out)
         self.sharded = sharded
         self.thumbnails = thumbnails
         count = WRITER_THREADS if threads is None else threads
@@ -130,7 +132,7 @@ class Writer:
         files = write_images(out, job.id, images, sharded=self.sharded)
         sized = write_sizes(out, job.id, images[0].data, job.sizes) if job.sizes else []
         nbytes = len(images[0].data)
-        shown = preview(out, files[0], first, nbytes) if self.thumbnails else None
+        shown = preview(out, files[0], first, nbytes, images[0].data) if self.thumbnails else None
         return Written(files, sized, shown, first)
 
 
