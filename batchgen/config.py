@@ -39,6 +39,7 @@ class RunMode(StrEnum):
 
     LIVE = "live"
     FLEX = "flex"
+    BATCH = "batch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +53,18 @@ class ModeSpec:
     timeout: float
 
 
-#: The modes ``--mode`` offers, by name: Batch Mode is one more row (and member).
+#: The modes ``--mode`` offers, by name. Batch Mode sends no ``serviceTier``:
+#: its requests go in an uploaded file (`engine/batchmode.py`), and its timeout
+#: is each call's to the Files and Batches APIs.
 MODES: Mapping[str, ModeSpec] = {
     RunMode.LIVE: ModeSpec(Tier.STANDARD, None, 180.0),
     RunMode.FLEX: ModeSpec(Tier.FLEX, "flex", 20 * 60.0),
+    RunMode.BATCH: ModeSpec(Tier.BATCH, None, 300.0),
 }
+
+#: Jobs per batch (``--batch-size``): the per-model enqueued-token caps (image
+#: models on Tier 1: 1-3 M tokens) hold ~1,000-2,500 images in the queue at once.
+DEFAULT_BATCH_SIZE = 1000
 
 
 class Secret:
@@ -171,6 +179,13 @@ class RunConfig:
     thumbnails: bool = True
     cache_dir: Path | None = None
     seed: int | None = None
+    #: Batch Mode: seconds between polls of the batches (jittered).
+    poll_interval: float = 60.0
+    #: Batch Mode: submit and collect what has finished, then exit (0 on the run that
+    #: submits, 4 from later runs while batches run).
+    no_wait: bool = False
+    #: Batch Mode: jobs per batch.
+    batch_size: int = DEFAULT_BATCH_SIZE
     extra_headers: dict[str, str] = field(default_factory=dict)
     #: A JUnit XML file of every job, written at the end of the run (`report/junit.py`).
     junit: Path | None = None
@@ -200,6 +215,8 @@ class RunConfig:
             raise UsageError(
                 f"--fail-under is a share from 0 to 1 (0.95 for 95 %), not {self.fail_under}"
             )
+        if self.poll_interval <= 0 or self.batch_size < 1:
+            raise UsageError("--poll-interval must be positive and --batch-size at least 1")
         if self.image_size is not None and self.image_size not in IMAGE_SIZES:
             raise UsageError(
                 f"--image-size must be one of {', '.join(IMAGE_SIZES)}, not {self.image_size!r}"

@@ -33,6 +33,8 @@ RUN_FLAG_NAMES = {
     # Issue 17 added the redo of rejected images and the CI results.
     "--redo",
     "--junit", "--fail-under",
+    # Issue 15's Batch Mode.
+    "--poll-interval", "--no-wait", "--batch-size",
 }  # fmt: skip
 SIM_FLAG_NAMES = {
     "--host", "--port", "--api-key", "--model", "--latency", "--rpm", "--rpd", "--quota-window",
@@ -98,6 +100,9 @@ RUN_VALUES: dict[str, tuple[str | None, Any]] = {
     "redo": ("rejected", "rejected"),
     "junit": ("results.xml", Path("results.xml")),
     "fail_under": ("0.9", 0.9),
+    "poll_interval": ("2.5", 2.5),
+    "no_wait": (None, True),
+    "batch_size": ("250", 250),
 }
 SIM_VALUES: dict[str, tuple[str | None, Any]] = {
     "host": ("127.0.0.2", "127.0.0.2"),

@@ -50,7 +50,8 @@ RUN_FLAGS: tuple[Flag, ...] = (
         "--mode",
         "mode",
         "live: answers in seconds at the standard price; flex: half price, minutes of "
-        "latency (models with flex in batchgen models)",
+        "latency (models with flex in batchgen models); batch: half price through "
+        "Batch Mode, results within 24 h (docs/batch-mode.md)",
         choices=tuple(MODES),
     ),
     Flag(
@@ -123,6 +124,28 @@ RUN_FLAGS: tuple[Flag, ...] = (
         "refresh report.json and the gallery every SECONDS during the run (0: at the end only)",
         type=float,
         metavar="SECONDS",
+    ),
+    Flag(
+        "--poll-interval",
+        "poll_interval",
+        "batch: seconds between polls of the batches (jittered; a failed poll backs off)",
+        type=float,
+        metavar="SECONDS",
+    ),
+    Flag(
+        "--no-wait",
+        "no_wait",
+        "batch: submit, collect what has finished, and exit (0 on the run that submits; "
+        "later runs of the same command exit 4 while batches are pending or running)",
+        action="store_true",
+    ),
+    Flag(
+        "--batch-size",
+        "batch_size",
+        "batch: jobs per batch (the per-model enqueued-token caps hold ~1,000-2,500 "
+        "images in the queue at once)",
+        type=int,
+        metavar="N",
     ),
     # Advanced (tests): how long an endpoint that never answered is tried.
     Flag("--unreachable-after", "unreachable_after", "", type=float, hidden=True),
@@ -213,9 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument(
         "--format",
-        choices=("json", "csv"),
+        choices=("json", "csv", "parquet"),
         default="json",
-        help="format of the --by roll-up on stdout (default: json)",
+        help="json, csv: format of the --by roll-up on stdout (default: json); parquet: also "
+        "write OUT/report.parquet, one row per job (pandas.read_parquet)",
     )
     rep.add_argument(
         "--junit", type=Path, metavar="FILE", help="also write every job as JUnit XML to FILE"
@@ -244,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     from batchgen.cli.export import register as register_export
 
     register_export(sub)
+    from batchgen.cli.batches import register as register_batches
+
+    register_batches(sub)
     return parser
 
 
@@ -323,6 +350,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             from batchgen.report.junit import write_junit
 
             write_junit(store, args.junit)
+        if args.format == "parquet":
+            from batchgen.report.parquet import write_parquet
+
+            print(f"wrote {write_parquet(store)}")
     if args.by == "tag":
         if args.format == "csv":
             sys.stdout.write(tag_csv(summary))

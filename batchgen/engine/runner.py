@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from batchgen.catalogue import load_catalogue
-from batchgen.config import RunConfig
+from batchgen.config import RunConfig, RunMode
 from batchgen.engine.budget import Budget
 from batchgen.engine.cache import SharedCache
 from batchgen.engine.limiter import Pacer
@@ -82,6 +82,8 @@ class RunResult:
     unpriced: dict[str, int] = field(default_factory=dict)
     #: Dry run: the estimate at every tier (live, flex, Batch Mode).
     tiers: TierCosts | None = None
+    #: Batch Mode: what was submitted, expired, resubmitted, for people.
+    notes: list[str] = field(default_factory=list)
 
 
 def sources_for(
@@ -159,8 +161,10 @@ async def _endpoint(config: RunConfig, sim: bool) -> AsyncIterator[RunConfig]:
         return
     from batchgen.sim import SimConfig, Simulator
 
+    # Batch Mode on the simulator: a simulated hour passes each real second.
+    scale = 3600.0 if config.mode is RunMode.BATCH else 1.0
     async with Simulator(
-        SimConfig(seed=config.seed or 0, models_file=config.models_file)
+        SimConfig(seed=config.seed or 0, models_file=config.models_file, time_scale=scale)
     ) as server:
         yield replace(config, base_url=server.base_url)
 
@@ -353,6 +357,13 @@ async def _schedule(
     redo: frozenset[str] = frozenset(),
 ) -> None:
     to_run = result.plan.to_run if config.limit is None else min(config.limit, result.plan.to_run)
+    if config.mode is RunMode.BATCH:
+        from batchgen.engine.batchrun import schedule
+
+        result.counters, result.stop, result.notes = await schedule(
+            store, config, prices, to_run=to_run, sharded=sharded
+        )
+        return
     progress = Progress(to_run, enabled=config.progress)
     connector = aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=config.concurrency)
     shared = SharedCache(config.cache_dir) if config.cache_dir is not None else None
@@ -415,7 +426,7 @@ def _exit_code(result: RunResult) -> int:
 def describe(result: RunResult, budget: float | None = None) -> str:
     """The one-paragraph end-of-run message for people. Each figure is named
     once: after a budget stop, the stop's sentence says what was spent."""
-    lines = []
+    lines = list(result.notes)
     stop = result.stop
     if stop is not None:
         lines.append(stop.message)
