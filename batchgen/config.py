@@ -178,6 +178,13 @@ class RunConfig:
     #: Make each image's gallery preview as it lands (off the event loop).
     thumbnails: bool = True
     cache_dir: Path | None = None
+    #: OUT on an object store (``s3://…``, ``gs://…``, any fsspec URL): images,
+    #: previews and reports go there (`output/storage.py`), and `out` is a local
+    #: folder for what stays on this machine. None: OUT is the folder `out`.
+    out_url: str | None = None
+    #: fsspec options for `out_url` (a profile, a region); credentials come from
+    #: the store's own chain, never from here.
+    storage_options: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     #: Batch Mode: seconds between polls of the batches (jittered).
     poll_interval: float = 60.0

@@ -33,10 +33,12 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
+from batchgen.config import RunConfig
 from batchgen.errors import AbortError, UsageError
 from batchgen.models import StopKind
 from batchgen.output.atomic import TEMP_PREFIX, move, write_bytes, write_text
@@ -51,11 +53,13 @@ __all__ = [
     "Output",
     "OutputError",
     "RemoteOutput",
+    "StoredFile",
     "as_output",
     "is_disk_full",
     "is_url",
     "open_output",
     "redact",
+    "run_output",
 ]
 
 #: Tries of one remote call before the run stops, and the backoff between them
@@ -339,6 +343,28 @@ def open_output(
     if is_url(target):
         return RemoteOutput(os.fspath(target), storage_options)
     return LocalOutput(Path(target))
+
+
+def run_output(config: RunConfig) -> Output:
+    """Where a run's files go: `out_url`'s object store, else the folder `out`."""
+    if config.out_url is not None:
+        return RemoteOutput(config.out_url, config.storage_options)
+    return LocalOutput(config.out)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A file of OUT read like a `Path` (`read_bytes`): a chained job's input
+    when OUT is an object store."""
+
+    output: Output
+    rel: str
+
+    def read_bytes(self) -> bytes:
+        return self.output.read_bytes(self.rel)
+
+    def __str__(self) -> str:
+        return f"{self.output.where}/{self.rel}"
 
 
 def as_output(out: Path | Output) -> Output:
