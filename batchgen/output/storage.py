@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import random
@@ -35,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, TextIO, TypeVar
+from typing import Any, BinaryIO, TextIO, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from batchgen.config import RunConfig
@@ -60,6 +61,7 @@ __all__ = [
     "open_output",
     "redact",
     "run_output",
+    "split_out",
 ]
 
 #: Tries of one remote call before the run stops, and the backoff between them
@@ -157,6 +159,10 @@ class Output:
     def read_bytes(self, rel: str) -> bytes:
         raise NotImplementedError
 
+    def open_read(self, rel: str) -> BinaryIO:
+        """A file of OUT to read in chunks (an export's copies)."""
+        raise NotImplementedError
+
     def exists(self, rel: str) -> bool:
         raise NotImplementedError
 
@@ -207,6 +213,9 @@ class LocalOutput(Output):
 
     def read_bytes(self, rel: str) -> bytes:
         return (self.folder / _check_rel(rel)).read_bytes()
+
+    def open_read(self, rel: str) -> BinaryIO:
+        return open(self.folder / _check_rel(rel), "rb")
 
     def exists(self, rel: str) -> bool:
         return (self.folder / rel).is_file()
@@ -304,6 +313,10 @@ class RemoteOutput(Output):
         data: bytes = self._retry("read", rel, lambda: self.fs.cat_file(self.key(rel)))
         return data
 
+    def open_read(self, rel: str) -> BinaryIO:
+        handle: BinaryIO = self._retry("open", rel, lambda: self.fs.open(self.key(rel), "rb"))
+        return handle
+
     def exists(self, rel: str) -> bool:
         return bool(self._retry("look for", rel, lambda: self.fs.isfile(self.key(rel))))
 
@@ -345,6 +358,21 @@ def open_output(
     return LocalOutput(Path(target))
 
 
+def local_dir(url: str) -> Path:
+    """The local folder of a run whose OUT is `url`: what stays on this machine
+    (never the state: a remote OUT needs an explicit ``--state``)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(cache, "batchgen", "out", hashlib.sha256(url.encode()).hexdigest()[:16])
+
+
+def split_out(value: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """An ``--out`` value as (the local folder, the object store's URL or None)."""
+    if is_url(value):
+        url = os.fspath(value)
+        return local_dir(url), url
+    return Path(value), None
+
+
 def run_output(config: RunConfig) -> Output:
     """Where a run's files go: `out_url`'s object store, else the folder `out`."""
     if config.out_url is not None:
@@ -362,6 +390,12 @@ class StoredFile:
 
     def read_bytes(self) -> bytes:
         return self.output.read_bytes(self.rel)
+
+    def open(self, mode: str = "rb") -> BinaryIO:
+        """Read only, like `Path.open("rb")`."""
+        if mode != "rb":
+            raise ValueError(f"a stored file opens for reading only, not {mode!r}")
+        return self.output.open_read(self.rel)
 
     def __str__(self) -> str:
         return f"{self.output.where}/{self.rel}"
