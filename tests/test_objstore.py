@@ -8,6 +8,7 @@ The S3 wire (moto on loopback) is in `test_objstore_s3.py`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -244,3 +245,24 @@ def test_errors_past_the_retries_say_where_without_secrets() -> None:
         out.write_bytes("images/a.png", b"x")
     assert "s3cr3t" not in str(err.value)
     assert "images/a.png" in str(err.value)
+
+
+def test_the_command_line_never_prints_an_urls_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batchgen.cli.main import main
+
+    jobs = write_jobs(tmp_path / "jobs.jsonl", MARKED[:1])
+    url = "s3://AKIDEXAMPLE:pa55w0rd-xyz@bucket/out?token=t0k3n-xyz"
+    for argv in (
+        ["run", str(jobs), "--out", url, "--sim"],
+        ["report", url],
+        ["status", url],
+        ["review", url],
+    ):
+        with contextlib.suppress(SystemExit):
+            assert main(argv) != 0
+        said = capsys.readouterr()
+        assert "pa55w0rd-xyz" not in said.out + said.err
+        assert "t0k3n-xyz" not in said.out + said.err
+        assert said.err, argv
