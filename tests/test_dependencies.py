@@ -32,7 +32,11 @@ def runtime_dependencies() -> set[str]:
 #: only sub-package of batchgen that may import it (nothing loads it by default).
 #: `s3` and `gcs` add fsspec and a store's driver; only `output/storage.py` imports
 #: fsspec (the drivers are fsspec's to load).
-FEATURE_EXTRAS = {"s3": "batchgen/output/storage.py", "gcs": "batchgen/output/storage.py"}
+FEATURE_EXTRAS = {
+    "pg": "batchgen/store/pg/",
+    "s3": "batchgen/output/storage.py",
+    "gcs": "batchgen/output/storage.py",
+}
 
 
 def feature_dependencies() -> dict[str, set[str]]:

@@ -110,8 +110,11 @@ def comparable(report: dict[str, Any]) -> dict[str, Any]:
 async def _run(
     tmp_path: Path, sim: Simulator, name: str, url: str | None, rows: list[dict[str, Any]]
 ) -> Any:
+    """A run into the folder `name`, or into `url` with its state in `name.sqlite`
+    (`--state`) and `name` the local folder the CLI would give it."""
     jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
-    config = make_config(tmp_path / name, sim.base_url, out_url=url, concurrency=4)
+    state = None if url is None else str(tmp_path / f"{name}.sqlite")
+    config = make_config(tmp_path / name, sim.base_url, out_url=url, state=state, concurrency=4)
     return await arun_files([jobs], config)
 
 
@@ -146,8 +149,9 @@ async def test_a_run_to_memory_equals_a_run_to_a_folder(tmp_path: Path) -> None:
     for job in stored["jobs"]:
         if job["status"] == "done":
             assert job["files"][0].split("/")[-1].split(".")[0] in data
-    # nothing of OUT's files went to the local folder: only the state is there
-    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [".batchgen"]
+    # nothing of OUT's files went to a local folder: the state is in its file
+    assert not (tmp_path / "state").exists()
+    assert (tmp_path / "state.sqlite").is_file()
 
 
 async def test_a_no_op_resume_writes_no_object(tmp_path: Path, sim: Simulator) -> None:

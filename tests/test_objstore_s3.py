@@ -149,7 +149,7 @@ def test_report_local_copies_a_gallery_that_opens_from_disk(tmp_path: Path, moto
     asyncio.run(_fresh(tmp_path, "state", url))  # sync test: Playwright's sync API below
     output = open_output(url)
     dest = tmp_path / "local-gallery"
-    with report_store(tmp_path / "state") as store:
+    with report_store(tmp_path / "state", str(tmp_path / "state.sqlite")) as store:
         copied = copy_gallery(store, output, dest)
         files = gallery_files(store, output)
     assert copied == len(files) >= 2

@@ -20,6 +20,7 @@ from batchgen import __version__
 from batchgen.catalogue import IMAGE_SIZES, load_catalogue
 from batchgen.cli.ci import CI_FLAGS, verdict
 from batchgen.cli.inputs import JOBS_EPILOG, JOBS_HELP, KEY_EPILOG, add_input_options, read_options
+from batchgen.cli.state import STATE_HELP, add_state_option
 from batchgen.config import (
     MODES,
     Flag,
@@ -111,6 +112,7 @@ RUN_FLAGS: tuple[Flag, ...] = (
         type=Path,
         metavar="DIR",
     ),
+    Flag("--state", "state", STATE_HELP, metavar="PATH|URL"),
     Flag("--seed", "seed", "seed for retry jitter", type=int),
     Flag(
         "--max-outage",
@@ -259,10 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also copy the gallery (page, data, previews) to DIR, to open from disk "
         "(for an OUT on an object store; the full images stay there)",
     )
+    add_state_option(rep)
     rep.set_defaults(func=cmd_report)
 
     st = sub.add_parser("status", help="print the counts of an output folder")
     st.add_argument("out", help="an output folder or URL (works while a run holds it)")
+    add_state_option(st)
     st.set_defaults(func=cmd_status)
 
     from batchgen.sim.cli import register as register_sim
@@ -386,7 +390,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out, url = _out(args)
     output = open_output(url or out)
     # A folder a run holds is read read-only; each file is replaced atomically.
-    with report_store(out) as store:
+    with report_store(out, args.state) as store:
         summary = write_reports(store, output=output)
         if args.junit is not None:
             from batchgen.report.junit import write_junit
@@ -413,10 +417,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from batchgen.report.summary import status_line, summarize
-    from batchgen.store import Store
+    from batchgen.store.open import open_state
 
     out, _url = _out(args)
-    with Store(out, readonly=True) as store:
+    with open_state(out, args.state, readonly=True) as store:
         print(status_line(summarize(store)))
     return EXIT_OK
 

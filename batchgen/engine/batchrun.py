@@ -45,6 +45,7 @@ async def schedule(
             progress,
             lambda: run.counters,
             report_every=config.report_every,
+            state=config.state,
         )
         watch.start()
         handlers = TwoStage(run, config.grace_seconds)

@@ -37,9 +37,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, TextIO, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
-from batchgen.config import RunConfig
+from batchgen.config import RunConfig, redact_url
 from batchgen.errors import AbortError, UsageError
 from batchgen.models import StopKind
 from batchgen.output.atomic import TEMP_PREFIX, move, write_bytes, write_text
@@ -102,34 +101,9 @@ def is_url(target: str | os.PathLike[str]) -> bool:
     return bool(sep) and scheme.isascii() and scheme.replace("+", "").isalnum() and len(scheme) > 1
 
 
-#: Query parameters whose values are secrets.
-_SECRET_PARAMS = ("password", "secret", "token", "key", "signature", "x-amz-signature")
-
-
 def redact(url: str, text: str | None = None) -> str:
-    """`url` (or `text`, a message that may quote it) with the URL's password and
-    secret query values replaced by ``***``: like `Secret`, never in a message."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "***" if text is None else text.replace(url, "***")
-    secrets = [v for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_PARAMS and v]
-    userinfo, at, host = parts.netloc.rpartition("@")
-    if at and ":" in userinfo:
-        user, _, password = userinfo.partition(":")
-        secrets += [password, unquote(password)]
-        userinfo = f"{user}:***"
-    query = "&".join(
-        f"{k}=***" if k.lower() in _SECRET_PARAMS else f"{k}={v}"
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    )
-    safe = urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host}", query=query))
-    if text is None:
-        return safe
-    text = text.replace(url, safe)
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    """`url` (or `text` quoting it) without the URL's password or secret query values."""
+    return redact_url(url, text)
 
 
 def _check_rel(rel: str) -> str:
