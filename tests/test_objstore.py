@@ -270,3 +270,33 @@ def test_the_command_line_never_prints_an_urls_password(
         assert "pa55w0rd-xyz" not in said.out + said.err
         assert "t0k3n-xyz" not in said.out + said.err
         assert said.err, argv
+
+
+def test_the_command_line_runs_reports_and_copies_a_remote_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --out URL --state FILE`, then `status`, `report --local DIR` and
+    `export` of it: the commands of docs/scale-out.md, in-process (memory://)."""
+    from batchgen.cli.main import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    jobs = write_jobs(tmp_path / "jobs.jsonl", MARKED[:3])
+    url, state = _bucket(), str(tmp_path / "run.sqlite")
+    assert main(["run", str(jobs), "--out", url, "--state", state, "--sim", "--no-progress"]) == 0
+    assert f"report: {url}/report.json" in capsys.readouterr().err
+    assert main(["status", url, "--state", state]) == 0
+    assert capsys.readouterr().out.startswith("3 jobs: 3 done")
+    gallery = tmp_path / "gallery"
+    assert main(["report", url, "--state", state, "--local", str(gallery)]) == 0
+    assert (gallery / "report.html").is_file()
+    assert (gallery / "report-data.js").is_file()
+    export = tmp_path / "export"
+    assert main(["export", url, "--state", state, "--all-done", "--to", str(export)]) == 0
+    assert sorted(p.name for p in (export / "images").iterdir()) == [
+        "ok-1.png",
+        "ok-2.png",
+        "retry.png",
+    ]
+    # on this machine: the state and what was asked for, nothing of OUT
+    local = {p.name for p in tmp_path.iterdir() if not p.name.startswith("run.sqlite")}
+    assert local == {"jobs.jsonl", "gallery", "export"}
