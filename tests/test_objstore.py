@@ -300,3 +300,19 @@ def test_the_command_line_runs_reports_and_copies_a_remote_out(
     # on this machine: the state and what was asked for, nothing of OUT
     local = {p.name for p in tmp_path.iterdir() if not p.name.startswith("run.sqlite")}
     assert local == {"jobs.jsonl", "gallery", "export"}
+
+
+def test_the_python_api_takes_a_url_with_a_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import batchgen
+    from batchgen.errors import UsageError
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    jobs = write_jobs(tmp_path / "jobs.jsonl", MARKED[:2])
+    url = _bucket()
+    with pytest.raises(UsageError, match="give state= too"):
+        batchgen.run(jobs, out=url, sim=True)
+    result = batchgen.run(jobs, out=url, state=str(tmp_path / "s.sqlite"), sim=True)
+    assert result.exit_code == 0
+    assert json.loads(open_output(url).read_bytes("report.json"))["done"] == 2
