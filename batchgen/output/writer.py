@@ -65,6 +65,8 @@ class Writer:
     ) -> None:
         #: A folder or an object store (`storage`): the same calls write to either.
         self.out = as_output(out)
+        #: An object store's PUT is a network round trip: never made on the loop.
+        self._local = self.out.root is not None
         self.sharded = sharded
         self.thumbnails = thumbnails
         count = WRITER_THREADS if threads is None else threads
@@ -106,7 +108,7 @@ class Writer:
         should spend it reading answers promptly (at 0.2 s latency, writing on
         the loop cost 1.5 % of C/L), so everything goes to a writer thread.
         """
-        inline = self._loop_busy > BUSY_LOOP and not job.sizes
+        inline = self._loop_busy > BUSY_LOOP and not job.sizes and self._local
         if not inline or sum(len(image.data) for image in images) > INLINE_BYTES:
             return await self._threads.submit(self._check_and_write, job, images)
         dims = _dims(images)
