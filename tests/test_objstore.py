@@ -280,6 +280,8 @@ def test_the_command_line_runs_reports_and_copies_a_remote_out(
     from batchgen.cli.main import main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # The command tunes its own process's collector; this process is pytest's.
+    monkeypatch.setattr("batchgen.cli.main._tune_gc", lambda: None)
     jobs = write_jobs(tmp_path / "jobs.jsonl", MARKED[:3])
     url, state = _bucket(), str(tmp_path / "run.sqlite")
     assert main(["run", str(jobs), "--out", url, "--state", state, "--sim", "--no-progress"]) == 0
