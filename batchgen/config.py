@@ -214,6 +214,13 @@ class RunConfig:
     #: Where the folder's state lives: None is `OUT/.batchgen/state.sqlite`; a
     #: path is a SQLite file there; a ``postgresql://`` URL a shared database.
     state: str | None = None
+    #: OUT on an object store (``s3://…``, ``gs://…``, any fsspec URL): images,
+    #: previews and reports go there (`output/storage.py`), and `out` is a local
+    #: folder for what stays on this machine. None: OUT is the folder `out`.
+    out_url: str | None = None
+    #: fsspec options for `out_url` (a profile, a region); credentials come from
+    #: the store's own chain, never from here.
+    storage_options: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     #: Batch Mode: seconds between polls of the batches (jittered).
     poll_interval: float = 60.0

@@ -43,6 +43,7 @@ from batchgen.jobs.models_check import gone_message
 from batchgen.models import Counters, Job, Outcome, OutcomeKind, Status, StopReason
 from batchgen.output import client
 from batchgen.output.spool import Spooled
+from batchgen.output.storage import run_output
 from batchgen.output.writer import Writer, Written
 from batchgen.store import Store
 
@@ -84,9 +85,10 @@ class Pool:
             on_change=self._on_change,
             on_error=lambda exc: self.request_stop(stop_for(exc, "the state could not be saved")),
         )
-        self._writer = Writer(store.out, sharded=sharded, thumbnails=config.thumbnails)
-        self._chains = Chains(store.lookup, store.out)
-        self._answers = AnswerCache(store, shared_cache)
+        output = run_output(config)
+        self._writer = Writer(output, sharded=sharded, thumbnails=config.thumbnails)
+        self._chains = Chains(store.lookup, output)
+        self._answers = AnswerCache(store, shared_cache, output)
         #: Jobs sent even when an earlier identical answer exists (a rejected image's redo).
         self._fresh = fresh
         self._coalescer = Coalescer()
