@@ -185,8 +185,7 @@ def _json_report(path: Path, summary: dict[str, Any]) -> Iterator[Callable[[str]
 
         def add(row: str) -> None:
             nonlocal first
-            fh.write("\n    " if first else ",\n    ")
-            fh.write(row)
+            fh.write(("\n    " if first else ",\n    ") + row)  # one call: a million rows
             first = False
 
         yield add

@@ -54,6 +54,8 @@ class ReportRow(NamedTuple):
     needs_thumb: int
     #: The job's reference images as JSON text (absolute paths or `@id`), or None.
     refs: str | None
+    #: What the gallery's search reads: the id, a space, the clipped prompt.
+    search: str
 
 
 def _clip(col: str) -> str:
@@ -220,7 +222,8 @@ class ReportRows(Database):
         of the GIL while a statement runs, so the query and the writing share
         two cores instead of taking turns (it sees what is committed)."""
         sql = f"""SELECT {_REPORT}, {_DATA}, status, error_kind, j_tags, retried, image,
-            image IS NOT NULL AND preview IS NOT image, j_images
+            image IS NOT NULL AND preview IS NOT image, j_images,
+            id || ' ' || coalesce({_clip("j_prompt")}, '')
             FROM ({_INNER}) ORDER BY {_ORDER[order]}"""
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
