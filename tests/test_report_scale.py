@@ -234,21 +234,22 @@ def load_chunk_rows(out: Path, head: dict[str, Any], k: int) -> list[list[Any]]:
     return head["rows"] if k == 0 else load_chunk(out, head, str(k))
 
 
-def test_search_index_keeps_the_rarest_trigrams_when_too_many(
+def test_search_index_stops_recording_new_trigrams_when_full(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import io
 
     from batchgen.report import search_index
 
-    index = search_index.SearchIndex()
-    for k in range(10):
-        index.add_chunk(k, ["common words", f"rare{k}x"])
-    fh = io.StringIO()
     monkeypatch.setattr(search_index, "MAX_GRAMS", 5)
+    index = search_index.SearchIndex()
+    index.add_chunk(0, ["abcdef"])  # four trigrams: all recorded
+    index.add_chunk(1, ["abcxyz", "zzzz"])  # "abc" gets chunk 1, one new fits, one does not
+    fh = io.StringIO()
     index.write(fh, "search")
     doc = json.loads(fh.getvalue().removeprefix('BATCHGEN_CHUNK("search",').rstrip()[:-2])
     assert doc["complete"] is False
     assert len(doc["grams"]) == 5
-    assert all(isinstance(m, list) and len(m) == 1 for m in doc["grams"].values())
+    assert doc["grams"]["abc"] == [0, 1]
+    assert doc["grams"]["def"] == [0]
     assert search_index.chunk_grams(["Ab-CD  e"]) == {"ab-", "b-c", "-cd"}

@@ -16,9 +16,12 @@ prompts repeat words), which keeps the work to about 1 s per million jobs.
 The file is loaded on the first search only, not when the page opens.
 
 Each trigram's chunks are written as a list of chunk numbers when few, else
-as a hexadecimal bitmask (bit k: chunk k). Above `MAX_GRAMS` distinct
-trigrams the rarest are kept and the index says it is incomplete: the page
-then treats an unknown trigram as "anywhere" instead of "nowhere".
+as a hexadecimal bitmask (bit k: chunk k). Memory is bounded: once
+`MAX_GRAMS` distinct trigrams are known (prompts in scripts with many
+characters, at a million jobs), new ones are no longer recorded and the
+index says it is incomplete; the trigrams it holds still name every chunk
+that has them, and the page treats a trigram it does not hold as "anywhere"
+instead of "nowhere".
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ import json
 from collections.abc import Iterable
 from typing import TextIO
 
-#: Distinct trigrams kept (a few MB of index at most, loaded on the first search).
-MAX_GRAMS = 300_000
+#: Distinct trigrams recorded (~30 MB while building, a few MB of file at most).
+MAX_GRAMS = 200_000
 #: A trigram in at most this many chunks is written as their numbers, else as a bitmask.
 LIST_MAX = 8
 
@@ -45,26 +48,29 @@ class SearchIndex:
     def __init__(self) -> None:
         self._masks: dict[str, int] = {}
         self.chunks = 0
+        #: False once a trigram was left out for want of room.
+        self.complete = True
 
     def add_chunk(self, k: int, texts: Iterable[str]) -> None:
         masks, bit = self._masks, 1 << k
         for gram in chunk_grams(texts):
-            masks[gram] = masks.get(gram, 0) | bit
+            mask = masks.get(gram)
+            if mask is not None:
+                masks[gram] = mask | bit
+            elif len(masks) < MAX_GRAMS:
+                masks[gram] = bit
+            else:  # a trigram first seen now may be in earlier chunks' rows too: unknown
+                self.complete = False
         self.chunks = max(self.chunks, k + 1)
 
     def write(self, fh: TextIO, name: str) -> None:
         """`BATCHGEN_CHUNK(name, {"chunks", "complete", "grams"})` into `fh`."""
-        items = list(self._masks.items())
-        complete = len(items) <= MAX_GRAMS
-        if not complete:  # the rarest narrow a search the most
-            items.sort(key=lambda item: item[1].bit_count())
-            del items[MAX_GRAMS:]
         grams: dict[str, list[int] | str] = {}
-        for gram, mask in items:
+        for gram, mask in self._masks.items():
             if mask.bit_count() <= LIST_MAX:
                 grams[gram] = [k for k in range(mask.bit_length()) if mask >> k & 1]
             else:
                 grams[gram] = format(mask, "x")
-        doc = {"chunks": self.chunks, "complete": complete, "grams": grams}
+        doc = {"chunks": self.chunks, "complete": self.complete, "grams": grams}
         text = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
         fh.write(f"BATCHGEN_CHUNK({json.dumps(name)},{text});\n")
