@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from batchgen.catalogue import IMAGE_SIZES, Tier, load_catalogue
 from batchgen.errors import UsageError
@@ -94,6 +94,39 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+#: Query parameters of a URL whose values are secrets (libpq's, and the usual ones).
+_SECRET_PARAMS = ("password", "sslpassword", "secret", "token", "key")
+
+
+def redact_url(url: str, text: str | None = None) -> str:
+    """`url` (or `text`, a message that may quote it) with the URL's password
+    and secret query values replaced by ``***``. A state or bucket URL may carry
+    a password; like `Secret`, it must never reach a message, a log or a
+    report. Both the URL's own spelling and the decoded value are removed:
+    a driver's error may quote either."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***" if text is None else text.replace(url, "***")
+    secrets = [v for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_PARAMS and v]
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        user, _, password = userinfo.partition(":")
+        secrets += [password, unquote(password)]
+        userinfo = f"{user}:***"
+    query = "&".join(
+        f"{k}=***" if k.lower() in _SECRET_PARAMS else f"{k}={v}"
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    safe = urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host}", query=query))
+    if text is None:
+        return safe
+    text = text.replace(url, safe)
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def key_from_env(environ: dict[str, str] | None = None) -> Secret | None:
@@ -178,6 +211,9 @@ class RunConfig:
     #: Make each image's gallery preview as it lands (off the event loop).
     thumbnails: bool = True
     cache_dir: Path | None = None
+    #: Where the folder's state lives: None is `OUT/.batchgen/state.sqlite`; a
+    #: path is a SQLite file there; a ``postgresql://`` URL a shared database.
+    state: str | None = None
     seed: int | None = None
     #: Batch Mode: seconds between polls of the batches (jittered).
     poll_interval: float = 60.0
@@ -203,6 +239,8 @@ class RunConfig:
             raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         # A caller of `batchgen.run` may pass the plain string.
         object.__setattr__(self, "mode", RunMode(self.mode))
+        if self.state is not None:  # a path from Python, or the CLI's string
+            object.__setattr__(self, "state", os.fspath(self.state))
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError("--timeout must be positive")
         if self.limit is not None and self.limit < 0:

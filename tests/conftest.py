@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +38,23 @@ def make_config(out: Path, base_url: str, **options: Any) -> RunConfig:
 async def sim() -> AsyncIterator[Simulator]:
     async with Simulator(SimConfig(small_images=True, api_key=KEY, retry_delay_s=0.05)) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """One real PostgreSQL server for the session (`tests/pgserver.py`)."""
+    from tests.pgserver import PgServer
+
+    server = PgServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: Any) -> str:
+    """The URL of a new, empty database on the session's server."""
+    url: str = pg_server.fresh_db()
+    return url

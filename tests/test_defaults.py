@@ -35,6 +35,8 @@ RUN_FLAG_NAMES = {
     "--junit", "--fail-under",
     # Issue 15's Batch Mode.
     "--poll-interval", "--no-wait", "--batch-size",
+    # Issue 16 added where the state is (a SQLite file, a PostgreSQL URL).
+    "--state",
 }  # fmt: skip
 SIM_FLAG_NAMES = {
     "--host", "--port", "--api-key", "--model", "--latency", "--rpm", "--rpd", "--quota-window",
@@ -103,6 +105,7 @@ RUN_VALUES: dict[str, tuple[str | None, Any]] = {
     "poll_interval": ("2.5", 2.5),
     "no_wait": (None, True),
     "batch_size": ("250", 250),
+    "state": ("state.sqlite", "state.sqlite"),
 }
 SIM_VALUES: dict[str, tuple[str | None, Any]] = {
     "host": ("127.0.0.2", "127.0.0.2"),

@@ -28,6 +28,23 @@ def runtime_dependencies() -> set[str]:
     return {normalise(m.group(0)) for m in names if m}
 
 
+#: Optional features (`pip install 'batchgen[pg]'`): the package they add, and the
+#: only sub-package of batchgen that may import it (nothing loads it by default).
+FEATURE_EXTRAS = {"pg": "batchgen/store/pg/"}
+
+
+def feature_dependencies() -> dict[str, set[str]]:
+    """Each feature extra's distributions."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    found = {}
+    for extra in FEATURE_EXTRAS:
+        names = (re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", spec) for spec in extras[extra])
+        found[extra] = {normalise(m.group(0)) for m in names if m}
+    return found
+
+
 def distribution_of() -> dict[str, set[str]]:
     """Top-level import name -> the installed distributions providing it (`PIL` -> pillow)."""
     return {
@@ -76,7 +93,31 @@ def test_every_third_party_import_is_a_runtime_dependency() -> None:
         for module, where in third_party(imported_modules()).items()
         if not providers.get(module, set()) & declared
     }
+    features = feature_dependencies()
+    for extra, home in FEATURE_EXTRAS.items():
+        undeclared = {
+            module: where
+            for module, where in undeclared.items()
+            if not (providers.get(module, set()) & features[extra] and where.startswith(home))
+        }
     assert undeclared == {}, "imported by batchgen but not in [project] dependencies"
+
+
+def test_a_feature_extra_is_imported_only_by_its_own_package() -> None:
+    """psycopg (extra `pg`) is imported in `batchgen/store/pg/` and nowhere else, so
+    the default path never needs it."""
+    providers = distribution_of()
+    features = feature_dependencies()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = str(path.relative_to(ROOT))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import | ast.ImportFrom) and getattr(node, "level", 0) == 0:
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+                for name in names:
+                    for extra, home in FEATURE_EXTRAS.items():
+                        if providers.get(name.split(".")[0], set()) & features[extra]:
+                            assert where.startswith(home), f"{where} imports {name}"
 
 
 def test_the_check_sees_lazy_imports_and_maps_import_names() -> None:

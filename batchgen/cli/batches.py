@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from batchgen.cli.state import add_state_option
 from batchgen.config import RunConfig, RunMode, check_base_url, key_from_env
 from batchgen.errors import EXIT_OK, UsageError
 
@@ -28,6 +29,7 @@ def register(sub: Any) -> None:
         "counts as last polled, age, jobs. Works while a run holds the folder.",
     )
     ls.add_argument("out", type=Path, help="an output folder (the --out of a run)")
+    add_state_option(ls)
     ls.set_defaults(func=cmd_batches)
     cancel = sub.add_parser(
         "cancel",
@@ -37,6 +39,7 @@ def register(sub: Any) -> None:
         "from GEMINI_API_KEY (or GOOGLE_API_KEY).",
     )
     cancel.add_argument("out", type=Path, help="an output folder (the --out of a run)")
+    add_state_option(cancel)
     cancel.add_argument(
         "--base-url",
         default=None,
@@ -58,9 +61,9 @@ def _age(seconds: float) -> str:
 
 
 def cmd_batches(args: argparse.Namespace) -> int:
-    from batchgen.store import Store
+    from batchgen.store.open import open_state
 
-    with Store(args.out, readonly=True) as store:
+    with open_state(args.out, args.state, readonly=True) as store:
         rows = store.batches()
     if not rows:
         print("no batches in this folder")
@@ -81,7 +84,7 @@ def cmd_batches(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from batchgen.engine.batchrun import cancel_all
-    from batchgen.store import Store
+    from batchgen.store.open import open_state
 
     key = key_from_env()
     if key is None:
@@ -89,7 +92,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     base = args.base_url or os.environ.get("GEMINI_BASE_URL") or RunConfig.base_url
     base = check_base_url(base, allow_insecure=args.allow_insecure_http)
     config = RunConfig(out=args.out, api_key=key, base_url=base, mode=RunMode.BATCH)
-    with Store(args.out) as store:
+    with open_state(args.out, args.state) as store:
         lines = asyncio.run(cancel_all(store, config))
     print("\n".join(lines) if lines else "no open batches in this folder")
     return EXIT_OK

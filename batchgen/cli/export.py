@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from batchgen.cli.state import add_state_option
 from batchgen.errors import EXIT_OK, UsageError
 
 
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "whole or not at all. A chosen job without a size asked for is an error naming it.",
     )
     exp.add_argument("out", type=Path, help="an output folder (the --out of a run)")
+    add_state_option(exp)
     which = exp.add_mutually_exclusive_group(required=True)
     which.add_argument(
         "--approved", action="store_true", help="the images approved in batchgen review"
@@ -55,7 +57,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if inside and to.suffix.lower() != ".zip":
         # A folder export inside OUT would mix with the run's own files.
         raise UsageError(f"--to {to} is inside the output folder; export elsewhere")
-    with report_store(out) as store:
+    with report_store(out, args.state) as store:
         done = export(store, to, approved=args.approved, sizes=sizes)
     removed = f"; removed {done.removed} no longer chosen" if done.removed else ""
     if args.approved and not done.jobs:

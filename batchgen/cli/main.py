@@ -20,6 +20,7 @@ from batchgen import __version__
 from batchgen.catalogue import IMAGE_SIZES, load_catalogue
 from batchgen.cli.ci import CI_FLAGS, verdict
 from batchgen.cli.inputs import JOBS_EPILOG, JOBS_HELP, KEY_EPILOG, add_input_options, read_options
+from batchgen.cli.state import STATE_HELP, add_state_option
 from batchgen.config import (
     MODES,
     Flag,
@@ -110,6 +111,7 @@ RUN_FLAGS: tuple[Flag, ...] = (
         type=Path,
         metavar="DIR",
     ),
+    Flag("--state", "state", STATE_HELP, metavar="PATH|URL"),
     Flag("--seed", "seed", "seed for retry jitter", type=int),
     Flag(
         "--max-outage",
@@ -244,10 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--junit", type=Path, metavar="FILE", help="also write every job as JUnit XML to FILE"
     )
+    add_state_option(rep)
     rep.set_defaults(func=cmd_report)
 
     st = sub.add_parser("status", help="print the counts of an output folder")
     st.add_argument("out", type=Path, help="an output folder (works while a run holds it)")
+    add_state_option(st)
     st.set_defaults(func=cmd_status)
 
     from batchgen.sim.cli import register as register_sim
@@ -344,7 +348,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from batchgen.report.summary import tag_csv, write_reports
 
     # A folder a run holds is read read-only; each file is replaced atomically.
-    with report_store(args.out) as store:
+    with report_store(args.out, args.state) as store:
         summary = write_reports(store)
         if args.junit is not None:
             from batchgen.report.junit import write_junit
@@ -366,9 +370,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from batchgen.report.summary import status_line, summarize
-    from batchgen.store import Store
+    from batchgen.store.open import open_state
 
-    with Store(args.out, readonly=True) as store:
+    with open_state(args.out, args.state, readonly=True) as store:
         print(status_line(summarize(store)))
     return EXIT_OK
 

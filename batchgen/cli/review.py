@@ -11,6 +11,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from batchgen.cli.state import add_state_option
 from batchgen.errors import EXIT_OK
 
 
@@ -25,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "makes the rejected ones again. See docs/review.md.",
     )
     p.add_argument("out", type=Path, help="an output folder (the --out of a run)")
+    add_state_option(p)
     p.add_argument(
         "--port", type=int, default=0, metavar="N", help="port on 127.0.0.1 (default: a free one)"
     )
@@ -45,5 +47,5 @@ def _cmd_review(args: argparse.Namespace) -> int:
 
             webbrowser.open(url)
 
-    asyncio.run(serve(args.out, port=args.port, on_ready=ready))
+    asyncio.run(serve(args.out, port=args.port, on_ready=ready, state=args.state))
     return EXIT_OK

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -142,6 +143,10 @@ def settled(store: Store, digest: str) -> bool:
     )
 
 
+#: Jobs read ahead and looked up together (`Store.prefetch`): one round trip
+#: per this many on a server backend; a bounded amount of memory either way.
+PREFETCH = 1000
+
 #: Meta key: the `inputs_digest` of the last run that left nothing pending.
 SETTLED_INPUTS = "settled_inputs"
 
@@ -179,10 +184,18 @@ def plan(
         redo=redo or {},
     )
     with store.transaction() if write else contextlib.nullcontext():
-        for job in jobs:
-            planning.add(job)
+        for chunk in _chunks(jobs, PREFETCH):
+            store.prefetch(job.id for job in chunk)
+            for job in chunk:
+                planning.add(job)
         planning.finish()
     return result
+
+
+def _chunks(jobs: Iterable[Job], size: int) -> Iterator[tuple[Job, ...]]:
+    it = iter(jobs)
+    while chunk := tuple(itertools.islice(it, size)):
+        yield chunk
 
 
 def _parents(job: Job) -> Iterator[str]:

@@ -53,6 +53,7 @@ from batchgen.output.sink import SHARD_THRESHOLD, DiskFullError, clean_temporari
 from batchgen.report.junit import judge_folder, write_run_junit
 from batchgen.report.summary import summarize, write_reports
 from batchgen.store import DB_NAME, STATE_DIR, Store
+from batchgen.store.open import open_state, state_exists
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,9 @@ def dry_run(sources: Iterable[JobSource], config: RunConfig, prices: PriceTable)
         return usd
 
     rules = model_rules(config, prices)
-    has_state = (config.out / STATE_DIR / DB_NAME).exists()
-    with Store(config.out, readonly=True) if has_state else contextlib.nullcontext() as store:
+    has_state = state_exists(config.out, config.state)
+    readonly = open_state(config.out, config.state, readonly=True)
+    with readonly if has_state else contextlib.nullcontext() as store:
         result = plan(
             read_jobs(sources, config, rules),
             store,
@@ -202,7 +204,10 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
             return done
     if config.dry_run:
         return dry_run(sources, config, prices)
-    with _no_trace_of_bad_input(config.out), Store(config.out) as store:
+    with (
+        _no_trace_of_bad_input(config.out, config.state),
+        open_state(config.out, config.state) as store,
+    ):
         result = RunResult(EXIT_OK, Plan())
         result.plan, sharded, redo = _plan_run(store, sources, config, prices)
         clean_temporaries(config.out)
@@ -272,12 +277,16 @@ def _plan_run(
 
 
 @contextlib.contextmanager
-def _no_trace_of_bad_input(out: Path) -> Iterator[None]:
+def _no_trace_of_bad_input(out: Path, state_at: str | None) -> Iterator[None]:
     """Bad input leaves the output folder as it was. The planning transaction
     undoes the rows; a folder that had no state before this run has its new
     state file, journals and lock removed, and the folders this run made, so a
     typo in a job file leaves nothing behind (the store must exist to plan
-    into, and the pass that plans is the one that finds the typo)."""
+    into, and the pass that plans is the one that finds the typo). A state
+    given with `--state` is the user's: only its rows are undone."""
+    if state_at is not None:
+        yield
+        return
     state = out / STATE_DIR
     fresh = not (state / DB_NAME).exists()
     made = [folder for folder in (state, out, *out.parents) if not folder.exists()]
@@ -308,9 +317,9 @@ def _already_settled(config: RunConfig, digest: str) -> RunResult | None:
     """The fast path of a re-run: these exact inputs already finished in this
     folder, so there is nothing to validate, plan or send (a million-line file
     is hashed, not parsed). None when the full path must run."""
-    if not (config.out / STATE_DIR / DB_NAME).exists():
+    if not state_exists(config.out, config.state):
         return None
-    with Store(config.out) as store:
+    with open_state(config.out, config.state) as store:
         if not settled(store, digest):
             return None
         with store.transaction():
@@ -381,7 +390,13 @@ async def _schedule(
             fresh=redo,
         )
         progress.note = pool.outage.note
-        watch = Watch(config.out, progress, lambda: pool.counters, report_every=config.report_every)
+        watch = Watch(
+            config.out,
+            progress,
+            lambda: pool.counters,
+            report_every=config.report_every,
+            state=config.state,
+        )
         watch.start()
         handlers = TwoStage(pool, config.grace_seconds)
         try:

@@ -47,8 +47,11 @@ class Watch:
         counters: Callable[[], Counters],
         *,
         report_every: float,
+        state: str | None = None,
     ) -> None:
         self.out = out
+        #: The run's `--state`, passed on to the report it starts.
+        self.state = state
         self.progress = progress
         self.report_every = report_every
         #: Refreshes started, and skipped because the last one was still running.
@@ -85,6 +88,7 @@ class Watch:
             "batchgen",
             "report",
             str(self.out),
+            *(() if self.state is None else ("--state", self.state)),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

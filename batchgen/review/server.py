@@ -36,6 +36,7 @@ from aiohttp import web
 from batchgen.output.history import history
 from batchgen.output.mime import sniff_mime
 from batchgen.store import Store
+from batchgen.store.open import open_state
 from batchgen.store.reviews import VIEWS, ReviewFilter, ReviewItem, StaleImage
 
 T = TypeVar("T")
@@ -66,10 +67,10 @@ class Reviewer:
     write waiting on the run) never stall the event loop, and the connection
     is used by one thread at a time."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, state: str | None = None) -> None:
         self.out = out
         self.root = out.resolve()
-        self.store = Store(out, lock=False)
+        self.store: Store = open_state(out, state, lock=False)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-store")
 
     def open(self) -> None:
@@ -242,11 +243,11 @@ async def reference(request: web.Request) -> web.StreamResponse:
     return _image_response(path)
 
 
-def make_app(out: Path, token: str) -> web.Application:
+def make_app(out: Path, token: str, state: str | None = None) -> web.Application:
     """The review app of `out` (its store opened on start-up, closed on clean-up)."""
     app = web.Application(middlewares=[guard])
     app[TOKEN] = token
-    reviewer = Reviewer(out)
+    reviewer = Reviewer(out, state)
     reviewer.open()
     app[REVIEWER] = reviewer
 
@@ -269,11 +270,17 @@ def review_url(host: str, port: int, token: str) -> str:
     return f"http://{host}:{port}/?{TOKEN_PARAM}={token}"
 
 
-async def serve(out: Path, *, port: int = 0, on_ready: Callable[[str], None] = print) -> None:
+async def serve(
+    out: Path,
+    *,
+    port: int = 0,
+    on_ready: Callable[[str], None] = print,
+    state: str | None = None,
+) -> None:
     """Serve the review app of `out` on 127.0.0.1 until cancelled (Ctrl-C) or
     SIGTERM; `on_ready` gets the URL with its token once the port is open."""
     token = secrets.token_urlsafe(24)
-    runner = web.AppRunner(make_app(out, token), access_log=None)
+    runner = web.AppRunner(make_app(out, token, state), access_log=None)
     await runner.setup()
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -180,7 +180,7 @@ class BatchesTable(Database):
     def tries(self, job_id: str) -> tuple[int, int]:
         """A job's requests so far and how many of them were answered 429."""
         row = self.db.execute(
-            "SELECT attempts, coalesce(json_extract(retried, '$.rate_limited'), 0) "
+            f"SELECT attempts, coalesce({self.sql.retried_of('rate_limited')}, 0) "
             "FROM jobs WHERE id=?",
             (job_id,),
         ).fetchone()
@@ -197,6 +197,8 @@ class BatchesTable(Database):
     def remember_upload(self, sha256: str, name: str, uri: str, mime: str) -> None:
         self._writing()
         self.db.execute(
-            "INSERT OR REPLACE INTO batch_uploads VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO batch_uploads VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha256) DO UPDATE "
+            "SET name = excluded.name, uri = excluded.uri, mime = excluded.mime, "
+            "created_at = excluded.created_at",
             (sha256, name, uri, mime, time.time()),
         )

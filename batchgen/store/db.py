@@ -26,10 +26,15 @@ from typing import Any, Self
 
 from batchgen.errors import AbortError, StateError
 from batchgen.models import StopKind
+from batchgen.store.dialect import SQLITE, Connection, Dialect
 
 STATE_DIR = ".batchgen"
 DB_NAME = "state.sqlite"
 APPLICATION_ID = 0x62676E31  # "bgn1"
+
+
+class NoState(StateError):
+    """There is no state there yet (nothing has run): a reader has nothing to read."""
 
 
 def _script(db: sqlite3.Connection, script: str) -> None:
@@ -243,17 +248,28 @@ class Database:
 
     #: The schema this class knows; a test may open with a longer list.
     migrations: Sequence[Migration] = MIGRATIONS
+    #: What this backend says differently (`dialect.py`).
+    sql: Dialect = SQLITE
 
-    def __init__(self, out: Path, *, readonly: bool = False, lock: bool = True) -> None:
+    def __init__(
+        self, out: Path, *, readonly: bool = False, lock: bool = True, path: Path | None = None
+    ) -> None:
         self.out = out
-        self.dir = out / STATE_DIR
-        self.path = self.dir / DB_NAME
+        #: `path`: a state file elsewhere (`--state FILE`), its lock beside it.
+        self.path = path if path is not None else out / STATE_DIR / DB_NAME
+        self.dir = self.path.parent
+        self.lock_path = self.dir / "lock" if path is None else path.with_name(path.name + ".lock")
         self.readonly = readonly
         #: False: writable without the folder's lock, for a reviewer beside a run
         #: (it writes only its own short transactions; see `reviews.py`).
         self.locked = lock
         self._lock_fd: int | None = None
-        self.db: sqlite3.Connection
+        self.db: Connection
+
+    @property
+    def where(self) -> str:
+        """The state's name in messages (a URL's password never shows)."""
+        return str(self.path)
 
     # -- opening -------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -278,13 +294,13 @@ class Database:
 
     def _open_readonly(self) -> None:
         if not self.path.exists():
-            raise StateError(f"{self.out}: no batchgen state here (nothing has run yet)")
+            raise NoState(f"{self.out}: no batchgen state here (nothing has run yet)")
         self.db = self._connect(f"file:{self.path}?mode=ro", uri=True)
         self._check_identity(fresh=False)
 
     def _open_writable(self) -> None:
         if not self.locked and not self.path.exists():
-            raise StateError(f"{self.out}: no batchgen state here (nothing has run yet)")
+            raise NoState(f"{self.out}: no batchgen state here (nothing has run yet)")
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.locked:
             self._take_lock()
@@ -324,7 +340,7 @@ class Database:
         raise StateError(corrupt_message(self.path, exc)) from exc
 
     def _take_lock(self) -> None:
-        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -368,6 +384,7 @@ class Database:
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
             if version >= target:
                 return
+            assert isinstance(self.db, sqlite3.Connection)  # this class's own connection
             for migration in self.migrations[version:]:
                 migration(self.db)
             self.db.execute(f"PRAGMA application_id={APPLICATION_ID}")
@@ -402,6 +419,7 @@ class Database:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._before_commit()
         except BaseException:
             self.rollback()
             raise
@@ -414,7 +432,11 @@ class Database:
 
     def commit(self) -> None:
         if self.db.in_transaction:
+            self._before_commit()
             self.db.execute("COMMIT")
+
+    def _before_commit(self) -> None:
+        """Writes a backend holds back (PostgreSQL's planning buffer) go out here."""
 
     def rollback(self) -> None:
         if self.db.in_transaction:

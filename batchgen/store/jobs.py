@@ -14,13 +14,13 @@ nothing is computed per insert that can be counted once (`_next_seq`).
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from batchgen.jobs.codec import job_from_json, job_to_json
 from batchgen.models import ErrorInfo, Job, Status
+from batchgen.store.dialect import Connection, Cursor
 from batchgen.store.runs import RunsTable
 
 
@@ -31,7 +31,7 @@ class Known:
     files: tuple[str, ...]
 
 
-def status_counts(db: sqlite3.Connection) -> dict[str, int]:
+def status_counts(db: Connection) -> dict[str, int]:
     """Jobs per status, every status present (served by the `jobs_pending` index)."""
     rows = db.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall()
     counts = {s.value: 0 for s in Status}
@@ -39,12 +39,46 @@ def status_counts(db: sqlite3.Connection) -> dict[str, int]:
     return counts
 
 
+_ATTEMPT = """UPDATE jobs SET attempts=attempts+1, requests=requests+1,
+    cost_usd=cost_usd+?, prompt_tokens=prompt_tokens+?, output_tokens=output_tokens+?,
+    thoughts_tokens=thoughts_tokens+?,
+    cost_source=CASE WHEN ?='' THEN cost_source WHEN cost_source IN ('', ?)
+      THEN ? ELSE 'mixed' END,
+    model=coalesce(?, model), image_size=coalesce(?, image_size),
+    live_cost_usd=live_cost_usd+?, mode=coalesce(?, mode),
+    started_at=coalesce(started_at, ?) WHERE id=?"""
+_FINISH = """UPDATE jobs SET status=?, files=?, error_kind=?, http_status=?, error_message=?,
+    text=?, finished_at=?, upscaled=?, preview=?, pixels=?, expected_pixels=? WHERE id=?"""
+#: A job planned afresh over its earlier row (new request, or a retry).
+RESET = """fingerprint=excluded.fingerprint,
+    status='pending', priority=excluded.priority, plan_run=excluded.plan_run,
+    job=excluded.job, attempts=0, files='[]', error_kind=NULL,
+    cache_hit=0, saved_usd=0, http_status=NULL, error_message=NULL, text='',
+    started_at=NULL, finished_at=NULL, upscaled='[]', preview=NULL,
+    retried='{}', pixels=NULL, expected_pixels=NULL"""
+_PLAN = f"""INSERT INTO jobs (id, seq, fingerprint, status, priority, plan_run, job)
+    VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT(id) DO UPDATE SET {RESET}"""
+_CACHE_HIT = "UPDATE jobs SET cache_hit=1, saved_usd=?, cost_source='cache' WHERE id=?"
+_FINGERPRINT = "UPDATE jobs SET fingerprint=? WHERE id=?"
+
+
 class JobsTable(RunsTable):
     #: The last sequence number given; sequence numbers keep file order.
     _next_seq: int = 0
+    #: Appended to each write of a running job's row: a backend whose jobs are
+    #: claimed under a lease (PostgreSQL) refuses the writes of a stale holder.
+    #: SQLite's folder lock already keeps every other writer out.
+    _FENCE = ""
+    _fence_args: tuple[str, ...] = ()
 
     def _opened(self) -> None:
         super()._opened()
+        fence = self._FENCE
+        self._sql_attempt = _ATTEMPT + fence
+        self._sql_finish = _FINISH + fence
+        self._sql_cache_hit = _CACHE_HIT + fence
+        self._sql_fingerprint = _FINGERPRINT + fence
+        self._sql_retried = self.sql.bump_retried + fence
         # Counted once here, not by max(seq) per insert (that made planning quadratic).
         self._next_seq = int(
             self.db.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchone()[0]
@@ -59,6 +93,11 @@ class JobsTable(RunsTable):
             return None
         return Known(Status(row[0]), row[1], tuple(json.loads(row[2])))
 
+    def prefetch(self, job_ids: Iterable[str]) -> None:
+        """The planner is about to look these ids up, one by one. SQLite answers
+        each lookup in microseconds, so nothing is done ahead; a server backend
+        fetches them in one round trip (`pg/planning.py`)."""
+
     def job(self, job_id: str) -> Job | None:
         """The job as it was last planned (its stored form), or None."""
         row = self.db.execute("SELECT job FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -67,10 +106,7 @@ class JobsTable(RunsTable):
     def skipped_parents(self) -> set[str]:
         """The ids that skipped jobs name as `@parent` (the planner runs a skipped job
         again when one of them runs). Read once a plan, from the skipped rows only."""
-        rows = self.db.execute(
-            "SELECT DISTINCT substr(i.value, 2) FROM jobs, json_each(jobs.job, '$.images') AS i "
-            "WHERE jobs.status = 'skipped' AND i.value LIKE '@%'"
-        ).fetchall()
+        rows = self.db.execute(self.sql.skipped_parents).fetchall()
         return {str(r[0]) for r in rows}
 
     def plan(self, job: Job, fingerprint: str, *, reset: bool) -> None:
@@ -80,14 +116,7 @@ class JobsTable(RunsTable):
         if reset:
             self._next_seq += 1
             self.db.execute(
-                """INSERT INTO jobs (id, seq, fingerprint, status, priority, plan_run, job)
-                   VALUES (?, ?, ?, 'pending', ?, ?, ?)
-                   ON CONFLICT(id) DO UPDATE SET fingerprint=excluded.fingerprint,
-                     status='pending', priority=excluded.priority, plan_run=excluded.plan_run,
-                     job=excluded.job, attempts=0, files='[]', error_kind=NULL,
-                     cache_hit=0, saved_usd=0, http_status=NULL, error_message=NULL, text='',
-                     started_at=NULL, finished_at=NULL, upscaled='[]', preview=NULL,
-                     retried='{}', pixels=NULL, expected_pixels=NULL""",
+                _PLAN,
                 (job.id, self._next_seq, fingerprint, job.priority, self.run_id, job_to_json(job)),
             )
         else:
@@ -125,7 +154,9 @@ class JobsTable(RunsTable):
 
     def set_fingerprint(self, job_id: str, fingerprint: str) -> None:
         self._writing()
-        self.db.execute("UPDATE jobs SET fingerprint=? WHERE id=?", (fingerprint, job_id))
+        self._fenced(
+            self.db.execute(self._sql_fingerprint, (fingerprint, job_id, *self._fence_args)), job_id
+        )
 
     # -- results -------------------------------------------------------------
     def record_attempt(
@@ -150,15 +181,8 @@ class JobsTable(RunsTable):
         for spend per mode."""
         self._run_requests += 1
         self._writing()
-        self.db.execute(
-            """UPDATE jobs SET attempts=attempts+1, requests=requests+1,
-               cost_usd=cost_usd+?, prompt_tokens=prompt_tokens+?, output_tokens=output_tokens+?,
-               thoughts_tokens=thoughts_tokens+?,
-               cost_source=CASE WHEN ?='' THEN cost_source WHEN cost_source IN ('', ?)
-                 THEN ? ELSE 'mixed' END,
-               model=coalesce(?, model), image_size=coalesce(?, image_size),
-               live_cost_usd=live_cost_usd+?, mode=coalesce(?, mode),
-               started_at=coalesce(started_at, ?) WHERE id=?""",
+        cur = self.db.execute(
+            self._sql_attempt,
             (
                 cost,
                 prompt_tokens,
@@ -173,8 +197,10 @@ class JobsTable(RunsTable):
                 mode,
                 time.time(),
                 job_id,
+                *self._fence_args,
             ),
         )
+        self._fenced(cur, job_id)
 
     def record_retry(self, job_id: str, kind: str) -> None:
         """One answer of `kind` that the job is sent again after (a 429, a 503, …):
@@ -182,12 +208,8 @@ class JobsTable(RunsTable):
         Once per retry, never per successful request."""
         self._writing()
         self._run_retried[kind] = self._run_retried.get(kind, 0) + 1
-        path = f'$."{kind}"'
-        self.db.execute(
-            "UPDATE jobs SET retried=json_set(retried, ?, "
-            "coalesce(json_extract(retried, ?), 0) + 1) WHERE id=?",
-            (path, path, job_id),
-        )
+        cur = self.db.execute(self._sql_retried, (kind, kind, job_id, *self._fence_args))
+        self._fenced(cur, job_id)
 
     def finish(
         self,
@@ -205,10 +227,8 @@ class JobsTable(RunsTable):
         """A job's end, written after its image is on disk; `pixels` is the
         first image's real size and `expected_pixels` the catalogue's ("WxH")."""
         self._writing()
-        self.db.execute(
-            """UPDATE jobs SET status=?, files=?, error_kind=?, http_status=?, error_message=?,
-               text=?, finished_at=?, upscaled=?, preview=?, pixels=?, expected_pixels=?
-               WHERE id=?""",
+        cur = self.db.execute(
+            self._sql_finish,
             (
                 status.value,
                 json.dumps(files) if files else "[]",
@@ -222,17 +242,21 @@ class JobsTable(RunsTable):
                 pixels,
                 expected_pixels,
                 job_id,
+                *self._fence_args,
             ),
         )
+        self._fenced(cur, job_id)
 
     def mark_cache_hit(self, job_id: str, saved: float) -> None:
         """The job's answer came from the request cache: no request, `saved` not spent.
         (A write to this table, so here rather than with the cache's own tables.)"""
         self._writing()
-        self.db.execute(
-            "UPDATE jobs SET cache_hit=1, saved_usd=?, cost_source='cache' WHERE id=?",
-            (saved, job_id),
-        )
+        cur = self.db.execute(self._sql_cache_hit, (saved, job_id, *self._fence_args))
+        self._fenced(cur, job_id)
+
+    def _fenced(self, cur: Cursor, job_id: str) -> None:
+        """After a write to a running job's row: a backend with leases counts and
+        reports a write its lease no longer allowed (it changed nothing)."""
 
     # -- totals the run checks as it goes ------------------------------------
     def spent(self) -> float:

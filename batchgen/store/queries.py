@@ -139,15 +139,13 @@ class ReportQueries(ReportRows):
         ).fetchone()
         kinds = self.db.execute(
             "SELECT error_kind, count(*) FROM jobs WHERE error_kind IS NOT NULL "
-            "AND status != 'pending' GROUP BY error_kind"
+            "AND status != 'pending' GROUP BY error_kind ORDER BY error_kind"
         ).fetchall()
         sources = self.db.execute(
-            "SELECT cost_source, count(*) FROM jobs WHERE cost_source != '' GROUP BY cost_source"
+            "SELECT cost_source, count(*) FROM jobs WHERE cost_source != '' "
+            "GROUP BY cost_source ORDER BY cost_source"
         ).fetchall()
-        retried = self.db.execute(
-            "SELECT k.key, sum(k.value) FROM jobs, json_each(jobs.retried) AS k "
-            "WHERE jobs.retried != '{}' GROUP BY k.key ORDER BY k.key"
-        ).fetchall()
+        retried = self.db.execute(self.sql.retried_totals).fetchall()
         mismatches = self.db.execute(
             "SELECT count(*) FROM jobs WHERE pixels IS NOT NULL AND expected_pixels IS NOT NULL "
             "AND pixels != expected_pixels"
@@ -181,10 +179,11 @@ class ReportQueries(ReportRows):
     def spend(self) -> list[Spend]:
         """Spend per model and output size, of jobs that made a request."""
         rows = self.db.execute(
-            """SELECT model, coalesce(image_size, ''), count(*), sum(status = 'done'),
-               total(cost_usd), sum(cost_source = 'unknown')
+            """SELECT model, coalesce(image_size, ''), count(*),
+               sum(CASE WHEN status = 'done' THEN 1 ELSE 0 END), coalesce(sum(cost_usd), 0.0),
+               sum(CASE WHEN cost_source = 'unknown' THEN 1 ELSE 0 END)
                FROM jobs WHERE model IS NOT NULL GROUP BY model, image_size
-               ORDER BY total(cost_usd) DESC, model, image_size"""
+               ORDER BY coalesce(sum(cost_usd), 0.0) DESC, model, coalesce(image_size, '')"""
         ).fetchall()
         return [
             Spend(str(m), str(size), int(n), int(done), float(cost), int(unpriced))
@@ -194,18 +193,15 @@ class ReportQueries(ReportRows):
     def mode_spend(self) -> list[ModeSpend]:
         """Spend per run mode (live, flex), of jobs that made a request."""
         rows = self.db.execute(
-            """SELECT mode, count(*), total(cost_usd), total(live_cost_usd)
+            """SELECT mode, count(*), coalesce(sum(cost_usd), 0.0),
+               coalesce(sum(live_cost_usd), 0.0)
                FROM jobs WHERE mode IS NOT NULL GROUP BY mode ORDER BY mode"""
         ).fetchall()
         return [ModeSpend(str(m), int(n), float(c), float(live)) for m, n, c, live in rows]
 
     def tag_totals(self) -> list[TagTotals]:
         """Per-tag totals, grouped by SQLite (one Python row per tag, not per job)."""
-        rows = self.db.execute(
-            """SELECT t.value, count(*), sum(status = 'done'), sum(status = 'failed'),
-               sum(status = 'blocked'), total(cost_usd)
-               FROM jobs, json_each(jobs.job, '$.tags') AS t GROUP BY t.value"""
-        ).fetchall()
+        rows = self.db.execute(self.sql.tag_totals).fetchall()
         return [
             TagTotals(str(tag), int(n), int(done), int(failed), int(blocked), float(cost))
             for tag, n, done, failed, blocked, cost in rows

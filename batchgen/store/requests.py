@@ -30,7 +30,9 @@ class RequestTables(Database):
     ) -> None:
         self._writing()
         self.db.execute(
-            "INSERT OR REPLACE INTO request_cache VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO request_cache VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+            "job_id = excluded.job_id, files = excluded.files, text = excluded.text, "
+            "cost_usd = excluded.cost_usd",
             (key, job_id, json.dumps(files), text, cost),
         )
 
@@ -51,6 +53,7 @@ class RequestTables(Database):
             return
         self._writing()
         self.db.execute(
-            "INSERT OR REPLACE INTO image_hashes VALUES (?, ?, ?, ?)",
+            "INSERT INTO image_hashes VALUES (?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
+            "size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256",
             (path, size, mtime_ns, digest),
         )

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from batchgen.store.db import Database
+from batchgen.store.dialect import POSTGRES, SQLITE, Dialect
 from batchgen.store.jobs import status_counts
 
 
@@ -63,11 +64,15 @@ def image_version(fingerprint: str, finished_at: float | None) -> str:
     return f"{fingerprint}@{'' if finished_at is None else repr(finished_at)}"
 
 
-#: A decision (`r`) made on its job's (`j`) current image.
-_MATCH = "r.fingerprint = j.fingerprint AND r.finished_at IS j.finished_at"
+#: A decision (`r`) made on its job's (`j`) current image, in each dialect.
+_MATCH = {d.name: f"r.fingerprint = j.fingerprint AND r.finished_at {d.same} j.finished_at"
+          for d in (SQLITE, POSTGRES)}  # fmt: skip
 #: Decisions that match their job's current image.
-_STANDING = f"""SELECT r.job_id, r.decision, r.note, r.at, r.fingerprint, r.finished_at
-    FROM reviews AS r JOIN jobs AS j ON j.id = r.job_id WHERE {_MATCH}"""
+_STANDING = {
+    name: f"""SELECT r.job_id, r.decision, r.note, r.at, r.fingerprint, r.finished_at
+    FROM reviews AS r JOIN jobs AS j ON j.id = r.job_id WHERE {match}"""
+    for name, match in _MATCH.items()
+}
 
 
 def _review(row: tuple[str, str, str, float, str, float | None]) -> Review:
@@ -94,7 +99,9 @@ class ReviewTable(Database):
             raise StaleImage(job_id)
         review = Review(job_id, decision, note, time.time(), row[0], row[1])
         self.db.execute(
-            "INSERT OR REPLACE INTO reviews VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
+            "decision = excluded.decision, note = excluded.note, at = excluded.at, "
+            "fingerprint = excluded.fingerprint, finished_at = excluded.finished_at",
             (job_id, decision.value, note, review.at, review.fingerprint, review.finished_at),
         )
         return review
@@ -109,7 +116,7 @@ class ReviewTable(Database):
 
     def review(self, job_id: str) -> Review | None:
         """The standing decision on the job's current image, if any."""
-        row = self.db.execute(_STANDING + " AND r.job_id = ?", (job_id,)).fetchone()
+        row = self.db.execute(_STANDING[self.sql.name] + " AND r.job_id = ?", (job_id,)).fetchone()
         return None if row is None else _review(row)
 
     def reviews(self, decision: Decision | str | None = None) -> Iterator[Review]:
@@ -122,7 +129,7 @@ class ReviewTable(Database):
         last = -1
         while True:
             rows = self.db.execute(
-                _STANDING.replace("SELECT ", "SELECT j.seq, ", 1)
+                _STANDING[self.sql.name].replace("SELECT ", "SELECT j.seq, ", 1)
                 + where
                 + " AND j.seq > ? ORDER BY j.seq LIMIT 500",
                 (*args, last),
@@ -138,7 +145,7 @@ class ReviewTable(Database):
         """Rejected jobs a run makes again, with the reviewer's notes: every
         standing rejection (`--redo rejected`), or only the redos a stopped run
         left pending (so a resumed redo keeps its note)."""
-        sql = _STANDING + " AND r.decision = 'rejected'"
+        sql = _STANDING[self.sql.name] + " AND r.decision = 'rejected'"
         if not all_rejected:
             sql += " AND j.status = 'pending'"
         return {row[0]: row[2] for row in self.db.execute(sql).fetchall()}
@@ -151,7 +158,9 @@ class ReviewTable(Database):
         kept = [f.split("#", 1)[0] for f in files]
         if kept:
             self.db.execute(
-                "INSERT OR REPLACE INTO redo_moves VALUES (?, ?)", (job_id, json.dumps(kept))
+                "INSERT INTO redo_moves VALUES (?, ?) ON CONFLICT (job_id) DO UPDATE SET "
+                "files = excluded.files",
+                (job_id, json.dumps(kept)),
             )
         self.db.execute(
             "UPDATE reviews SET finished_at = (SELECT finished_at FROM jobs WHERE id = ?) "
@@ -173,10 +182,13 @@ class ReviewTable(Database):
         """Forget decisions on images that a newer one has replaced (the end of a
         redo clears its rejection); a job not ended yet keeps its own."""
         self._writing()
-        return self.db.execute(
-            "DELETE FROM reviews WHERE job_id IN (SELECT r.job_id FROM reviews AS r "
-            f"JOIN jobs AS j ON j.id = r.job_id WHERE j.finished_at IS NOT NULL AND NOT ({_MATCH}))"
-        ).rowcount
+        return int(
+            self.db.execute(
+                "DELETE FROM reviews WHERE job_id IN (SELECT r.job_id FROM reviews AS r "
+                "JOIN jobs AS j ON j.id = r.job_id WHERE j.finished_at IS NOT NULL "
+                f"AND NOT ({_MATCH[self.sql.name]}))"
+            ).rowcount
+        )
 
 
 # -- the review app's reads -------------------------------------------------------
@@ -229,14 +241,14 @@ class ReviewFacets:
     models: tuple[str, ...]
 
 
-_MODEL = "coalesce(j.model, json_extract(j.job, '$.model'))"
-_PAGE = f"""SELECT j.seq, j.id, j.status, j.job, {_MODEL}, j.files, j.error_message,
+def _page(sql: Dialect) -> str:
+    return f"""SELECT j.seq, j.id, j.status, j.job, {sql.model}, j.files, j.error_message,
     j.fingerprint, j.finished_at, r.decision, r.note
-    FROM jobs AS j LEFT JOIN reviews AS r ON r.job_id = j.id AND {_MATCH}
+    FROM jobs AS j LEFT JOIN reviews AS r ON r.job_id = j.id AND {_MATCH[sql.name]}
     WHERE j.seq > ?"""
 
 
-def _page_filter(f: ReviewFilter) -> tuple[str, list[str]]:
+def _page_filter(f: ReviewFilter, dialect: Dialect) -> tuple[str, list[str]]:
     """The WHERE clauses and arguments of a filter (values are bound, never spliced)."""
     sql, args = "", []
     if f.view == "unreviewed":
@@ -250,10 +262,10 @@ def _page_filter(f: ReviewFilter) -> tuple[str, list[str]]:
         sql += " AND j.status = ?"
         args.append(f.status)
     if f.tag:
-        sql += " AND EXISTS (SELECT 1 FROM json_each(j.job, '$.tags') AS t WHERE t.value = ?)"
+        sql += f" AND {dialect.has_tag}"
         args.append(f.tag)
     if f.model:
-        sql += f" AND {_MODEL} = ?"
+        sql += f" AND {dialect.model} = ?"
         args.append(f.model)
     return sql, args
 
@@ -264,9 +276,9 @@ class ReviewQueries(Database):
     def review_page(self, f: ReviewFilter, after: int = 0, limit: int = 60) -> list[ReviewItem]:
         """Up to `limit` jobs matching `f` after sequence number `after` (keyset
         paging: the next page starts after the last item's `seq`)."""
-        where, args = _page_filter(f)
+        where, args = _page_filter(f, self.sql)
         rows = self.db.execute(
-            _PAGE + where + " ORDER BY j.seq LIMIT ?", (after, *args, limit)
+            _page(self.sql) + where + " ORDER BY j.seq LIMIT ?", (after, *args, limit)
         ).fetchall()
         items = []
         for seq, job_id, status, text, model, files, error, fp, fin, decision, note in rows:
@@ -293,14 +305,13 @@ class ReviewQueries(Database):
         decided = dict.fromkeys(("approved", "rejected"), 0)
         for decision, n in self.db.execute(
             "SELECT r.decision, count(*) FROM reviews AS r JOIN jobs AS j ON j.id = r.job_id "
-            f"WHERE {_MATCH} GROUP BY r.decision"
+            f"WHERE {_MATCH[self.sql.name]} GROUP BY r.decision"
         ).fetchall():
             decided[decision] = int(n)
-        tags = self.db.execute(
-            "SELECT DISTINCT t.value FROM jobs, json_each(jobs.job, '$.tags') AS t ORDER BY 1"
-        ).fetchall()
+        tags = self.db.execute(self.sql.all_tags).fetchall()
         models = self.db.execute(
-            f"SELECT DISTINCT {_MODEL} AS m FROM jobs AS j WHERE m IS NOT NULL ORDER BY 1"
+            f"SELECT DISTINCT m FROM (SELECT {self.sql.model} AS m FROM jobs AS j) AS s "
+            "WHERE m IS NOT NULL ORDER BY 1"
         ).fetchall()
         return ReviewFacets(
             statuses=status_counts(self.db),

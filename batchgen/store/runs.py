@@ -35,7 +35,10 @@ class RunsTable(Database):
 
     def set_meta(self, key: str, value: str) -> None:
         self._writing()
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        self.db.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     def start_run(self) -> int:
         self._writing()
