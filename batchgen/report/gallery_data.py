@@ -39,6 +39,7 @@ from typing import Any, TextIO
 from batchgen.models import JobRecord
 from batchgen.output.storage import Output, as_output
 from batchgen.output.thumbs import ThumbMaker
+from batchgen.report.search_index import SearchIndex
 from batchgen.store.rows import TEXT_LIMIT, ReportRow
 
 __all__ = [
@@ -61,6 +62,8 @@ CHUNK_ROWS = 5_000
 TOP_ROWS = 5_000
 #: Tags the tag filter offers (most jobs first) and the index counts.
 TAG_CHOICES = 500
+#: The search's trigram index, `report-data/<generation>/search.js` (`search_index.py`).
+SEARCH_NAME = "search"
 
 #: Column order of a row in the data (the page reads it from `fields`).
 FIELDS = (
@@ -227,6 +230,9 @@ class ChunkWriter:
         self._fh: TextIO = head
         self._file: contextlib.ExitStack | None = None
         self._counts: Counter[tuple[str, str]] = Counter()
+        self._combos: Counter[tuple[str, str | None, str, str]] = Counter()
+        self._texts: list[str] = []
+        self._search = SearchIndex()
         self._index: dict[tuple[str, str], list[int]] = {}
         self.rows = 0
         head.write(_head(summary))
@@ -247,22 +253,29 @@ class ChunkWriter:
         k, at = divmod(self.rows, self._chunk_rows)
         if at == 0 and k:
             self._next_chunk(k)
-        if at:
-            self._fh.write(",\n")
-        self._fh.write(self.row_text(row))
+        self._fh.write(",\n" + self.row_text(row) if at else self.row_text(row))
         self.rows += 1
+        # One count per row by what the index needs of it; tags and retried kinds
+        # are parsed per distinct value at the chunk's end, not per row.
+        self._combos[row.status, row.error_kind, row.tags, row.retried] += 1
+        self._texts.append(row.search)
+
+    def _count(self) -> None:
+        """The chunk's rows by status, error kind, tag and retried kind."""
         counts = self._counts
-        counts["status", row.status] += 1
-        if row.error_kind:
-            counts["kind", row.error_kind] += 1
-        if row.tags != "[]":
-            for tag in json.loads(row.tags):
-                if tag in self._choices:
-                    counts["tag", tag] += 1
-        if row.retried != "{}":
-            counts["retried", "*"] += 1
-            for kind in json.loads(row.retried):
-                counts["retried", kind] += 1
+        for (status, kind, tags, retried), n in self._combos.items():
+            counts["status", status] += n
+            if kind:
+                counts["kind", kind] += n
+            if tags != "[]":
+                for tag in set(json.loads(tags)):
+                    if tag in self._choices:
+                        counts["tag", tag] += n
+            if retried != "{}":
+                counts["retried", "*"] += n
+                for rk in json.loads(retried):
+                    counts["retried", rk] += n
+        self._combos.clear()
 
     def _next_chunk(self, k: int) -> None:
         """Close chunk k-1 (its counts into the index) and open chunk k's file."""
@@ -272,6 +285,9 @@ class ChunkWriter:
         self._fh.write(f"BATCHGEN_CHUNK({k},[\n")
 
     def _close_chunk(self, k: int) -> None:
+        self._count()
+        self._search.add_chunk(k, self._texts)
+        self._texts.clear()
         if k == 0:
             self._head.write("\n]")
         else:
@@ -304,10 +320,13 @@ class ChunkWriter:
                     fh.write(",\n".join(self.row_text(r) for r in rows))
                     fh.write("\n]);\n")
                 tops[name] = f"top-{name}"
+            with write_text(self.folder / f"{SEARCH_NAME}.js") as fh:
+                self._search.write(fh, SEARCH_NAME)
+        search = f',"search":{_js(SEARCH_NAME)}' if chunks > 1 else ""
         self._head.write(
             f',"total":{self.rows},"chunk":{self._chunk_rows},"chunks":{chunks},'
             f'"dir":{_js(f"{DATA_DIR}/{self.generation}")},"index":{_js(index)},'
-            f'"top":{_js(tops)}}};\n'
+            f'"top":{_js(tops)}{search}}};\n'
         )
 
     def abort(self) -> None:

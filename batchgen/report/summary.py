@@ -188,8 +188,7 @@ def _json_report(output: Output, summary: dict[str, Any]) -> Iterator[Callable[[
 
         def add(row: str) -> None:
             nonlocal first
-            fh.write("\n    " if first else ",\n    ")
-            fh.write(row)
+            fh.write(("\n    " if first else ",\n    ") + row)  # one call: a million rows
             first = False
 
         yield add
