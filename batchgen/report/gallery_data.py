@@ -320,7 +320,7 @@ class ChunkWriter:
                     fh.write(",\n".join(self.row_text(r) for r in rows))
                     fh.write("\n]);\n")
                 tops[name] = f"top-{name}"
-            with write_text(self.folder / f"{SEARCH_NAME}.js") as fh:
+            with self.output.write_text(f"{self.folder}/{SEARCH_NAME}.js") as fh:
                 self._search.write(fh, SEARCH_NAME)
         search = f',"search":{_js(SEARCH_NAME)}' if chunks > 1 else ""
         self._head.write(
