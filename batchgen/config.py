@@ -59,6 +59,10 @@ MODES: Mapping[str, ModeSpec] = {
 }
 
 
+#: The engines ``--engine`` offers: this process, or worker actors on a Ray cluster.
+ENGINES = ("inline", "ray")
+
+
 class Secret:
     """A string that refuses to be printed."""
 
@@ -206,6 +210,12 @@ class RunConfig:
     #: Where the folder's state lives: None is `OUT/.batchgen/state.sqlite`; a
     #: path is a SQLite file there; a ``postgresql://`` URL a shared database.
     state: str | None = None
+    #: "inline" (this process) or "ray" (worker actors on a Ray cluster, extra
+    #: ``batchgen[ray]``); `workers` and `ray_address` are the Ray engine's.
+    engine: str = "inline"
+    workers: int = 4
+    #: A Ray cluster to join (``auto``, ``ray://host:10001``); None: a local one.
+    ray_address: str | None = None
     seed: int | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
 
@@ -214,6 +224,10 @@ class RunConfig:
             raise UsageError("--concurrency must be at least 1")
         if self.rpm is not None and self.rpm <= 0:
             raise UsageError("--rpm must be positive")
+        if self.engine not in ENGINES:
+            raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.workers < 1:
+            raise UsageError("--workers must be at least 1")
         if self.max_attempts < 1:
             raise UsageError("--max-attempts must be at least 1")
         if self.mode not in MODES:

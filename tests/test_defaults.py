@@ -34,6 +34,8 @@ RUN_FLAG_NAMES = {
     "--redo",
     # Issue 16 added where the state is (a SQLite file, a PostgreSQL URL).
     "--state",
+    # Issue 16 step 3 added the Ray engine.
+    "--engine", "--workers", "--ray-address",
 }  # fmt: skip
 SIM_FLAG_NAMES = {
     "--host", "--port", "--api-key", "--model", "--latency", "--rpm", "--rpd", "--quota-window",
@@ -98,6 +100,9 @@ RUN_VALUES: dict[str, tuple[str | None, Any]] = {
     "mode": ("flex", "flex"),
     "redo": ("rejected", "rejected"),
     "state": ("state.sqlite", "state.sqlite"),
+    "engine": ("ray", "ray"),
+    "workers": ("3", 3),
+    "ray_address": ("auto", "auto"),
 }
 SIM_VALUES: dict[str, tuple[str | None, Any]] = {
     "host": ("127.0.0.2", "127.0.0.2"),

@@ -30,7 +30,7 @@ def runtime_dependencies() -> set[str]:
 
 #: Optional features (`pip install 'batchgen[pg]'`): the package they add, and the
 #: only sub-package of batchgen that may import it (nothing loads it by default).
-FEATURE_EXTRAS = {"pg": "batchgen/store/pg/"}
+FEATURE_EXTRAS = {"pg": "batchgen/store/pg/", "ray": "batchgen/engine/ray_"}
 
 
 def feature_dependencies() -> dict[str, set[str]]:

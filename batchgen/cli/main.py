@@ -20,6 +20,7 @@ from batchgen import __version__
 from batchgen.catalogue import IMAGE_SIZES, load_catalogue
 from batchgen.cli.state import STATE_HELP, add_state_option
 from batchgen.config import (
+    ENGINES,
     MODES,
     Flag,
     RunConfig,
@@ -111,6 +112,20 @@ RUN_FLAGS: tuple[Flag, ...] = (
         metavar="DIR",
     ),
     Flag("--state", "state", STATE_HELP, metavar="PATH|URL"),
+    Flag(
+        "--engine",
+        "engine",
+        "inline: this process; ray: worker actors on a Ray cluster, one quota and budget "
+        "for all (extra batchgen[ray]; needs a postgresql:// --state; docs/scale-out.md)",
+        choices=ENGINES,
+    ),
+    Flag("--workers", "workers", "with --engine ray: worker actors, each --concurrency", type=int),
+    Flag(
+        "--ray-address",
+        "ray_address",
+        "with --engine ray: the cluster to join (auto, ray://HOST:10001); default: a local one",
+        metavar="ADDRESS",
+    ),
     Flag("--seed", "seed", "seed for retry jitter", type=int),
     Flag(
         "--max-outage",

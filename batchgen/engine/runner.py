@@ -199,6 +199,10 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
             return done
     if config.dry_run:
         return dry_run(sources, config, prices)
+    if config.engine == "ray":
+        from batchgen.engine import ray_engine
+
+        ray_engine.check(config, sim=sim)
     with (
         _no_trace_of_bad_input(config.out, config.state),
         open_state(config.out, config.state) as store,
@@ -209,7 +213,14 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
         move_history(store)
         try:
             async with _endpoint(config, sim) as cfg:
-                await _schedule(store, cfg, prices, result, sharded=sharded, redo=redo)
+                if cfg.engine == "ray":
+                    from batchgen.engine import ray_engine
+
+                    await ray_engine.schedule(
+                        store, cfg, prices, result, sharded=sharded, redo=redo, sim=sim
+                    )
+                else:
+                    await _schedule(store, cfg, prices, result, sharded=sharded, redo=redo)
         finally:
             result.exit_code = _exit_code(result)
             try:

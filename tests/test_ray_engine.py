@@ -1,0 +1,138 @@
+"""`--engine ray`: worker actors on a real local Ray cluster, a real PostgreSQL state,
+the simulator on loopback. One Ray per module (2 CPUs, its own temp dir), started
+with the key in its environment: the workers read it there, by name."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from batchgen.engine.runner import arun_files
+from batchgen.errors import UsageError
+from batchgen.models import Status
+from batchgen.sim import SimConfig, Simulator
+from batchgen.store.pg import PgStore
+from tests.conftest import KEY, make_config, write_jobs
+
+
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A local Ray for the module; its session files under tmp (the secrets test reads them)."""
+    import ray
+
+    temp = tmp_path_factory.mktemp("ray")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GEMINI_API_KEY", KEY)  # before init: every worker inherits it
+        mp.setenv("BATCHGEN_LEASE_SECONDS", "5")
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp), log_to_driver=False)
+        try:
+            yield temp
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture
+async def sim2() -> AsyncIterator[Simulator]:
+    async with Simulator(SimConfig(small_images=True, api_key=KEY, retry_delay_s=0.05)) as s:
+        yield s
+
+
+def marked_jobs(n: int) -> list[dict[str, Any]]:
+    """`n` jobs with every outcome the pool handles, chains of 3 and duplicate prompts."""
+    markers = ["[[sim:503x2]]", "[[sim:429x1]]", "[[sim:block]]", "[[sim:text]]", "[[sim:400]]"]
+    rows: list[dict[str, Any]] = []
+    for i in range(n):
+        row: dict[str, Any] = {"id": f"j{i:04d}", "prompt": f"picture {i}"}
+        if i % 10 < len(markers):
+            row["prompt"] += " " + markers[i % 10]
+        if i % 10 == 7:  # a chain of three: j..7 <- j..8 <- j..9
+            row["prompt"] = f"base {i}"
+        elif i % 10 in (8, 9):
+            row = {"id": f"j{i:04d}", "prompt": f"edit {i}", "images": [f"@j{i - 1:04d}"]}
+        elif i % 10 == 6:
+            row["prompt"] = f"same {i // 20}"  # pairs of identical requests
+        rows.append(row)
+    return rows
+
+
+def outcomes(out: Path, state: str | None) -> dict[str, tuple[Any, ...]]:
+    from batchgen.store.open import open_state
+
+    with open_state(out, state, readonly=True) as store:
+        return {
+            r.id: (r.status, r.error.kind if r.error else None, r.attempts, r.requests)
+            for r in store.records()
+        }
+
+
+def report_without_times(out: Path) -> dict[str, Any]:
+    report = json.loads((out / "report.json").read_text())
+    drop = {
+        "started_at",
+        "finished_at",
+        "elapsed_s",
+        "runs",
+        "generated_at",
+        "images_per_minute",
+        "out",
+    }
+    return {k: v for k, v in report.items() if k not in drop and not isinstance(v, list)}
+
+
+async def test_ray_matches_the_inline_engine(
+    tmp_path: Path, ray_session: Path, pg_url: str, sim: Simulator, sim2: Simulator
+) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", marked_jobs(200))
+    # A fixed high rate: one early 429 would teach the adaptive pacer a tiny quota.
+    inline = await arun_files([jobs], make_config(tmp_path / "inline", sim.base_url, rpm=1e6))
+    ray_out = tmp_path / "ray"
+    config = make_config(ray_out, sim2.base_url, state=pg_url, engine="ray", workers=4, rpm=1e6)
+    distributed = await arun_files([jobs], config)
+
+    assert distributed.exit_code == inline.exit_code == 1
+    want, got = outcomes(tmp_path / "inline", None), outcomes(ray_out, pg_url)
+    same = [f"j{i:04d}" for i in range(200) if i % 10 == 6]
+    for job_id in same:  # which of two identical requests is sent depends on timing
+        want_i, got_i = want.pop(job_id), got.pop(job_id)
+        assert want_i[:2] == got_i[:2]
+    assert got == want
+    assert sum(r[3] for r in outcomes(ray_out, pg_url).values()) == sim2.stats.total
+    assert sim2.stats.total == sim.stats.total
+    assert report_without_times(ray_out) == report_without_times(tmp_path / "inline")
+    failed = {line for line in (ray_out / "failed.jsonl").read_text().splitlines()}
+    assert failed == set((tmp_path / "inline" / "failed.jsonl").read_text().splitlines())
+    with PgStore(ray_out, pg_url, readonly=True) as store:
+        done = [r for r in store.records() if r.status is Status.DONE]
+    assert (
+        len(done)
+        == Counter(v[0] for v in outcomes(tmp_path / "inline", None).values())[Status.DONE]
+    )
+    for record in done:
+        with Image.open(ray_out / record.files[0]) as image:
+            image.verify()
+
+
+async def test_ray_needs_a_shared_state(tmp_path: Path, sim: Simulator) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", marked_jobs(3))
+    config = make_config(tmp_path / "out", sim.base_url, engine="ray")
+    with pytest.raises(UsageError, match="needs --state postgresql"):
+        await arun_files([jobs], config)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_key_never_reaches_rays_files(ray_session: Path) -> None:
+    """Runs last in the module: every run above left its logs and GCS files here."""
+    found = subprocess.run(
+        ["grep", "-rl", "--binary-files=text", KEY, str(ray_session)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert found.stdout == ""
