@@ -5,15 +5,19 @@ with the key in its environment: the workers read it there, by name."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
+from batchgen.engine.limiter import WINDOW_ENV
 from batchgen.engine.runner import arun_files
 from batchgen.errors import UsageError
 from batchgen.models import Status
@@ -125,6 +129,102 @@ async def test_ray_needs_a_shared_state(tmp_path: Path, sim: Simulator) -> None:
     with pytest.raises(UsageError, match="needs --state postgresql"):
         await arun_files([jobs], config)
     assert not (tmp_path / "out").exists()
+
+
+@dataclass
+class QuotaFigures:
+    """One quota run's figures (scaleout §5, tests 2 and 3; `scripts/bench_ray.py`)."""
+
+    jobs: int
+    seconds: float
+    requests: int
+    rate_limited: int
+    #: Accepted requests per second over the run, as a share of the quota's rate.
+    of_quota: float
+    #: The most requests the server saw in any one of its windows.
+    most_in_window: int
+
+    @property
+    def share_429(self) -> float:
+        return self.rate_limited / max(1, self.requests)
+
+
+async def quota_run(
+    out: Path,
+    state: str,
+    *,
+    jobs: int,
+    workers: int,
+    concurrency: int,
+    quota: int,
+    window: float,
+    rpm: float | None,
+    latency: float = 0.05,
+) -> QuotaFigures:
+    """`jobs` plain jobs through `--engine ray` against a simulator allowing `quota`
+    requests per `window` seconds (the pacer's window scaled to match)."""
+    rows = [{"id": f"q{i:05d}", "prompt": f"quota {i}"} for i in range(jobs)]
+    path = write_jobs(out.parent / f"{out.name}.jsonl", rows)
+    sim_config = SimConfig(
+        small_images=True, api_key=KEY, rpm=quota, quota_window_s=window, latency=latency
+    )
+    previous = os.environ.get(WINDOW_ENV)
+    os.environ[WINDOW_ENV] = str(window)
+    try:
+        async with Simulator(sim_config) as sim:
+            start = time.monotonic()
+            config = make_config(
+                out, sim.base_url, state=state, engine="ray", workers=workers,
+                concurrency=concurrency, rpm=rpm, backoff_base=0.2, backoff_cap=1.0,
+            )  # fmt: skip
+            result = await arun_files([path], config)
+            seconds = time.monotonic() - start
+            stats = sim.stats
+            assert result.exit_code == 0, result.stop
+            times = list(stats.timestamps)
+            accepted_rate = jobs / max(1e-9, times[-1] - times[0])
+            return QuotaFigures(
+                jobs=jobs,
+                seconds=seconds,
+                requests=stats.total,
+                rate_limited=stats.by_status[429],
+                of_quota=accepted_rate / (quota / window),
+                most_in_window=stats.max_in_window(window),
+            )
+    finally:
+        if previous is None:
+            os.environ.pop(WINDOW_ENV, None)
+        else:
+            os.environ[WINDOW_ENV] = previous
+
+
+async def test_rpm_is_one_hard_window_over_every_worker(
+    tmp_path: Path, ray_session: Path, pg_url: str
+) -> None:
+    figures = await quota_run(
+        tmp_path / "out", pg_url, jobs=160, workers=4, concurrency=8, quota=40, window=2.0,
+        rpm=40,
+    )  # fmt: skip
+    assert figures.rate_limited == 0
+    assert figures.most_in_window <= 40
+    assert figures.of_quota >= 0.9, figures
+
+
+async def test_an_unknown_quota_is_learned_once_for_the_cluster(
+    tmp_path: Path, ray_session: Path, pg_url: str
+) -> None:
+    figures = await quota_run(
+        tmp_path / "out", pg_url, jobs=300, workers=5, concurrency=8, quota=40, window=2.0,
+        rpm=None,
+    )  # fmt: skip
+    assert figures.of_quota >= 0.8, figures
+    assert figures.share_429 <= 0.05, figures
+    with PgStore(tmp_path / "out", pg_url, readonly=True) as store:
+        assert store.learned_rate(next(iter(learned_scopes(store)))) is not None
+
+
+def learned_scopes(store: PgStore) -> list[str]:
+    return [str(r[0]) for r in store.db.execute("SELECT scope FROM limiter").fetchall()]
 
 
 def test_the_key_never_reaches_rays_files(ray_session: Path) -> None:
