@@ -160,6 +160,7 @@ async def quota_run(
     window: float,
     rpm: float | None,
     latency: float = 0.05,
+    engine: str = "ray",
 ) -> QuotaFigures:
     """`jobs` plain jobs through `--engine ray` against a simulator allowing `quota`
     requests per `window` seconds (the pacer's window scaled to match)."""
@@ -174,7 +175,7 @@ async def quota_run(
         async with Simulator(sim_config) as sim:
             start = time.monotonic()
             config = make_config(
-                out, sim.base_url, state=state, engine="ray", workers=workers,
+                out, sim.base_url, state=state, engine=engine, workers=workers,
                 concurrency=concurrency, rpm=rpm, backoff_base=0.2, backoff_cap=1.0,
             )  # fmt: skip
             result = await arun_files([path], config)
@@ -214,7 +215,7 @@ async def test_an_unknown_quota_is_learned_once_for_the_cluster(
     tmp_path: Path, ray_session: Path, pg_url: str
 ) -> None:
     figures = await quota_run(
-        tmp_path / "out", pg_url, jobs=300, workers=5, concurrency=8, quota=40, window=2.0,
+        tmp_path / "out", pg_url, jobs=900, workers=5, concurrency=8, quota=240, window=4.0,
         rpm=None,
     )  # fmt: skip
     assert figures.of_quota >= 0.8, figures
