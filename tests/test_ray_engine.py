@@ -228,6 +228,38 @@ def learned_scopes(store: PgStore) -> list[str]:
     return [str(r[0]) for r in store.db.execute("SELECT scope FROM limiter").fetchall()]
 
 
+async def test_the_budget_holds_across_workers(
+    tmp_path: Path, ray_session: Path, pg_url: str, sim: Simulator
+) -> None:
+    rows = [{"id": f"b{i:03d}", "prompt": f"budget {i}"} for i in range(120)]
+    jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    cap = 0.039 * 2 * 25  # the worst case (two images) of 25 requests
+    config = make_config(out, sim.base_url, state=pg_url, engine="ray", workers=4, budget=cap)
+    first = await arun_files([jobs], config)
+    assert first.exit_code == 3
+    assert first.stop is not None
+    assert "budget" in first.stop.message
+    with PgStore(out, pg_url, readonly=True) as store:
+        assert store.spent() <= cap + 1e-9
+        assert 0 < store.counts()["done"] < 120
+    again = await arun_files([jobs], make_config(out, sim.base_url, state=pg_url, engine="ray"))
+    assert again.exit_code == 0
+    assert again.report["done"] == 120
+
+
+async def test_identical_requests_are_sent_once_across_workers(
+    tmp_path: Path, ray_session: Path, pg_url: str, sim: Simulator
+) -> None:
+    rows = [{"id": f"d{i:03d}", "prompt": f"the same {i % 25}"} for i in range(100)]
+    jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
+    config = make_config(tmp_path / "out", sim.base_url, state=pg_url, engine="ray", workers=4)
+    result = await arun_files([jobs], config)
+    assert result.exit_code == 0
+    assert result.report["done"] == 100
+    assert sim.stats.total == 25
+
+
 def test_the_key_never_reaches_rays_files(ray_session: Path) -> None:
     """Runs last in the module: every run above left its logs and GCS files here."""
     found = subprocess.run(
