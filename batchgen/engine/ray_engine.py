@@ -139,18 +139,30 @@ async def schedule(
             reports = await _wait(ray, workers, config, progress, result)
         finally:
             progress.close(result.counters)
-        requests, retried = 0, dict[str, int]()
-        for report in reports:
-            requests += report.requests
-            for kind, n in report.retried.items():
-                retried[kind] = retried.get(kind, 0) + n
-        store.add_run_counts(requests, retried)
+        _record(store, reports)
     finally:
         for actor in actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
         if started:
             ray.shutdown()
+
+
+def _record(store: Store, reports: list[WorkerReport]) -> None:
+    """The workers' requests and retries go on the run's record; late writes are said."""
+    requests, refused, retried = 0, 0, dict[str, int]()
+    for report in reports:
+        requests += report.requests
+        refused += report.refused
+        for kind, n in report.retried.items():
+            retried[kind] = retried.get(kind, 0) + n
+    store.add_run_counts(requests, retried)
+    if refused:
+        log.warning(
+            "%d late writes refused: a worker's lease had ended (it was frozen or cut off) "
+            "and another worker took its jobs over",
+            refused,
+        )
 
 
 def _without_key(config: RunConfig) -> RunConfig:
