@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -260,12 +259,27 @@ async def test_identical_requests_are_sent_once_across_workers(
     assert sim.stats.total == 25
 
 
-def test_the_key_never_reaches_rays_files(ray_session: Path) -> None:
-    """Runs last in the module: every run above left its logs and GCS files here."""
-    found = subprocess.run(
-        ["grep", "-rl", "--binary-files=text", KEY, str(ray_session)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert found.stdout == ""
+async def test_the_key_never_reaches_rays_files_the_state_or_the_output(
+    tmp_path: Path, ray_session: Path, pg_server: Any, pg_url: str, sim: Simulator
+) -> None:
+    """Runs last in the module: every run above left its logs and GCS files in Ray's folder."""
+    jobs = write_jobs(tmp_path / "jobs.jsonl", marked_jobs(30))
+    out = tmp_path / "out"
+    config = make_config(out, sim.base_url, state=pg_url, engine="ray", workers=2, rpm=1e6)
+    assert (await arun_files([jobs], config)).exit_code == 1
+    assert KEY not in pg_server.dump(pg_url)
+    assert holding(ray_session, KEY) == []
+    assert holding(out, KEY) == []
+
+
+def holding(folder: Path, text: str) -> list[Path]:
+    """Every file under `folder` whose bytes contain `text` (logs, GCS tables, images)."""
+    needle = text.encode()
+    found = []
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file() and not path.is_socket() and needle in path.read_bytes():
+                found.append(path)
+        except OSError:
+            continue  # a socket, or a file Ray removed meanwhile
+    return found

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 #: Hidden (tests, chaos runs): the lease of a claimed job, in seconds.
 LEASE_ENV = "BATCHGEN_LEASE_SECONDS"
+#: Hidden (scripts/bench_ray.py's control): "own" gives each worker its own pacer.
+PACER_ENV = "BATCHGEN_RAY_PACER"
 
 INTERRUPTED = StopReason(
     StopKind.INTERRUPTED,
@@ -126,6 +128,7 @@ async def schedule(
             lease_seconds=lease_seconds(),
             needs_key=config.api_key is not None and not sim,
             redo=redo,
+            own_pacer=os.environ.get(PACER_ENV) == "own",
         )
         shared = _shared_actors(ray, store, config)
         actors += [a for a in shared if a is not None]

@@ -37,6 +37,7 @@ import aiohttp
 from batchgen.config import RunConfig, key_from_env
 from batchgen.engine.budget import Budget, Reserves
 from batchgen.engine.cache import SharedCache
+from batchgen.engine.limiter import Pacer
 from batchgen.engine.pool import Pool
 from batchgen.engine.pricing import PriceTable
 from batchgen.engine.ray_pacer import RemotePacer
@@ -62,6 +63,8 @@ class WorkerSpec:
     #: The key must be found in each worker's environment (not --sim).
     needs_key: bool
     redo: frozenset[str] = frozenset()
+    #: Benchmarks only: each worker paces alone (what N separate runs would do).
+    own_pacer: bool = False
 
 
 @dataclass
@@ -97,6 +100,7 @@ class WorkerHost:
         self._stop: StopReason | None = None
         self._pool: Pool | None = None
         self._report = WorkerReport()
+        self._own: Pacer | None = None
 
     def _config(self) -> RunConfig:
         key = key_from_env()
@@ -186,12 +190,14 @@ class WorkerHost:
             budget = Budget(None, 0.0)
         else:
             budget = RemoteBudget(self._budget, config.budget, self.slot)
+        if self.spec.own_pacer and self._own is None:
+            self._own = Pacer(config.rpm, slow_start=True)
         return Pool(
             config,
             store,
             http_sender(session, config),
             prices=self.spec.prices,
-            pacer=RemotePacer(self._pacer),
+            pacer=self._own or RemotePacer(self._pacer),
             budget=budget,
             sharded=self.spec.sharded,
             shared_cache=shared,
