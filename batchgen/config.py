@@ -39,6 +39,7 @@ class RunMode(StrEnum):
 
     LIVE = "live"
     FLEX = "flex"
+    BATCH = "batch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +53,18 @@ class ModeSpec:
     timeout: float
 
 
-#: The modes ``--mode`` offers, by name: Batch Mode is one more row (and member).
+#: The modes ``--mode`` offers, by name. Batch Mode sends no ``serviceTier``:
+#: its requests go in an uploaded file (`engine/batchmode.py`), and its timeout
+#: is each call's to the Files and Batches APIs.
 MODES: Mapping[str, ModeSpec] = {
     RunMode.LIVE: ModeSpec(Tier.STANDARD, None, 180.0),
     RunMode.FLEX: ModeSpec(Tier.FLEX, "flex", 20 * 60.0),
+    RunMode.BATCH: ModeSpec(Tier.BATCH, None, 300.0),
 }
+
+#: Jobs per batch (``--batch-size``): the per-model enqueued-token caps (image
+#: models on Tier 1: 1-3 M tokens) hold ~1,000-2,500 images in the queue at once.
+DEFAULT_BATCH_SIZE = 1000
 
 
 #: The engines ``--engine`` offers: this process, or worker actors on a Ray cluster.
@@ -217,7 +225,18 @@ class RunConfig:
     #: A Ray cluster to join (``auto``, ``ray://host:10001``); None: a local one.
     ray_address: str | None = None
     seed: int | None = None
+    #: Batch Mode: seconds between polls of the batches (jittered).
+    poll_interval: float = 60.0
+    #: Batch Mode: submit and collect what has finished, then exit (0 on the run that
+    #: submits, 4 from later runs while batches run).
+    no_wait: bool = False
+    #: Batch Mode: jobs per batch.
+    batch_size: int = DEFAULT_BATCH_SIZE
     extra_headers: dict[str, str] = field(default_factory=dict)
+    #: A JUnit XML file of every job, written at the end of the run (`report/junit.py`).
+    junit: Path | None = None
+    #: Exit 0 when at least this share of the ended jobs is done (0..1); None: every job.
+    fail_under: float | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -234,6 +253,8 @@ class RunConfig:
             raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         # A caller of `batchgen.run` may pass the plain string.
         object.__setattr__(self, "mode", RunMode(self.mode))
+        if self.state is not None:  # a path from Python, or the CLI's string
+            object.__setattr__(self, "state", os.fspath(self.state))
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError("--timeout must be positive")
         if self.limit is not None and self.limit < 0:
@@ -242,6 +263,12 @@ class RunConfig:
             raise UsageError("--budget must not be negative")
         if self.max_outage < 0 or self.unreachable_after < 0 or self.report_every < 0:
             raise UsageError("--max-outage and --report-every must not be negative")
+        if self.fail_under is not None and not 0 <= self.fail_under <= 1:
+            raise UsageError(
+                f"--fail-under is a share from 0 to 1 (0.95 for 95 %), not {self.fail_under}"
+            )
+        if self.poll_interval <= 0 or self.batch_size < 1:
+            raise UsageError("--poll-interval must be positive and --batch-size at least 1")
         if self.image_size is not None and self.image_size not in IMAGE_SIZES:
             raise UsageError(
                 f"--image-size must be one of {', '.join(IMAGE_SIZES)}, not {self.image_size!r}"

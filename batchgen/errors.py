@@ -23,6 +23,9 @@ EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 EXIT_ABORTED = 3
+#: Batch Mode with ``--no-wait``: batches are still pending or running; run the
+#: same command again later (0 or 1 only once every job has ended).
+EXIT_STILL_RUNNING = 4
 EXIT_INTERRUPTED = 130
 
 

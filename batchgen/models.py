@@ -81,6 +81,8 @@ class StopKind(StrEnum):
     ERROR = "error"
     #: The endpoint never answered, or went away for longer than `--max-outage`.
     NETWORK = "network"
+    #: Batch Mode with ``--no-wait``: batches were left running (exit 4).
+    WAITING = "waiting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +225,8 @@ class JobRecord:
     prompt: str = ""
     source: str = ""
     line: int = 0
+    #: The job's reference images as given (absolute paths, `@id` for a chained job's).
+    images: list[str] = field(default_factory=list)
     started_at: float | None = None
     finished_at: float | None = None
     #: The model and output size of the last request; thinking tokens.

@@ -30,8 +30,11 @@ RUN_FLAG_NAMES = {
     "--max-outage", "--report-every", "--unreachable-after",
     # Issue 15 added the run mode.
     "--mode",
-    # Issue 17 added the redo of rejected images.
+    # Issue 17 added the redo of rejected images and the CI results.
     "--redo",
+    "--junit", "--fail-under",
+    # Issue 15's Batch Mode.
+    "--poll-interval", "--no-wait", "--batch-size",
     # Issue 16 added where the state is (a SQLite file, a PostgreSQL URL).
     "--state",
     # Issue 16 step 3 added the Ray engine.
@@ -99,6 +102,11 @@ RUN_VALUES: dict[str, tuple[str | None, Any]] = {
     "unreachable_after": ("2", 2.0),
     "mode": ("flex", "flex"),
     "redo": ("rejected", "rejected"),
+    "junit": ("results.xml", Path("results.xml")),
+    "fail_under": ("0.9", 0.9),
+    "poll_interval": ("2.5", 2.5),
+    "no_wait": (None, True),
+    "batch_size": ("250", 250),
     "state": ("state.sqlite", "state.sqlite"),
     "engine": ("ray", "ray"),
     "workers": ("3", 3),

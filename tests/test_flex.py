@@ -83,13 +83,14 @@ def test_the_request_builder_adds_the_tier_at_the_top_level_only_when_asked() ->
 
 def test_the_modes_are_a_table_and_the_config_defaults_to_live() -> None:
     assert RunConfig.mode is RunMode.LIVE
-    assert list(MODES) == ["live", "flex"]
+    # Issue 15 (client side) added Batch Mode as the third row.
+    assert list(MODES) == ["live", "flex", "batch"]
     assert MODES[RunMode.FLEX].tier is Tier.FLEX
     assert MODES[RunMode.FLEX].service_tier == "flex"
     assert MODES[RunMode.LIVE].service_tier is None
     assert RunConfig(out=Path("o"), mode="flex").mode is RunMode.FLEX  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="--mode"):
-        RunConfig(out=Path("o"), mode="batch")  # type: ignore[arg-type]
+        RunConfig(out=Path("o"), mode="overnight")  # type: ignore[arg-type]
 
 
 def test_flex_prices_at_half_and_says_what_live_would_have_cost() -> None:

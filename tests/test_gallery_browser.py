@@ -247,3 +247,122 @@ def test_pages_of_one_hundred_cards(browser: Browser, tmp_path: Path) -> None:
     pg.get_by_test_id("prev").click()
     assert card_ids(pg)[0] == "p100"
     context.close()
+
+
+@pytest.fixture(scope="module")
+def chunked(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """5,000 jobs in chunks of 1,000 (the page holds the first; four files), every
+    ninth failed, 7 tags, every 500th with a real reference image."""
+    from PIL import Image
+
+    from batchgen.models import ErrorInfo, Job, Status
+    from batchgen.report.gallery import write_gallery
+    from batchgen.report.summary import summarize
+    from batchgen.store import Store
+
+    base = tmp_path_factory.mktemp("chunked")
+    ref = base / "refs" / "ref.png"
+    ref.parent.mkdir()
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(ref)
+    with Store(base / "out") as store:
+        with store.transaction():
+            store.start_run()
+            for i in range(5_000):
+                job_id = f"c{i:05d}"
+                refs = (str(ref),) if i % 500 == 0 else ()
+                job = Job(id=job_id, prompt=f"item {i}", tags=(f"t{i % 7}",), images=refs)
+                store.plan(job, "fp", reset=True)
+                store.record_attempt(job_id, cost=0.001 * (i % 17), prompt_tokens=1,
+                                     output_tokens=1, cost_source="usage")  # fmt: skip
+                failed = i % 9 == 4
+                err = ErrorInfo("bad_request", 400, "no") if failed else None
+                store.finish(job_id, Status.FAILED if failed else Status.DONE, error=err)
+        write_gallery(store, summarize(store), chunk_rows=1_000)
+    return base / "out"
+
+
+@pytest.fixture
+def cpage(browser: Browser, chunked: Path) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(15_000)
+    problems: list[str] = []
+    pg.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    pg.on("request", lambda r: None if r.url.startswith("file://") else problems.append(r.url))
+    CHUNK_LOADS.clear()
+    pg.on("request", lambda r: CHUNK_LOADS.append(r.url) if "/report-data/" in r.url else None)
+    pg.goto((chunked / "report.html").as_uri())
+    pg.wait_for_selector("body[data-ready='1']")
+    yield pg
+    context.close()
+    assert problems == []
+
+
+def settled(pg: Page, act: Any) -> None:
+    """Do `act` and wait for the page to draw its result (it may load chunks first)."""
+    before = pg.evaluate("document.body.dataset.renders")
+    act()
+    pg.wait_for_function(f"document.body.dataset.renders !== {before!r}")
+
+
+#: The chunk files the page under test asked for, in order.
+CHUNK_LOADS: list[str] = []
+
+
+def loaded_chunks(pg: Page) -> list[str]:
+    return sorted({Path(urlparse(url).path).stem for url in CHUNK_LOADS})
+
+
+def test_chunked_pages_walk_across_chunk_boundaries(cpage: Page) -> None:
+    assert text(cpage, "shown-count") == "5000"
+    assert text(cpage, "page-range") == "showing 1–100 of 5000"
+    assert loaded_chunks(cpage) == []  # the first page is in report-data.js
+    for _ in range(10):
+        settled(cpage, lambda: cpage.get_by_test_id("next").click())
+    assert text(cpage, "page-range") == "showing 1001–1100 of 5000"
+    assert card_ids(cpage)[0] == "c01000"
+    assert loaded_chunks(cpage) == ["1"]
+
+
+def test_chunked_filters_use_the_index(cpage: Page) -> None:
+    failed = [f"c{i:05d}" for i in range(5_000) if i % 9 == 4]
+    settled(cpage, lambda: choose(cpage, "filter-status", "failed"))
+    assert text(cpage, "shown-count") == str(len(failed))  # exact, from the index
+    assert card_ids(cpage) == failed[:100]
+    assert statuses(cpage) == {"failed"}
+    assert loaded_chunks(cpage) == []  # 100 failed jobs are in the first chunk
+    for _ in range(2):
+        settled(cpage, lambda: cpage.get_by_test_id("next").click())
+    assert card_ids(cpage) == failed[200:300]  # rows of chunks 1 and 2
+    assert loaded_chunks(cpage) == ["1", "2"]
+    # Two filters: the index bounds them; matching rows are found by scanning.
+    both = [c for c in failed if int(c[1:]) % 7 == 3]
+    settled(cpage, lambda: choose(cpage, "filter-tag", "t3"))
+    assert card_ids(cpage) == both  # fewer than a page: every chunk scanned, so exact
+    assert text(cpage, "shown-count") == str(len(both))
+
+
+def test_chunked_search_sort_and_references(cpage: Page, chunked: Path) -> None:
+    cpage.get_by_test_id("search").fill("item 4321")
+    cpage.wait_for_function(
+        "[...document.querySelectorAll('[data-testid=card]')].map(c => c.dataset.id)"
+        ".join() === 'c04321'"
+    )
+    assert text(cpage, "shown-count") == "1"  # every chunk scanned: exact
+    cpage.get_by_role("button", name="Reset").click()
+    settled(cpage, lambda: choose(cpage, "sort", "cost"))
+    costs = cpage.eval_on_selector_all(
+        "[data-testid=card] .meta span:nth-child(2)", "s => s.map(e => e.textContent)"
+    )
+    assert costs[0] == "$0.0160"
+    assert costs == sorted(costs, reverse=True)
+    settled(cpage, lambda: cpage.get_by_role("button", name="Reset").click())
+    refs = cpage.locator("[data-id=c00000] [data-testid=refs] img")
+    assert refs.count() == 1
+    refs.scroll_into_view_if_needed()
+    cpage.wait_for_function(
+        "document.querySelector('[data-id=c00000] [data-testid=refs] img').naturalWidth > 0"
+    )
+    src = unquote(urlparse(refs.evaluate("i => i.src")).path)
+    assert Path(src) == chunked.parent / "refs" / "ref.png"
+    assert refs.get_attribute("src") == "../refs/ref.png"  # relative: works offline

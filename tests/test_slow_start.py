@@ -148,19 +148,21 @@ def test_no_slow_start_with_rpm_or_by_default() -> None:
 async def test_the_first_wall_costs_at_most_5_percent_of_requests(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A real run against the simulator's quota of 40 per 2 s window: 80 jobs at
-    C=16 used to meet the wall with a whole wave of 16 in flight (8 refused)."""
-    monkeypatch.setenv(WINDOW_ENV, "2")
-    config = SimConfig(small_images=True, api_key=KEY, rpm=40, quota_window_s=2.0, latency=0.05)
+    """The issue's short run, its clock scaled from 60 s to 4 s: 400 jobs at C=32
+    against an unknown quota of 200 per window, which used to meet the wall with
+    a whole pool in flight (7 % refused). Eighty jobs at C=16 were tried first:
+    there one refusal is 1.2 %, so a busy machine's jitter decided the verdict."""
+    monkeypatch.setenv(WINDOW_ENV, "4")
+    config = SimConfig(small_images=True, api_key=KEY, rpm=200, quota_window_s=4.0, latency=0.05)
     jobs = write_jobs(
-        tmp_path / "jobs.jsonl", [{"id": f"j{i}", "prompt": f"p{i}"} for i in range(80)]
+        tmp_path / "jobs.jsonl", [{"id": f"j{i}", "prompt": f"p{i}"} for i in range(400)]
     )
     out = tmp_path / "out"
     async with Simulator(config) as sim:
-        result = await arun_files([jobs], make_config(out, sim.base_url, concurrency=16))
+        result = await arun_files([jobs], make_config(out, sim.base_url, concurrency=32))
         refused, total = sim.stats.by_status[429], sim.stats.total
     report = json.loads((out / "report.json").read_text())
-    assert (result.exit_code, report["done"]) == (0, 80)
+    assert (result.exit_code, report["done"]) == (0, 400)
     assert refused >= 1  # the wall was met
-    assert total == 80 + refused
+    assert total == 400 + refused
     assert refused <= 0.05 * total

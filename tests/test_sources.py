@@ -400,3 +400,20 @@ def test_bad_records_are_all_reported_and_nothing_is_made(tmp_path: Path) -> Non
         batchgen.run(items, out=out, sim=True)  # type: ignore[arg-type]
     assert [(p.file, p.line) for p in caught.value.problems] == [("<jobs>", 2), ("<jobs>", 3)]
     assert not out.exists()
+
+
+def test_a_lone_surrogate_escape_is_refused_with_its_field_and_a_pair_is_text(
+    tmp_path: Path,
+) -> None:
+    # JSON can spell a lone UTF-16 surrogate, which is not text: it used to pass
+    # validation and crash the run when the job was stored.
+    path = tmp_path / "j.jsonl"
+    path.write_text(
+        '{"id": "a", "prompt": "smile \\ud83d\\ude00"}\n'
+        '{"id": "b", "prompt": "half \\ud800 a pair"}\n'
+        '{"id": "c", "prompt": "p", "tags": ["\\uDFFF"]}\n'
+    )
+    with pytest.raises(InputError) as caught:
+        list(reader.read_sources([FileSource(path)]))
+    found = [(p.line, p.field, "surrogate" in p.message) for p in caught.value.problems]
+    assert found == [(2, "prompt", True), (3, "tags", True)]

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from batchgen import __version__
 from batchgen.catalogue import IMAGE_SIZES, load_catalogue
+from batchgen.cli.ci import CI_FLAGS, verdict
+from batchgen.cli.inputs import JOBS_EPILOG, JOBS_HELP, KEY_EPILOG, add_input_options, read_options
 from batchgen.cli.state import STATE_HELP, add_state_option
 from batchgen.config import (
     ENGINES,
@@ -35,9 +37,7 @@ from batchgen.errors import (
     EXIT_USAGE,
     BatchgenError,
     InputError,
-    UsageError,
 )
-from batchgen.jobs.columns import ReadOptions
 
 #: `batchgen run` flags that set one `RunConfig` field each; defaults are RunConfig's.
 RUN_FLAGS: tuple[Flag, ...] = (
@@ -52,7 +52,8 @@ RUN_FLAGS: tuple[Flag, ...] = (
         "--mode",
         "mode",
         "live: answers in seconds at the standard price; flex: half price, minutes of "
-        "latency (models with flex in batchgen models)",
+        "latency (models with flex in batchgen models); batch: half price through "
+        "Batch Mode, results within 24 h (docs/batch-mode.md)",
         choices=tuple(MODES),
     ),
     Flag(
@@ -141,12 +142,35 @@ RUN_FLAGS: tuple[Flag, ...] = (
         type=float,
         metavar="SECONDS",
     ),
+    Flag(
+        "--poll-interval",
+        "poll_interval",
+        "batch: seconds between polls of the batches (jittered; a failed poll backs off)",
+        type=float,
+        metavar="SECONDS",
+    ),
+    Flag(
+        "--no-wait",
+        "no_wait",
+        "batch: submit, collect what has finished, and exit (0 on the run that submits; "
+        "later runs of the same command exit 4 while batches are pending or running)",
+        action="store_true",
+    ),
+    Flag(
+        "--batch-size",
+        "batch_size",
+        "batch: jobs per batch (the per-model enqueued-token caps hold ~1,000-2,500 "
+        "images in the queue at once)",
+        type=int,
+        metavar="N",
+    ),
     # Advanced (tests): how long an endpoint that never answered is tried.
     Flag("--unreachable-after", "unreachable_after", "", type=float, hidden=True),
     # Advanced (tests and chaos runs shrink the retry delays): base and cap of the backoff.
     Flag("--backoff-base", "backoff_base", "", type=float, hidden=True),
     Flag("--backoff-cap", "backoff_cap", "", type=float, hidden=True),
     Flag("--no-progress", "progress", "no progress display", action="store_false"),
+    *CI_FLAGS,
 )
 
 
@@ -156,67 +180,9 @@ VALIDATE_FLAGS = tuple(
 )
 
 
-# --- job-file options (run and validate): how the reader reads the files ---------------
-
-JOBS_HELP = "job files (.csv, .jsonl, .parquet, .xlsx) and recipes (.toml)"
-JOBS_EPILOG = (
-    "Job files: a header names the columns (id, prompt, images, aspect_ratio, tags, "
-    "priority, model, variant, sizes), matched ignoring case, spaces and hyphens "
-    "('Aspect Ratio' is aspect_ratio); a CSV's delimiter (, ; tab |) is read from its "
-    "header line; an .xlsx is read from its first sheet unless --sheet says otherwise. "
-    "Columns named _x or x-x are skipped. See docs/job-files.md."
-)
-KEY_EPILOG = (
-    " The API key is read from the GEMINI_API_KEY (or GOOGLE_API_KEY) environment "
-    "variable, never a flag; "
-    "--sim and --dry-run need none."
-)
-
-
-def _add_input_options(p: argparse.ArgumentParser) -> None:
-    """The reader's flags, shared by `run` and `validate`."""
-    g = p.add_argument_group("job files")
-    g.add_argument(
-        "--delimiter",
-        default=None,
-        metavar="CHAR",
-        help="CSV delimiter: ',', ';', '|' or 'tab' (default: detected from the header line)",
-    )
-    g.add_argument(
-        "--sheet",
-        default=None,
-        metavar="NAME|N",
-        help=".xlsx sheet to read, by name or number from 1 (default: the first); "
-        "also a recipe's product sheet, unless the recipe sets sheet_name",
-    )
-    g.add_argument(
-        "--ignore-columns",
-        default="",
-        metavar="A,B",
-        help="columns (or JSONL keys) to skip without a word, comma-separated",
-    )
-
-
-def _read_options(args: argparse.Namespace) -> ReadOptions:
-    delimiter = args.delimiter
-    if delimiter is not None:
-        delimiter = {"tab": "\t", "\\t": "\t", "\t": "\t"}.get(delimiter.lower(), delimiter)
-        if len(delimiter) != 1:
-            raise UsageError(f"--delimiter takes one character or 'tab', not {args.delimiter!r}")
-
-    def notify(message: str) -> None:
-        print(f"batchgen: {message}", file=sys.stderr)
-
-    ignore = args.ignore_columns.split(",")
-    return ReadOptions.make(delimiter=delimiter, sheet=args.sheet, ignore=ignore, notify=notify)
-
-
-# --- end of job-file options ---------------------------------------------------------------
-
-
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("jobs", nargs="+", type=Path, help=JOBS_HELP)
-    _add_input_options(p)
+    add_input_options(p)
     p.add_argument("--out", "-o", type=Path, required=True, help="output folder")
     p.add_argument(
         "--sim",
@@ -260,8 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=JOBS_EPILOG + " No API key is needed (GEMINI_API_KEY is read by run).",
     )
     val.add_argument("jobs", nargs="+", type=Path, help=JOBS_HELP)
-    _add_input_options(val)
+    add_input_options(val)
     add_flags(val, RunConfig, VALIDATE_FLAGS)
+    val.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON document on stdout with every problem and the counts "
+        "(docs/ci.md); the exit code is the same",
+    )
     val.set_defaults(func=cmd_validate)
 
     rep = sub.add_parser(
@@ -280,9 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument(
         "--format",
-        choices=("json", "csv"),
+        choices=("json", "csv", "parquet"),
         default="json",
-        help="format of the --by roll-up on stdout (default: json)",
+        help="json, csv: format of the --by roll-up on stdout (default: json); parquet: also "
+        "write OUT/report.parquet, one row per job (pandas.read_parquet)",
+    )
+    rep.add_argument(
+        "--junit", type=Path, metavar="FILE", help="also write every job as JUnit XML to FILE"
     )
     add_state_option(rep)
     rep.set_defaults(func=cmd_report)
@@ -307,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     from batchgen.cli.review import register as register_review
 
     register_review(sub)
+    from batchgen.cli.export import register as register_export
+
+    register_export(sub)
+    from batchgen.cli.batches import register as register_batches
+
+    register_batches(sub)
     return parser
 
 
@@ -335,13 +318,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from batchgen.engine.runner import arun_sources, describe, sources_for
 
     config = _config(args)
-    sources = sources_for(args.jobs, _read_options(args))
+    sources = sources_for(args.jobs, read_options(args))
     _tune_gc()
     result = asyncio.run(arun_sources(sources, config, sim=args.sim))
     if config.dry_run:
         print_dry_run(config, result)
         return EXIT_OK
     print(describe(result), file=sys.stderr)
+    judged = verdict(config.fail_under, result.report, result.exit_code)
+    if judged:
+        print(judged, file=sys.stderr)
     print(
         f"report: {config.out / 'report.json'}; gallery: {config.out / 'report.html'}",
         file=sys.stderr,
@@ -350,6 +336,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    if args.format == "json":
+        from batchgen.cli.ci import as_json
+
+        return as_json(lambda: _count_jobs(args))
+    print(f"{_count_jobs(args)} jobs OK")
+    return EXIT_OK
+
+
+def _count_jobs(args: argparse.Namespace) -> int:
+    """The valid jobs of `validate`'s files, or `InputError` with every problem."""
     from batchgen.engine.pricing import PriceTable
     from batchgen.engine.runner import model_rules, sources_for
     from batchgen.jobs import reader
@@ -357,9 +353,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     config = RunConfig(out=Path("."), **flag_values(args, VALIDATE_FLAGS))
     prices = PriceTable.load(None, load_catalogue(config.models_file), config.mode_spec.tier)
     rules = model_rules(config, prices)
-    n = reader.check(sources_for(args.jobs, _read_options(args)), rules=rules)
-    print(f"{n} jobs OK")
-    return EXIT_OK
+    return reader.check(sources_for(args.jobs, read_options(args)), rules=rules)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -371,6 +365,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     # A folder a run holds is read read-only; each file is replaced atomically.
     with report_store(args.out, args.state) as store:
         summary = write_reports(store)
+        if args.junit is not None:
+            from batchgen.report.junit import write_junit
+
+            write_junit(store, args.junit)
+        if args.format == "parquet":
+            from batchgen.report.parquet import write_parquet
+
+            print(f"wrote {write_parquet(store)}")
     if args.by == "tag":
         if args.format == "csv":
             sys.stdout.write(tag_csv(summary))

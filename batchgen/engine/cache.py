@@ -39,12 +39,18 @@ from batchgen.store import Store
 
 
 def request_key(job: Job, model: str, references: Sequence[bytes]) -> str:
+    return request_key_of(job, model, [hashlib.sha256(b).hexdigest() for b in references])
+
+
+def request_key_of(job: Job, model: str, digests: Sequence[str]) -> str:
+    """`request_key` from the references' SHA-256 hex digests (Batch Mode knows
+    them without reading the bytes again)."""
     payload = {
         "model": model,
         "prompt": " ".join(job.prompt.split()),
         "aspect_ratio": job.aspect_ratio,
         "variant": job.variant,
-        "images": [hashlib.sha256(b).hexdigest() for b in references],
+        "images": list(digests),
     }
     if job.image_size:  # absent: the requests (and keys) made before sizes existed
         payload["image_size"] = job.image_size

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from batchgen.config import RunConfig, key_from_env
+from batchgen.config import RunConfig, RunMode, key_from_env
 from batchgen.engine.limiter import quota_window
 from batchgen.engine.outage import host_of
 from batchgen.engine.pricing import PriceTable
@@ -79,6 +79,11 @@ def check(config: RunConfig, *, sim: bool) -> None:
         raise UsageError(
             "--engine ray: give the database password in PGPASSWORD or ~/.pgpass on every "
             "node, not in the --state URL (it would travel through Ray)"
+        )
+    if config.mode is RunMode.BATCH:
+        raise UsageError(
+            "--engine ray sends live requests; --mode batch hands the jobs to Gemini's "
+            "Batch Mode from one process (run it without --engine ray)"
         )
     if config.limit is not None:
         raise UsageError("--limit is not supported with --engine ray; run inline for a sample")

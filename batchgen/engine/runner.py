@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from batchgen.catalogue import load_catalogue
-from batchgen.config import RunConfig
+from batchgen.config import RunConfig, RunMode
 from batchgen.engine.budget import Budget
 from batchgen.engine.cache import SharedCache
 from batchgen.engine.limiter import Pacer
@@ -50,6 +50,7 @@ from batchgen.jobs.inputs import FileSource, JobSource
 from batchgen.jobs.models_check import ModelRules
 from batchgen.models import Counters, Job, StopKind, StopReason
 from batchgen.output.sink import SHARD_THRESHOLD, DiskFullError, clean_temporaries, is_disk_full
+from batchgen.report.junit import judge_folder, write_run_junit
 from batchgen.report.summary import summarize, write_reports
 from batchgen.store import DB_NAME, STATE_DIR, Store
 from batchgen.store.open import open_state, state_exists
@@ -82,6 +83,8 @@ class RunResult:
     unpriced: dict[str, int] = field(default_factory=dict)
     #: Dry run: the estimate at every tier (live, flex, Batch Mode).
     tiers: TierCosts | None = None
+    #: Batch Mode: what was submitted, expired, resubmitted, for people.
+    notes: list[str] = field(default_factory=list)
 
 
 def sources_for(
@@ -160,8 +163,10 @@ async def _endpoint(config: RunConfig, sim: bool) -> AsyncIterator[RunConfig]:
         return
     from batchgen.sim import SimConfig, Simulator
 
+    # Batch Mode on the simulator: a simulated hour passes each real second.
+    scale = 3600.0 if config.mode is RunMode.BATCH else 1.0
     async with Simulator(
-        SimConfig(seed=config.seed or 0, models_file=config.models_file)
+        SimConfig(seed=config.seed or 0, models_file=config.models_file, time_scale=scale)
     ) as server:
         yield replace(config, base_url=server.base_url)
 
@@ -222,7 +227,7 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
                 else:
                     await _schedule(store, cfg, prices, result, sharded=sharded, redo=redo)
         finally:
-            result.exit_code = _exit_code(result)
+            result.exit_code = judge_folder(store, _exit_code(result), config.fail_under)
             try:
                 with store.transaction():
                     store.end_run(result.exit_code)
@@ -232,6 +237,7 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
                 # A stopped run exits within seconds; the next report makes missing previews.
                 budget = None if result.stop is None else THUMB_BUDGET_ON_STOP
                 result.report = _report(store, result, thumb_budget_s=budget)
+                write_run_junit(store, config, result.exit_code, result.stop)
                 settled_now = result.stop is None and result.report["pending"] == 0
                 with store.transaction():
                     store.set_meta(SETTLED_INPUTS, digest if settled_now else "")
@@ -331,9 +337,11 @@ def _already_settled(config: RunConfig, digest: str) -> RunResult | None:
             store.start_run()
         counts = store.counts()
         result = RunResult(EXIT_OK, Plan(total=sum(counts.values()), done=counts["done"]))
+        result.exit_code = judge_folder(store, EXIT_OK, config.fail_under)
         with store.transaction():
-            store.end_run(EXIT_OK)
+            store.end_run(result.exit_code)
         result.report = _report(store, result)
+        write_run_junit(store, config, result.exit_code, result.stop)
     return result
 
 
@@ -369,6 +377,13 @@ async def _schedule(
     redo: frozenset[str] = frozenset(),
 ) -> None:
     to_run = result.plan.to_run if config.limit is None else min(config.limit, result.plan.to_run)
+    if config.mode is RunMode.BATCH:
+        from batchgen.engine.batchrun import schedule
+
+        result.counters, result.stop, result.notes = await schedule(
+            store, config, prices, to_run=to_run, sharded=sharded
+        )
+        return
     progress = Progress(to_run, enabled=config.progress)
     connector = aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=config.concurrency)
     shared = SharedCache(config.cache_dir) if config.cache_dir is not None else None
@@ -437,7 +452,7 @@ def _exit_code(result: RunResult) -> int:
 def describe(result: RunResult, budget: float | None = None) -> str:
     """The one-paragraph end-of-run message for people. Each figure is named
     once: after a budget stop, the stop's sentence says what was spent."""
-    lines = []
+    lines = list(result.notes)
     stop = result.stop
     if stop is not None:
         lines.append(stop.message)

@@ -15,9 +15,8 @@ import logging
 import signal
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
-from batchgen.engine.pool import Pool
 from batchgen.errors import EXIT_INTERRUPTED
 from batchgen.models import StopKind, StopReason
 
@@ -40,11 +39,17 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
+class Stoppable(Protocol):
+    """What the handlers stop: the pool, or a Batch Mode run."""
+
+    def request_stop(self, reason: StopReason) -> None: ...
+
+
 class TwoStage:
     """The pool's handlers: `with TwoStage(pool, grace):` around `pool.run`;
     `interrupts` counts the signals heard."""
 
-    def __init__(self, pool: Pool, grace_seconds: float) -> None:
+    def __init__(self, pool: Stoppable, grace_seconds: float) -> None:
         self.pool = pool
         self.grace_seconds = grace_seconds
         self.interrupts = 0

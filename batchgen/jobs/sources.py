@@ -21,6 +21,7 @@ import json
 from collections.abc import Callable, Generator, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from batchgen.errors import InputProblem
 from batchgen.jobs.checks import human_size as _size
@@ -66,6 +67,7 @@ __all__ = [
 
 _DELIMITERS = {"csv": ",", "tsv": "\t"}
 _JSON_BLANK = " \t\r\n"
+SURROGATE = "holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair): not text"
 _BATCH_ROWS = 4096
 
 
@@ -229,6 +231,12 @@ def _jsonl_items(raw: bytes, name: str, line: int, keys: KeyMap | None) -> Itera
     if msg:
         yield InputProblem(name, line, "", msg)
         return
+    if "\\u" in text:
+        bad = _surrogate_keys(obj)
+        if bad:
+            for key in bad:
+                yield InputProblem(name, line, key, SURROGATE)
+            return
     if keys is None:
         yield RawRow(line, obj, table=False)
         return
@@ -236,6 +244,19 @@ def _jsonl_items(raw: bytes, name: str, line: int, keys: KeyMap | None) -> Itera
     for key, message in problems:
         yield InputProblem(name, line, key, message)
     yield RawRow(line, fields, table=False)
+
+
+def _surrogate_keys(obj: dict[str, Any]) -> list[str]:
+    """The keys whose value holds a lone UTF-16 surrogate: JSON can spell one
+    (`"\\ud800"`) but it is not text, and nothing downstream could write it. Only
+    lines with a `\\u` escape are checked, so the common line costs nothing."""
+    bad = []
+    for key, value in obj.items():
+        try:
+            json.dumps([key, value], ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(key)
+    return bad
 
 
 def _table_rows(

@@ -48,9 +48,17 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
-__all__ = ["TEMP_PREFIX", "fsync_dir", "move", "temp_path", "write_bytes", "write_text"]
+__all__ = [
+    "TEMP_PREFIX",
+    "fsync_dir",
+    "move",
+    "temp_path",
+    "write_bytes",
+    "write_stream",
+    "write_text",
+]
 
 TEMP_PREFIX = ".part-"
 
@@ -113,6 +121,25 @@ def write_text(path: Path, *, durable: bool = False) -> Iterator[TextIO]:
         with open(_create(tmp), "w", encoding="utf-8", newline="\n") as fh:
             yield fh
             fh.flush()  # a full disk fails here or at close, before the rename
+            if durable:
+                os.fsync(fh.fileno())
+        _place(tmp, path, durable=durable)
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def write_stream(path: Path, *, durable: bool = False) -> Iterator[BinaryIO]:
+    """A binary file streamed into place (an export's copies, a zip), never held
+    whole in memory: it appears under `path` only if the block ends without an
+    exception; else nothing changes. The file is seekable (a zip writes its
+    headers back)."""
+    tmp = temp_path(path)
+    try:
+        with open(_create(tmp), "wb") as fh:
+            yield fh
+            fh.flush()
             if durable:
                 os.fsync(fh.fileno())
         _place(tmp, path, durable=durable)

@@ -1,14 +1,15 @@
 """gallery: the store and the report summary in, `OUT/report.html` out.
 
 The page opens from disk with no server and no internet, and stays fast at
-100,000 jobs. Three choices make that work:
+a million jobs. Three choices make that work:
 
-- The job rows are not in the page. They stream from `Store.records()` into
-  `OUT/report-data.js`, one compact array per job (`window.BATCHGEN_DATA`):
-  a `<script src>` loads from `file://` where `fetch()` of a JSON file is
-  refused. Nothing holds every row in Python memory.
+- The job rows are not in the page. They stream from `Store.report_rows()`
+  into `OUT/report-data.js` and chunk files beside it, one compact array per
+  job (`gallery_data.py`), with an index of each chunk's statuses, tags and
+  error kinds. Nothing holds every row in Python memory.
 - The browser renders one page of cards at a time (`PAGE` in gallery.js,
-  100 cards); filters and search run over the plain arrays.
+  100 cards) and loads only the chunks that page needs; filters run over the
+  index first and over loaded chunks after.
 - Cards show small JPEG previews (`thumbs.py`), made once in a thread pool
   while the rows stream, never the full images nor base64 in the page.
 
@@ -23,51 +24,101 @@ from __future__ import annotations
 
 import contextlib
 import html
-import json
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from batchgen.models import JobRecord, Status
+from batchgen.models import Status
 from batchgen.output.atomic import TEMP_PREFIX, write_text
 from batchgen.output.thumbs import ThumbMaker
+from batchgen.report.gallery_data import (
+    CHUNK_ROWS,
+    DATA_NAME,
+    FIELDS,
+    TEXT_LIMIT,
+    TOP_ROWS,
+    ChunkWriter,
+    Refs,
+    data_row,
+    remove_old_generations,
+    write_data,
+)
 from batchgen.store import Store
+from batchgen.store.rows import ReportRow
+
+#: Re-exported: the data's names, for callers that knew them here.
+__all__ = [
+    "DATA_NAME",
+    "FIELDS",
+    "PAGE_NAME",
+    "TEXT_LIMIT",
+    "data_row",
+    "gallery_writer",
+    "render_page",
+    "write_data",
+    "write_gallery",
+]
 
 log = logging.getLogger(__name__)
 
 PAGE_NAME = "report.html"
-DATA_NAME = "report-data.js"
-#: Cards show this much of a prompt, an error message or the model's text;
-#: report.json keeps the full text.
-TEXT_LIMIT = 300
 #: Rows of the spend-by-tag table in the page; the full table is in report.json.
 TAG_ROWS = 50
 
-#: Column order of a row in report-data.js (the page reads it from `fields`).
-FIELDS = (
-    "id",
-    "status",
-    "prompt",
-    "tags",
-    "attempts",
-    "cost",
-    "kind",
-    "http",
-    "message",
-    "text",
-    "image",
-    "thumb",
-    "files",
-    "retried",
-    "pixels",
-    "mismatch",
-)
-
 _STATUS_ORDER = (Status.DONE, Status.BLOCKED, Status.FAILED, Status.SKIPPED, Status.PENDING)
+
+
+@contextlib.contextmanager
+def gallery_writer(
+    store: Store,
+    summary: dict[str, Any],
+    *,
+    thumb_budget_s: float | None = None,
+    workers: int | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[Callable[[ReportRow], None]]:
+    """Yield `add(row)` for every `Store.report_rows()` row in file order; on a
+    clean exit, write the sorted views, the index, and `report.html`.
+
+    The data head is replaced before the page, so that a reader never sees a
+    new page over old data; both appear atomically, and the chunk files of
+    this report before the head that names them. `thumb_budget_s` caps the time
+    spent on new previews (see `ThumbMaker`); by default every image gets one.
+    """
+    out = store.out
+    started = time.time()
+    clock = time.perf_counter()
+    if not store.readonly:
+        _clean_own_temporaries(out)
+    refs = Refs(out, store.first_file)
+    with (
+        write_text(out / DATA_NAME) as fh,
+        ThumbMaker(out, workers=workers, budget_s=thumb_budget_s) as thumbs,
+    ):
+        data = ChunkWriter(out, fh, summary, thumbs=thumbs, refs=refs, chunk_rows=chunk_rows)
+        try:
+            yield data.add
+            tops = {o: store.report_rows(o, TOP_ROWS) for o in ("cost", "attempts")}
+            data.finish(tops)
+        except BaseException:
+            data.abort()
+            raise
+    remove_old_generations(out, data.generation, started)
+    with write_text(out / PAGE_NAME) as page:
+        page.write(render_page(summary))
+    log.info(
+        "gallery: %d jobs, %d previews made, %d reused, %d failed, %d deferred, in %.1fs",
+        data.rows,
+        thumbs.stats.made,
+        thumbs.stats.fresh,
+        thumbs.stats.failed,
+        thumbs.stats.deferred,
+        time.perf_counter() - clock,
+    )
 
 
 def write_gallery(
@@ -76,107 +127,15 @@ def write_gallery(
     *,
     thumb_budget_s: float | None = None,
     workers: int | None = None,
-    records: Iterable[JobRecord] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> Path:
-    """Write `report-data.js`, the previews and `report.html`; return the page's path.
-
-    The data file is replaced before the page so that a reader never sees a
-    new page over old data with missing columns; both appear atomically.
-    `thumb_budget_s` caps the time spent on new previews (see `ThumbMaker`);
-    by default every image gets one. `records` are the rows (default: every
-    job of the store), so a caller can write other files in the same pass.
-    """
-    out = store.out
-    started = time.perf_counter()
-    if not store.readonly:
-        _clean_own_temporaries(out)
-    with (
-        write_text(out / DATA_NAME) as fh,
-        ThumbMaker(out, workers=workers, budget_s=thumb_budget_s) as thumbs,
-    ):
-        rows = write_data(fh, store.records() if records is None else records, summary, thumbs)
-    page = out / PAGE_NAME
-    with write_text(page) as fh:
-        fh.write(render_page(summary))
-    log.info(
-        "gallery: %d jobs, %d previews made, %d reused, %d failed, %d deferred, in %.1fs",
-        rows,
-        thumbs.stats.made,
-        thumbs.stats.fresh,
-        thumbs.stats.failed,
-        thumbs.stats.deferred,
-        time.perf_counter() - started,
-    )
-    return page
-
-
-# -- the data file --------------------------------------------------------------
-
-
-def _clip(text: str, limit: int = TEXT_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def _js(value: Any) -> str:
-    """JSON is valid JavaScript; `<` is escaped so no `</script>` can ever close
-    a tag, should the data one day be inlined into a page."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
-
-
-def data_row(rec: JobRecord, thumbs: ThumbMaker | None) -> list[Any]:
-    """One job as the page needs it, in `FIELDS` order (compact: a list, not a dict)."""
-    image = rec.files[0].split("#", 1)[0] if rec.files else None
-    if image is not None and rec.preview == image:
-        thumb: str | None = image  # small enough to be its own preview
-    else:
-        thumb = thumbs.submit(image) if thumbs is not None and image else None
-    err = rec.error
-    return [
-        rec.id,
-        rec.status.value,
-        _clip(rec.prompt),
-        rec.tags,
-        rec.attempts,
-        round(rec.cost_usd, 6),
-        err.kind if err else None,
-        err.http_status if err else None,
-        _clip(err.message) if err else None,
-        _clip(rec.text),
-        image,
-        thumb,
-        [f + "#upscaled" if f in rec.upscaled else f for f in rec.files[1:]],
-        rec.retried,
-        rec.pixels,
-        # The size the request should have given, only where the image is not it.
-        rec.expected_pixels if rec.size_mismatch else None,
-    ]
-
-
-def write_data(
-    fh: TextIO,
-    records: Iterable[JobRecord],
-    summary: dict[str, Any],
-    thumbs: ThumbMaker | None = None,
-) -> int:
-    """Stream `window.BATCHGEN_DATA = {...}` to `fh`; returns the number of rows."""
-    tags = sorted(
-        ((tag, entry["jobs"]) for tag, entry in summary.get("by_tag", {}).items()),
-        key=lambda item: (-item[1], item[0]),
-    )
-    kinds = sorted(summary.get("errors", {}).items(), key=lambda item: (-item[1], item[0]))
-    retried = sorted(summary.get("retried", {}).items(), key=lambda item: (-item[1], item[0]))
-    fh.write("window.BATCHGEN_DATA = {")
-    fh.write(f'"schema":1,"generated_at":{_js(summary.get("generated_at", ""))},')
-    fh.write(f'"fields":{_js(FIELDS)},"tags":{_js(tags)},"kinds":{_js(kinds)},')
-    fh.write(f'"retried":{_js(retried)},\n"rows":[\n')
-    n = 0
-    for rec in records:
-        if n:
-            fh.write(",\n")
-        fh.write(_js(data_row(rec, thumbs)))
-        n += 1
-    fh.write("\n]};\n")
-    return n
+    """Write the gallery's data, the previews and `report.html`; return the page's path."""
+    with gallery_writer(
+        store, summary, thumb_budget_s=thumb_budget_s, workers=workers, chunk_rows=chunk_rows
+    ) as add:
+        for row in store.report_rows():
+            add(row)
+    return store.out / PAGE_NAME
 
 
 # -- the page -------------------------------------------------------------------

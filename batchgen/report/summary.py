@@ -176,17 +176,17 @@ def _wh(pixels: str | None) -> list[int] | None:
 
 
 @contextlib.contextmanager
-def _json_report(path: Path, summary: dict[str, Any]) -> Iterator[Callable[[JobRecord], None]]:
-    """`report.json`, streamed: the summary, then each job row as it is given."""
+def _json_report(path: Path, summary: dict[str, Any]) -> Iterator[Callable[[str], None]]:
+    """`report.json`, streamed: the summary, then each job row (JSON text) as it is given."""
     with write_text(path) as fh:
         head = json.dumps(summary, indent=2, ensure_ascii=False)
         fh.write(head[:-2] + ',\n  "jobs": [')
         first = True
 
-        def add(rec: JobRecord) -> None:
+        def add(row: str) -> None:
             nonlocal first
             fh.write("\n    " if first else ",\n    ")
-            fh.write(json.dumps(job_row(rec), ensure_ascii=False))
+            fh.write(row)
             first = False
 
         yield add
@@ -209,22 +209,21 @@ def write_reports(store: Store, *, thumb_budget_s: float | None = None) -> dict[
     """Rebuild every report file of the folder; returns the summary, and the
     number of size-preset files that were upscaled (``upscaled``). Previews are
     made as images land; `thumb_budget_s` caps making any missing ones here (an
-    interrupted run must exit within seconds, the next report makes the rest)."""
-    summary = summarize(store)
-    upscaled = 0
-    with _json_report(store.out / "report.json", summary) as add_row:
-        # One pass over the jobs feeds both report.json and the gallery's data.
-        def rows() -> Iterator[JobRecord]:
-            nonlocal upscaled
-            for rec in store.records():
-                add_row(rec)
-                upscaled += len(rec.upscaled)
-                yield rec
+    interrupted run must exit within seconds, the next report makes the rest).
 
-        gallery.write_gallery(store, summary, thumb_budget_s=thumb_budget_s, records=rows())
+    One pass over the jobs feeds both `report.json` and the gallery's data;
+    SQLite builds each row's JSON text (`store/rows.py`), so a million jobs
+    stream through as strings, never as Python objects per field."""
+    summary = summarize(store)
+    with (
+        _json_report(store.out / "report.json", summary) as add_json,
+        gallery.gallery_writer(store, summary, thumb_budget_s=thumb_budget_s) as add_data,
+    ):
+        for row in store.report_rows():
+            add_json(row.report)
+            add_data(row)
     write_failed(store, store.out / "failed.jsonl")
-    # Counted in the same pass (each job row of report.json lists its files).
-    return {**summary, "upscaled": upscaled}
+    return {**summary, "upscaled": store.upscaled_total()}
 
 
 def tag_csv(summary: dict[str, Any]) -> str:

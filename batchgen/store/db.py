@@ -144,6 +144,33 @@ def _m008_modes(db: sqlite3.Connection) -> None:
     )
 
 
+def _m009_batches(db: sqlite3.Connection) -> None:
+    # Batch Mode: each batch the folder meant to create (its row is written
+    # before the create call: the display name is how a resumed run finds a
+    # batch whose create answer it never saw), its jobs, and the reference
+    # images uploaded once for many jobs.
+    _script(
+        db,
+        """
+        CREATE TABLE batches (
+            name TEXT PRIMARY KEY, wave INTEGER NOT NULL, number INTEGER NOT NULL,
+            model TEXT NOT NULL, batch_id TEXT, state TEXT NOT NULL DEFAULT 'INTENT',
+            input_file TEXT, results_file TEXT, stats TEXT NOT NULL DEFAULT '{}',
+            jobs INTEGER NOT NULL, reserved_usd REAL NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL, updated_at REAL, closed INTEGER NOT NULL DEFAULT 0,
+            note TEXT NOT NULL DEFAULT '');
+        CREATE TABLE batch_jobs (
+            batch TEXT NOT NULL, job_id TEXT NOT NULL, fingerprint TEXT NOT NULL,
+            cache_key TEXT NOT NULL DEFAULT '', settled INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (batch, job_id));
+        CREATE INDEX batch_jobs_job ON batch_jobs (job_id, settled);
+        CREATE TABLE batch_uploads (
+            sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, uri TEXT NOT NULL,
+            mime TEXT NOT NULL, created_at REAL NOT NULL)
+        """,
+    )
+
+
 def _m010_reviews(db: sqlite3.Connection) -> None:
     # A person's decision on a job's image (`batchgen review`), one row per job,
     # with the fingerprint and end time of the image it judged: an image made
@@ -174,6 +201,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _m006_retried,
     _m007_models_pixels,
     _m008_modes,
+    _m009_batches,
     _m010_reviews,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -47,6 +47,8 @@ class Connection(Protocol):
 
     def execute(self, sql: str, parameters: Any = (), /) -> Any: ...
 
+    def executemany(self, sql: str, parameters: Any, /) -> Any: ...
+
     def rollback(self) -> None: ...
 
     def close(self) -> None: ...
@@ -71,6 +73,13 @@ class Dialect:
     has_tag: str
     #: Job row ``j``'s model: its last request's, else the one its file named.
     model: str
+    #: How many answers of one kind a job's `retried` counts (NULL: none), by kind.
+    retried_kind: str
+
+    def retried_of(self, kind: str) -> str:
+        """`retried_kind` for `kind` (a name of `OutcomeKind`, never user text)."""
+        assert kind.isidentifier(), kind
+        return self.retried_kind.format(kind=kind)
 
 
 _SUMS = """count(*), sum(CASE WHEN status = 'done' THEN 1 ELSE 0 END),
@@ -99,6 +108,7 @@ SQLITE = Dialect(
     all_tags="SELECT DISTINCT t.value FROM jobs, json_each(jobs.job, '$.tags') AS t ORDER BY 1",
     has_tag="EXISTS (SELECT 1 FROM json_each(j.job, '$.tags') AS t WHERE t.value = ?)",
     model="coalesce(j.model, json_extract(j.job, '$.model'))",
+    retried_kind="json_extract(retried, '$.{kind}')",
 )
 
 # Text columns are COLLATE "C" in the PostgreSQL schema (bytewise, as SQLite
@@ -134,4 +144,5 @@ POSTGRES = Dialect(
         "WHERE t.value = ?)"
     ),
     model="coalesce(j.model, (j.job::jsonb ->> 'model') COLLATE \"C\")",
+    retried_kind="(retried::jsonb ->> '{kind}')::bigint",
 )

@@ -20,8 +20,8 @@ from typing import Any
 
 from batchgen.jobs.codec import input_form
 from batchgen.models import ErrorInfo, JobRecord, Status
-from batchgen.store.db import Database
 from batchgen.store.jobs import status_counts
+from batchgen.store.rows import ReportRows
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +124,9 @@ def _retried(text: str) -> dict[str, int]:
     return {} if text == "{}" else {str(k): int(n) for k, n in json.loads(text).items()}
 
 
-class ReportQueries(Database):
+class ReportQueries(ReportRows):
+    """The report's reads; the per-job rows as JSON text come from `ReportRows`."""
+
     def totals(self) -> Totals:
         counts = status_counts(self.db)
         row = self.db.execute(
@@ -237,6 +239,7 @@ class ReportQueries(Database):
                 prompt=job["prompt"],
                 source=job.get("source", ""),
                 line=int(job.get("line", 0)),
+                images=list(job.get("images", [])),
                 started_at=row[14],
                 finished_at=row[15],
                 requests=row[16],

@@ -7,6 +7,7 @@ methods of the parts it combines (each module names what it keeps):
     └ RunsTable     runs.py      runs and meta
       └ JobsTable   jobs.py      jobs: plan, lookup, pending, attempts, ends, counts
     RequestTables   requests.py  request cache, reference image hashes
+    BatchesTable    batches.py   Batch Mode: batches, their jobs, uploaded references
     ReportQueries   queries.py   typed totals, tag roll-up, records, failed jobs
     ReviewTable     reviews.py   a person's decisions on the images (`batchgen review`)
     ReviewQueries   reviews.py   the review app's pages of jobs and its filters' values
@@ -30,13 +31,14 @@ marks its rows), so mypy refuses a call from one part into another.
 
 from __future__ import annotations
 
+from batchgen.store.batches import BatchesTable
 from batchgen.store.jobs import JobsTable
 from batchgen.store.queries import ReportQueries
 from batchgen.store.requests import RequestTables
 from batchgen.store.reviews import ReviewQueries, ReviewTable
 
 
-class Store(JobsTable, RequestTables, ReportQueries, ReviewTable, ReviewQueries):
+class Store(JobsTable, RequestTables, ReportQueries, BatchesTable, ReviewTable, ReviewQueries):
     """One output folder's state. Use as a context manager; a writable store holds
     the folder's exclusive lock until closed (`lock=False`: a reviewer beside a
     run, which writes only decisions; see `reviews.py`)."""

@@ -1,4 +1,4 @@
-/* batchgen gallery: filters, search and paging over window.BATCHGEN_DATA.
+/* batchgen gallery: filters, search and paging over window.BATCHGEN_DATA and its chunks.
  * Job data is user text: it only ever reaches the page through textContent
  * and setAttribute, never parsed as markup. Only one page of cards is in the DOM. */
 (function () {
@@ -14,11 +14,47 @@
   }
   var F = {};
   D.fields.forEach(function (name, i) { F[name] = i; });
-  var rows = D.rows;
-  var hay = null;          // lower-cased "id prompt", built on the first search
-  var matches = [];        // indices of rows passing the filters, in display order
+  // Rows live in chunks: chunk 0 in report-data.js, the others in files loaded on
+  // demand (a <script> per chunk: file:// refuses fetch), at most KEEP held at once.
+  var KEEP = 6;
+  var nChunks = D.chunks || 1;
+  var index = D.index || {};
+  var cache = { 0: D.rows }, lru = [], waiting = {};
+  var gen = 0;             // bumped by every filter change: late answers are dropped
+  var known = {};          // chunk -> indices of its rows matching the current filters
+  var list = null;         // a sorted view: every matching row, in order
   var page = 0;
   var ui = { q: $("q"), status: $("f-status"), tag: $("f-tag"), kind: $("f-kind"), retried: $("f-retried"), sort: $("f-sort") };
+  var view = {};
+
+  window.BATCHGEN_CHUNK = function (k, rows) {
+    cache[k] = rows;
+    (waiting[k] || []).forEach(function (w) { w[0](rows); });
+    delete waiting[k];
+  };
+  function touch(k) {
+    if (k === 0 || typeof k !== "number") return;
+    lru = lru.filter(function (x) { return x !== k; });
+    lru.push(k);
+    while (lru.length > KEEP) delete cache[lru.shift()];
+  }
+  function load(k) {  // a chunk's rows (k a number) or a sorted view's ("cost", ...)
+    if (cache[k]) { touch(k); return Promise.resolve(cache[k]); }
+    return new Promise(function (resolve, reject) {
+      if (waiting[k]) { waiting[k].push([resolve, reject]); return; }
+      waiting[k] = [[resolve, reject]];
+      var s = document.createElement("script");
+      var name = typeof k === "number" ? String(k) : D.top[k];
+      s.src = href(D.dir + "/" + name + ".js");
+      s.onload = function () { s.remove(); touch(k); };
+      s.onerror = function () {
+        s.remove();
+        (waiting[k] || []).forEach(function (w) { w[1](new Error(name)); });
+        delete waiting[k];
+      };
+      document.head.appendChild(s);
+    });
+  }
 
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -44,31 +80,91 @@
     return (F.retried !== undefined && r[F.retried]) || {};
   }
 
-  function apply() {
-    var st = ui.status.value, tag = ui.tag.value, kind = ui.kind.value, rk = ui.retried.value;
-    var terms = ui.q.value.toLowerCase().split(/\s+/).filter(Boolean);
-    if (terms.length && !hay) {
-      hay = rows.map(function (r) { return (r[F.id] + " " + r[F.prompt]).toLowerCase(); });
+  function matches(r) {
+    var v = view;
+    if (v.st && r[F.status] !== v.st) return false;
+    if (v.kind && r[F.kind] !== v.kind) return false;
+    if (v.tag && r[F.tags].indexOf(v.tag) < 0) return false;
+    if (v.rk && !(v.rk === "*" ? Object.keys(retries(r)).length : retries(r)[v.rk])) return false;
+    if (v.terms.length) {
+      var h = (r[F.id] + " " + r[F.prompt]).toLowerCase();
+      for (var t = 0; t < v.terms.length; t++) if (h.indexOf(v.terms[t]) < 0) return false;
     }
+    return true;
+  }
+  function scan(rows) {
     var out = [];
-    for (var i = 0; i < rows.length; i++) {
-      var r = rows[i];
-      if (st && r[F.status] !== st) continue;
-      if (kind && r[F.kind] !== kind) continue;
-      if (tag && r[F.tags].indexOf(tag) < 0) continue;
-      if (rk && !(rk === "*" ? Object.keys(retries(r)).length : retries(r)[rk])) continue;
-      if (terms.length) {
-        var h = hay[i], ok = true;
-        for (var t = 0; t < terms.length; t++) if (h.indexOf(terms[t]) < 0) { ok = false; break; }
-        if (!ok) continue;
-      }
-      out.push(i);
-    }
-    var key = ui.sort.value === "cost" ? F.cost : ui.sort.value === "attempts" ? F.attempts : -1;
-    if (key >= 0) out.sort(function (a, b) { return rows[b][key] - rows[a][key] || a - b; });
-    matches = out;
+    for (var i = 0; i < rows.length; i++) if (matches(rows[i])) out.push(i);
+    return out;
+  }
+  // How many rows of chunk k can match, from the index alone: exact with at most one
+  // filter and no search, else an upper bound (0 means the chunk is never loaded).
+  function bound(k) {
+    if (known[k]) return { n: known[k].length, exact: true };
+    var v = view, n = k === 0 ? D.rows.length : Math.min(D.chunk, D.total - k * D.chunk);
+    var used = 0;
+    [["status", v.st], ["tag", v.tag], ["kind", v.kind], ["retried", v.rk]].forEach(function (f) {
+      if (!f[1]) return;
+      var counts = (index[f[0]] || {})[f[1]];
+      n = Math.min(n, counts ? counts[k] || 0 : 0);
+      used++;
+    });
+    return { n: n, exact: n === 0 || (used <= 1 && !v.terms.length) };
+  }
+
+  function apply() {
+    gen++;
+    view = { st: ui.status.value, tag: ui.tag.value, kind: ui.kind.value, rk: ui.retried.value,
+      terms: ui.q.value.toLowerCase().split(/\s+/).filter(Boolean), sort: ui.sort.value };
+    known = {};
+    list = null;
     page = 0;
-    render();
+    if (!view.sort) { render(); return; }
+    var my = gen, key = view.sort === "cost" ? F.cost : F.attempts;
+    // One chunk: sort every row. More: the view's own file, the top rows in order.
+    var src = nChunks === 1 ? Promise.resolve(D.rows) : load(view.sort);
+    src.then(function (rows) {
+      if (my !== gen) return;
+      var idx = scan(rows);
+      if (nChunks === 1) idx.sort(function (a, b) { return rows[b][key] - rows[a][key] || a - b; });
+      list = idx.map(function (i) { return rows[i]; });
+      list.among = rows.length;
+      render();
+    }, failed);
+  }
+
+  // The rows of page p and what is known of the total: chunks whose count is known
+  // are skipped without loading; the others are loaded and scanned in order.
+  function pageRows(p) {
+    var start = p * PAGE;
+    if (list) return Promise.resolve({ rows: list.slice(start, start + PAGE), total: list.length, exact: true });
+    var out = [], seen = 0;
+    function step(k) {
+      if (k >= nChunks || out.length >= PAGE) return Promise.resolve(summary());
+      var b = bound(k);
+      if (b.n === 0 || (b.exact && seen + b.n <= start)) { seen += b.n; return step(k + 1); }
+      return load(k).then(function (rows) {
+        if (!known[k]) known[k] = scan(rows);
+        var m = known[k];
+        for (var i = Math.max(0, start - seen); i < m.length && out.length < PAGE; i++) out.push(rows[m[i]]);
+        seen += m.length;
+        return step(k + 1);
+      });
+    }
+    function summary() {
+      var total = 0, exact = true;
+      for (var k = 0; k < nChunks; k++) {
+        var b = bound(k);
+        if (b.exact) total += b.n; else exact = false;
+      }
+      return { rows: out, total: exact ? total : Math.max(total, start + out.length), exact: exact };
+    }
+    return step(0);
+  }
+
+  function failed(err) {
+    $("empty").textContent = "Could not load " + (err && err.message) + ": the report was rebuilt or moved; reload the page.";
+    $("empty").hidden = false;
   }
 
   function card(r) {
@@ -153,6 +249,28 @@
       q.title = "The model's text";
       body.appendChild(q);
     }
+    var refs = (F.refs !== undefined && r[F.refs]) || [];
+    if (refs.length) {  // the job's reference images, beside its output
+      var rf = el("div", "refs");
+      rf.setAttribute("data-testid", "refs");
+      rf.appendChild(el("span", "label", refs.length === 1 ? "reference" : "references"));
+      refs.forEach(function (path) {
+        var a = el("a", "ref");
+        a.href = href(path);
+        a.target = "_blank";
+        a.rel = "noopener";
+        a.title = path;
+        var img = el("img");
+        img.loading = "lazy";
+        img.decoding = "async";
+        img.alt = path.split("/").pop();
+        img.src = href(path);
+        img.onerror = function () { a.replaceChildren(el("span", "", img.alt)); };
+        a.appendChild(img);
+        rf.appendChild(a);
+      });
+      body.appendChild(rf);
+    }
     if (r[F.files].length) {
       var fl = el("div", "files");
       r[F.files].forEach(function (f) {
@@ -170,19 +288,27 @@
   }
 
   function render() {
-    var pages = Math.max(1, Math.ceil(matches.length / PAGE));
-    if (page >= pages) page = pages - 1;
-    var start = page * PAGE, end = Math.min(matches.length, start + PAGE);
-    var frag = document.createDocumentFragment();
-    for (var i = start; i < end; i++) frag.appendChild(card(rows[matches[i]]));
-    grid.replaceChildren(frag);
-    $("shown-count").textContent = String(matches.length);
-    $("page-range").textContent = matches.length
-      ? "showing " + (start + 1) + "\u2013" + end + " of " + matches.length : "showing none";
-    $("page-no").textContent = "page " + (page + 1) + " / " + pages;
-    $("empty").hidden = matches.length > 0;
-    ["prev", "prev2"].forEach(function (b) { $(b).disabled = page === 0; });
-    ["next", "next2"].forEach(function (b) { $(b).disabled = page >= pages - 1; });
+    var my = gen, p = page;
+    return pageRows(p).then(function (res) {
+      if (my !== gen || p !== page) return;
+      var frag = document.createDocumentFragment();
+      res.rows.forEach(function (r) { frag.appendChild(card(r)); });
+      grid.replaceChildren(frag);
+      var start = p * PAGE, end = start + res.rows.length;
+      var total = String(res.total) + (res.exact ? "" : "+");
+      var sorted = list && nChunks > 1 ? " among the " + list.among + " first in this order (report.json has every job)" : "";
+      $("shown-count").textContent = total;
+      $("page-range").textContent = res.rows.length
+        ? "showing " + (start + 1) + "\u2013" + end + " of " + total + sorted : "showing none";
+      var pages = Math.max(1, Math.ceil(res.total / PAGE));
+      $("page-no").textContent = "page " + (p + 1) + (res.exact ? " / " + pages : "");
+      $("empty").hidden = res.rows.length > 0;
+      var last = res.exact ? p >= pages - 1 : res.rows.length < PAGE;
+      ["prev", "prev2"].forEach(function (b) { $(b).disabled = p === 0; });
+      ["next", "next2"].forEach(function (b) { $(b).disabled = last; });
+      document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
+      document.body.setAttribute("data-ready", "1");
+    }, failed);
   }
   function go(delta, scroll) {
     page += delta;
@@ -202,7 +328,7 @@
   $("next2").onclick = function () { go(1, true); };
   [ui.status, ui.tag, ui.kind, ui.retried, ui.sort].forEach(function (s) { s.onchange = apply; });
   var timer = 0;
-  ui.q.oninput = function () { clearTimeout(timer); timer = setTimeout(apply, rows.length > 20000 ? 200 : 60); };
+  ui.q.oninput = function () { clearTimeout(timer); timer = setTimeout(apply, nChunks > 1 ? 250 : 60); };
   $("reset").onclick = function () {
     ui.q.value = ""; ui.status.value = ""; ui.tag.value = ""; ui.kind.value = ""; ui.retried.value = ""; ui.sort.value = "";
     apply();
@@ -223,5 +349,4 @@
     if (e.key === "/" && document.activeElement !== ui.q) { e.preventDefault(); ui.q.focus(); }
   });
   apply();
-  document.body.setAttribute("data-ready", "1");
 })();

@@ -79,6 +79,10 @@ class PgConnection:
                 ) from None
             raise StateError(f"{redact_url(self.url)}: {redact_url(self.url, str(exc))}") from None
 
+    def executemany(self, sql: str, parameters: Any, /) -> None:
+        with self.raw.cursor() as cur:
+            cur.executemany(translate(sql), parameters)
+
     def rollback(self) -> None:
         if self.in_transaction and not self.raw.broken:
             self.raw.execute("ROLLBACK")

@@ -1,8 +1,8 @@
 """schema: the PostgreSQL state's tables and their append-only migrations.
 
 The same tables and columns as the SQLite state after all of its migrations
-(`store/db.py`, m001-m010), so every query in `store/` reads both, plus what a
-shared queue needs: each job's lease (`lease_owner`, `lease_token`,
+(`store/db.py`, m001-m010, Batch Mode's m009 included), so every query in
+`store/` reads both, plus what a shared queue needs: each job's lease (`lease_owner`, `lease_token`,
 `lease_until`, from the database clock) and the limiter's learned quota.
 
 Types: SQLite's REAL is ``double precision`` here (PostgreSQL's ``real`` is
@@ -78,6 +78,21 @@ CREATE TABLE reviews (
     job_id {_T} PRIMARY KEY, decision {_T} NOT NULL, note {_T} NOT NULL DEFAULT '',
     at {_R} NOT NULL, fingerprint {_T} NOT NULL, finished_at {_R});
 CREATE TABLE redo_moves (job_id {_T} PRIMARY KEY, files {_T} NOT NULL);
+CREATE TABLE batches (
+    name {_T} PRIMARY KEY, wave bigint NOT NULL, number bigint NOT NULL,
+    model {_T} NOT NULL, batch_id {_T}, state {_T} NOT NULL DEFAULT 'INTENT',
+    input_file {_T}, results_file {_T}, stats {_T} NOT NULL DEFAULT '{{}}',
+    jobs bigint NOT NULL, reserved_usd {_R} NOT NULL DEFAULT 0,
+    created_at {_R} NOT NULL, updated_at {_R}, closed bigint NOT NULL DEFAULT 0,
+    note {_T} NOT NULL DEFAULT '');
+CREATE TABLE batch_jobs (
+    batch {_T} NOT NULL, job_id {_T} NOT NULL, fingerprint {_T} NOT NULL,
+    cache_key {_T} NOT NULL DEFAULT '', settled bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (batch, job_id));
+CREATE INDEX batch_jobs_job ON batch_jobs (job_id, settled);
+CREATE TABLE batch_uploads (
+    sha256 {_T} PRIMARY KEY, name {_T} NOT NULL, uri {_T} NOT NULL,
+    mime {_T} NOT NULL, created_at {_R} NOT NULL);
 CREATE TABLE limiter (
     scope {_T} PRIMARY KEY, rpm {_R} NOT NULL, updated_at {_R} NOT NULL)
 """
