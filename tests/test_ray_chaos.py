@@ -175,3 +175,34 @@ def test_a_worker_frozen_past_its_lease_cannot_overwrite_others(
     # answer in the request cache rather than paying for it again.
     assert all(r.requests <= 1 for r in records)
     assert n <= total <= n + 2 * CONCURRENCY
+
+
+def test_ctrl_c_drains_the_workers_and_the_same_command_continues(
+    tmp_path: Path, ray_address: tuple[str, Path], pg_url: str
+) -> None:
+    address, _temp = ray_address
+    jobs = tmp_path / "jobs.jsonl"
+    ids = set(write_chaos_jobs(jobs, 200))
+    out = tmp_path / "out"
+    env = {**os.environ, "GEMINI_API_KEY": KEY}
+    with SimulatorThread(SimConfig(small_images=True, api_key=KEY, latency=0.2)) as sim:
+        argv = [*command(jobs, out, pg_url, sim.base_url, address)[:-1], "1200"]  # 20/s
+        driver = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        while driver.poll() is None and settled(out, pg_url) < 30:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                driver.wait(timeout=0.2)
+        driver.send_signal(signal.SIGINT)
+        output = driver.communicate(timeout=60)[0].decode()
+        assert driver.returncode == 130, output
+        with PgStore(out, pg_url, readonly=True) as store:
+            first = store.counts()
+        assert 30 <= first["done"] < 200
+        assert first["pending"] == 200 - first["done"]
+        again = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        assert again.returncode == 0, again.stdout + again.stderr
+        total = sim.stats.total
+    with PgStore(out, pg_url, readonly=True) as store:
+        records = list(store.records())
+    assert {r.id for r in records} == ids
+    assert all(r.status.value == "done" for r in records)
+    assert total == 200  # drained: nothing in flight was cut off, nothing paid twice

@@ -248,9 +248,16 @@ async def _counters(reports: list[WorkerReport], running: Any) -> Counters:
     total = Counters()
     for report in reports:
         add_counters(total, report.counters)
-    for worker in running:
-        with contextlib.suppress(Exception):
-            add_counters(total, await worker.counters.remote())
+    asked = [asyncio.ensure_future(worker.counters.remote()) for worker in running]
+    if asked:
+        # A worker on a node that went away answers only once Ray has noticed:
+        # the progress line goes on without it.
+        await asyncio.wait(asked, timeout=1.0)
+    for answer in asked:
+        if answer.done() and not answer.cancelled() and answer.exception() is None:
+            add_counters(total, answer.result())
+        else:
+            answer.cancel()
     return total
 
 
