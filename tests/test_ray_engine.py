@@ -242,7 +242,8 @@ async def test_the_budget_holds_across_workers(
     with PgStore(out, pg_url, readonly=True) as store:
         assert store.spent() <= cap + 1e-9
         assert 0 < store.counts()["done"] < 120
-    again = await arun_files([jobs], make_config(out, sim.base_url, state=pg_url, engine="ray"))
+    raised = make_config(out, sim.base_url, state=pg_url, engine="ray", workers=4, budget=10 * cap)
+    again = await arun_files([jobs], raised)  # the same command, the cap raised
     assert again.exit_code == 0
     assert again.report["done"] == 120
 
