@@ -19,13 +19,14 @@ import signal
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import fields
-from pathlib import Path
 from typing import Any, TypeGuard
 
 from batchgen.config import RunConfig, Secret, key_from_env
 from batchgen.engine.runner import RunResult, arun_sources, sources_for
+from batchgen.errors import UsageError
 from batchgen.jobs.inputs import JobSource, RecordsSource
 from batchgen.models import Job
+from batchgen.output.storage import redact, split_out
 
 JobsArg = str | os.PathLike[str] | Iterable[str | os.PathLike[str] | Mapping[str, Any] | Job]
 
@@ -77,7 +78,12 @@ async def arun(
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(unknown)}")
-    out_path = Path(out)
+    out_path, url = split_out(out)
+    if url is not None:
+        # An object store's OUT: its state must be named (`state=`), like --state.
+        if options.get("state") is None:
+            raise UsageError(f"out={redact(url)} is an object store: give state= too")
+        options["out_url"] = url
     key = Secret(api_key) if api_key else key_from_env()
     options.setdefault("progress", False)
     config = RunConfig(out=out_path, api_key=key, **options)

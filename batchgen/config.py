@@ -218,6 +218,13 @@ class RunConfig:
     #: Where the folder's state lives: None is `OUT/.batchgen/state.sqlite`; a
     #: path is a SQLite file there; a ``postgresql://`` URL a shared database.
     state: str | None = None
+    #: OUT on an object store (``s3://…``, ``gs://…``, any fsspec URL): images,
+    #: previews and reports go there (`output/storage.py`), and `out` is a local
+    #: folder for what stays on this machine. None: OUT is the folder `out`.
+    out_url: str | None = None
+    #: fsspec options for `out_url` (a profile, a region); credentials come from
+    #: the store's own chain, never from here.
+    storage_options: dict[str, Any] = field(default_factory=dict)
     #: "inline" (this process) or "ray" (worker actors on a Ray cluster, extra
     #: ``batchgen[ray]``); `workers` and `ray_address` are the Ray engine's.
     engine: str = "inline"

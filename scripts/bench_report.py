@@ -189,7 +189,7 @@ def browse(out: Path) -> dict[str, float]:
             ("its next page", lambda: click("next")),
             ("sort by cost", lambda: (click("reset"), settle(), choose("sort", "cost"))),
             (
-                "search (a rare id, every chunk)",
+                "search (a rare id)",
                 lambda: (click("reset"), settle(), search("m0999")),
             ),
         ):

@@ -44,6 +44,8 @@ SIM_FLAG_NAMES = {
     "--host", "--port", "--api-key", "--model", "--latency", "--rpm", "--rpd", "--quota-window",
     "--quota-scope", "--max-concurrent", "--fault-rate", "--faults", "--seed", "--noise",
     "--small-images", "--hang-seconds", "--script", "--log",
+    # Issue 18 added heavy answers.
+    "--rgb-noise", "--noise-pool", "--size-scale",
 }  # fmt: skip
 
 
@@ -123,6 +125,9 @@ SIM_VALUES: dict[str, tuple[str | None, Any]] = {
     "max_concurrent": ("4", 4),
     "seed": ("5", 5),
     "noise": (None, True),
+    "rgb_noise": (None, True),
+    "noise_pool": ("3", 3),
+    "size_scale": ("2", 2.0),
     "small_images": (None, True),
     "hang_seconds": ("1.5", 1.5),
     "log_path": ("requests.jsonl", "requests.jsonl"),

@@ -30,7 +30,14 @@ def runtime_dependencies() -> set[str]:
 
 #: Optional features (`pip install 'batchgen[pg]'`): the package they add, and the
 #: only sub-package of batchgen that may import it (nothing loads it by default).
-FEATURE_EXTRAS = {"pg": "batchgen/store/pg/", "ray": "batchgen/engine/ray_"}
+#: `s3` and `gcs` add fsspec and a store's driver; only `output/storage.py` imports
+#: fsspec (the drivers are fsspec's to load).
+FEATURE_EXTRAS = {
+    "pg": "batchgen/store/pg/",
+    "s3": "batchgen/output/storage.py",
+    "gcs": "batchgen/output/storage.py",
+    "ray": "batchgen/engine/ray_",
+}
 
 
 def feature_dependencies() -> dict[str, set[str]]:
@@ -104,8 +111,9 @@ def test_every_third_party_import_is_a_runtime_dependency() -> None:
 
 
 def test_a_feature_extra_is_imported_only_by_its_own_package() -> None:
-    """psycopg (extra `pg`) is imported in `batchgen/store/pg/` and nowhere else, so
-    the default path never needs it."""
+    """psycopg (extra `pg`) is imported in `batchgen/store/pg/` and nowhere else, fsspec
+    (extras `s3`, `gcs`) in `batchgen/output/storage.py`, so the default path never
+    needs them."""
     providers = distribution_of()
     features = feature_dependencies()
     for path in sorted(PACKAGE.rglob("*.py")):

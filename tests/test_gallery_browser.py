@@ -366,3 +366,19 @@ def test_chunked_search_sort_and_references(cpage: Page, chunked: Path) -> None:
     src = unquote(urlparse(refs.evaluate("i => i.src")).path)
     assert Path(src) == chunked.parent / "refs" / "ref.png"
     assert refs.get_attribute("src") == "../refs/ref.png"  # relative: works offline
+
+
+def test_chunked_search_opens_only_chunks_that_can_match(cpage: Page) -> None:
+    # "c04321": its trigram "c04" is in chunk 4's ids only (search.js says so).
+    settled(cpage, lambda: cpage.get_by_test_id("search").fill("C04321"))
+    assert card_ids(cpage) == ["c04321"]
+    assert text(cpage, "shown-count") == "1"
+    assert loaded_chunks(cpage) == ["4", "search"]
+    # A term no row holds: no chunk file is opened at all.
+    settled(cpage, lambda: cpage.get_by_test_id("search").fill("item zzz"))
+    assert card_ids(cpage) == []
+    assert text(cpage, "shown-count") == "0"
+    assert loaded_chunks(cpage) == ["4", "search"]
+    # Terms of fewer than three characters narrow nothing, and still match.
+    settled(cpage, lambda: cpage.get_by_test_id("search").fill("m 49"))
+    assert card_ids(cpage)[:3] == ["c00049", "c00149", "c00249"]

@@ -201,3 +201,55 @@ def test_report_command_writes_parquet(store: Store) -> None:
     import pyarrow.parquet as pq
 
     assert pq.read_metadata(store.out / "report.parquet").num_rows == 50
+
+
+def test_search_index_holds_every_trigram_of_every_chunk(store: Store) -> None:
+    build(store, 2_500)
+    with store.transaction():
+        store.plan(Job(id="Zeta-1", prompt=f"ΣΟΦΙΑ {EVIL}"), "f", reset=True)
+    gallery.write_gallery(store, summarize(store), chunk_rows=1_000)
+    head = load_head(store.out)
+    assert head["search"] == "search"
+    text = (store.out / head["dir"] / "search.js").read_text(encoding="utf-8")
+    assert text.startswith('BATCHGEN_CHUNK("search",')
+    assert "<" not in text
+    index = json.loads(text[text.index(",") + 1 :].rstrip().removesuffix(");"))
+    assert (index["chunks"], index["complete"]) == (3, True)
+
+    def chunks_of(gram: str) -> set[int]:
+        m = index["grams"][gram]
+        return set(m) if isinstance(m, list) else {k for k in range(3) if int(m, 16) >> k & 1}
+
+    rows = [(k, r) for k in range(3) for r in load_chunk_rows(store.out, head, k)]
+    for k, row in rows:
+        for word in f"{row[0]} {row[2]}".lower().split():
+            for i in range(len(word) - 2):
+                assert k in chunks_of(word[i : i + 3]), (row[0], word)
+    assert chunks_of("p02") == chunks_of("zet") == chunks_of("σοφ") == {2}
+    assert chunks_of("ite") == {0, 1, 2}
+    assert "zzz" not in index["grams"]
+
+
+def load_chunk_rows(out: Path, head: dict[str, Any], k: int) -> list[list[Any]]:
+    return head["rows"] if k == 0 else load_chunk(out, head, str(k))
+
+
+def test_search_index_stops_recording_new_trigrams_when_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from batchgen.report import search_index
+
+    monkeypatch.setattr(search_index, "MAX_GRAMS", 5)
+    index = search_index.SearchIndex()
+    index.add_chunk(0, ["abcdef"])  # four trigrams: all recorded
+    index.add_chunk(1, ["abcxyz", "zzzz"])  # "abc" gets chunk 1, one new fits, one does not
+    fh = io.StringIO()
+    index.write(fh, "search")
+    doc = json.loads(fh.getvalue().removeprefix('BATCHGEN_CHUNK("search",').rstrip()[:-2])
+    assert doc["complete"] is False
+    assert len(doc["grams"]) == 5
+    assert doc["grams"]["abc"] == [0, 1]
+    assert doc["grams"]["def"] == [0]
+    assert search_index.chunk_grams(["Ab-CD  e"]) == {"ab-", "b-c", "-cd"}

@@ -150,19 +150,24 @@ async def test_the_first_wall_costs_at_most_5_percent_of_requests(
 ) -> None:
     """The issue's short run, its clock scaled from 60 s to 4 s: 400 jobs at C=32
     against an unknown quota of 200 per window, which used to meet the wall with
-    a whole pool in flight (7 % refused). Eighty jobs at C=16 were tried first:
-    there one refusal is 1.2 %, so a busy machine's jitter decided the verdict."""
+    a whole pool in flight (7 % refused). The share is a rate, so it is measured
+    over three runs: how many requests are caught at the wall depends on how fast
+    this machine answers the first 429 (1-3 of 400 on a quiet one, up to 28 on a
+    busy one), and one run measured only that."""
     monkeypatch.setenv(WINDOW_ENV, "4")
     config = SimConfig(small_images=True, api_key=KEY, rpm=200, quota_window_s=4.0, latency=0.05)
     jobs = write_jobs(
         tmp_path / "jobs.jsonl", [{"id": f"j{i}", "prompt": f"p{i}"} for i in range(400)]
     )
-    out = tmp_path / "out"
-    async with Simulator(config) as sim:
-        result = await arun_files([jobs], make_config(out, sim.base_url, concurrency=32))
-        refused, total = sim.stats.by_status[429], sim.stats.total
-    report = json.loads((out / "report.json").read_text())
-    assert (result.exit_code, report["done"]) == (0, 400)
-    assert refused >= 1  # the wall was met
-    assert total == 400 + refused
+    refused = total = 0
+    for run in range(3):
+        out = tmp_path / f"out{run}"
+        async with Simulator(config) as sim:
+            result = await arun_files([jobs], make_config(out, sim.base_url, concurrency=32))
+            walls, sent = sim.stats.by_status[429], sim.stats.total
+        report = json.loads((out / "report.json").read_text())
+        assert (result.exit_code, report["done"]) == (0, 400)
+        assert walls >= 1  # the wall was met
+        assert sent == 400 + walls
+        refused, total = refused + walls, total + sent
     assert refused <= 0.05 * total

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "upload. A folder export can be run again (it updates the folder); a zip is written "
         "whole or not at all. A chosen job without a size asked for is an error naming it.",
     )
-    exp.add_argument("out", type=Path, help="an output folder (the --out of a run)")
+    exp.add_argument("out", help="an output folder or URL (the --out of a run)")
     add_state_option(exp)
     which = exp.add_mutually_exclusive_group(required=True)
     which.add_argument(
@@ -51,14 +51,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     bad = [s for s in sizes if "/" in s or s in (".", "..")]
     if bad:
         raise UsageError(f"--sizes takes size names (amazon, shopify), not {', '.join(bad)}")
-    out: Path = args.out
+    from batchgen.output.storage import RemoteOutput, split_out
+
+    out, url = split_out(args.out)
     to: Path = args.to
-    inside = to.resolve() == out.resolve() or out.resolve() in to.resolve().parents
+    inside = url is None and (
+        to.resolve() == out.resolve() or out.resolve() in to.resolve().parents
+    )
     if inside and to.suffix.lower() != ".zip":
         # A folder export inside OUT would mix with the run's own files.
         raise UsageError(f"--to {to} is inside the output folder; export elsewhere")
+    output = None if url is None else RemoteOutput(url)
     with report_store(out, args.state) as store:
-        done = export(store, to, approved=args.approved, sizes=sizes)
+        done = export(store, to, approved=args.approved, sizes=sizes, output=output)
     removed = f"; removed {done.removed} no longer chosen" if done.removed else ""
     if args.approved and not done.jobs:
         removed += f" (no image is approved yet: batchgen review {out})"

@@ -37,6 +37,7 @@ from batchgen.errors import (
     EXIT_USAGE,
     BatchgenError,
     InputError,
+    UsageError,
 )
 
 #: `batchgen run` flags that set one `RunConfig` field each; defaults are RunConfig's.
@@ -183,7 +184,14 @@ VALIDATE_FLAGS = tuple(
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("jobs", nargs="+", type=Path, help=JOBS_HELP)
     add_input_options(p)
-    p.add_argument("--out", "-o", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--out",
+        "-o",
+        required=True,
+        metavar="DIR|URL",
+        help="output folder, or an object store (s3://bucket/prefix, gs://…; pip install "
+        "'batchgen[s3]'; needs --state)",
+    )
     p.add_argument(
         "--sim",
         action="store_true",
@@ -244,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         "folder's state. Works while a run holds the folder (it reads the state read-only; "
         "the files are replaced atomically).",
     )
-    rep.add_argument("out", type=Path, help="an output folder (the --out of a run)")
+    rep.add_argument("out", help="an output folder or URL (the --out of a run)")
     rep.add_argument(
         "--by",
         choices=("tag",),
@@ -261,11 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--junit", type=Path, metavar="FILE", help="also write every job as JUnit XML to FILE"
     )
+    rep.add_argument(
+        "--local",
+        type=Path,
+        metavar="DIR",
+        help="also copy the gallery (page, data, previews) to DIR, to open from disk "
+        "(for an OUT on an object store; the full images stay there)",
+    )
     add_state_option(rep)
     rep.set_defaults(func=cmd_report)
 
     st = sub.add_parser("status", help="print the counts of an output folder")
-    st.add_argument("out", type=Path, help="an output folder (works while a run holds it)")
+    st.add_argument("out", help="an output folder or URL (works while a run holds it)")
     add_state_option(st)
     st.set_defaults(func=cmd_status)
 
@@ -298,7 +313,24 @@ def _config(args: argparse.Namespace) -> RunConfig:
     base = args.base_url or os.environ.get("GEMINI_BASE_URL") or RunConfig.base_url
     if not args.sim:
         base = check_base_url(base, allow_insecure=args.allow_insecure_http)
-    return RunConfig(out=args.out, api_key=key, base_url=base, **flag_values(args, RUN_FLAGS))
+    out, out_url = _out(args)
+    return RunConfig(
+        out=out, out_url=out_url, api_key=key, base_url=base, **flag_values(args, RUN_FLAGS)
+    )
+
+
+def _out(args: argparse.Namespace) -> tuple[Path, str | None]:
+    """OUT as (a folder, None) or, on an object store, (a local folder, its URL):
+    a remote OUT needs an explicit --state (a resumable run says where its state is)."""
+    from batchgen.output.storage import redact, split_out
+
+    out, url = split_out(args.out)
+    if url is not None and getattr(args, "state", None) is None:
+        raise UsageError(
+            f"--out {redact(url)} is an object store: give --state PATH|URL too (where "
+            "the run's state lives; docs/scale-out.md)"
+        )
+    return out, url
 
 
 def _tune_gc() -> None:
@@ -328,11 +360,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     judged = verdict(config.fail_under, result.report, result.exit_code)
     if judged:
         print(judged, file=sys.stderr)
-    print(
-        f"report: {config.out / 'report.json'}; gallery: {config.out / 'report.html'}",
-        file=sys.stderr,
-    )
+    where = _where(config.out, config.out_url)
+    print(f"report: {where}/report.json; gallery: {where}/report.html", file=sys.stderr)
     return result.exit_code
+
+
+def _where(out: Path, url: str | None) -> str:
+    """OUT for people: the folder, or the URL without its secrets."""
+    if url is None:
+        return str(out)
+    from batchgen.output.storage import redact
+
+    return redact(url)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -359,12 +398,15 @@ def _count_jobs(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import json
 
+    from batchgen.output.storage import open_output
     from batchgen.report.folder import report_store
     from batchgen.report.summary import tag_csv, write_reports
 
+    out, url = _out(args)
+    output = open_output(url or out)
     # A folder a run holds is read read-only; each file is replaced atomically.
-    with report_store(args.out, args.state) as store:
-        summary = write_reports(store)
+    with report_store(out, args.state) as store:
+        summary = write_reports(store, output=output)
         if args.junit is not None:
             from batchgen.report.junit import write_junit
 
@@ -372,14 +414,19 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.format == "parquet":
             from batchgen.report.parquet import write_parquet
 
-            print(f"wrote {write_parquet(store)}")
+            print(f"wrote {write_parquet(store, output=output)}")
+        if args.local is not None:
+            from batchgen.report.local import copy_gallery
+
+            copied = copy_gallery(store, output, args.local)
+            print(f"copied the gallery ({copied} files) to {args.local / 'report.html'}")
     if args.by == "tag":
         if args.format == "csv":
             sys.stdout.write(tag_csv(summary))
         else:
             print(json.dumps(summary["by_tag"], indent=2))
     else:
-        print(f"wrote {args.out / 'report.json'} and {args.out / 'report.html'}")
+        print(f"wrote {output}/report.json and {output}/report.html")
     return EXIT_OK
 
 
@@ -387,7 +434,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from batchgen.report.summary import status_line, summarize
     from batchgen.store.open import open_state
 
-    with open_state(args.out, args.state, readonly=True) as store:
+    out, _url = _out(args)
+    with open_state(out, args.state, readonly=True) as store:
         print(status_line(summarize(store)))
     return EXIT_OK
 

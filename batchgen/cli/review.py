@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "state at once, also while a run is going on there. `batchgen run --redo rejected` "
         "makes the rejected ones again. See docs/review.md.",
     )
-    p.add_argument("out", type=Path, help="an output folder (the --out of a run)")
+    p.add_argument("out", type=_local_folder, help="an output folder (the --out of a run)")
     add_state_option(p)
     p.add_argument(
         "--port", type=int, default=0, metavar="N", help="port on 127.0.0.1 (default: a free one)"
@@ -34,6 +34,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--no-browser", action="store_true", help="print the URL only; do not open a browser"
     )
     p.set_defaults(func=_cmd_review)
+
+
+def _local_folder(value: str) -> Path:
+    """The review app serves images from a folder: an object store's OUT is refused
+    (`batchgen report OUT --local DIR` copies its gallery to look at)."""
+    if "://" in value:
+        raise argparse.ArgumentTypeError(
+            "review serves a local output folder only; for an OUT on an object store, "
+            "`batchgen report OUT --state … --local DIR` copies its gallery"
+        )
+    return Path(value)
 
 
 def _cmd_review(args: argparse.Namespace) -> int:

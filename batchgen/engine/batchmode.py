@@ -49,6 +49,7 @@ from batchgen.models import Counters, Job, Status, StopKind, StopReason
 from batchgen.output import batch_api, files_api
 from batchgen.output.batch_api import BatchInfo
 from batchgen.output.files_api import Api, WireError
+from batchgen.output.storage import run_output
 from batchgen.output.writer import Writer
 from batchgen.store import Store
 from batchgen.store.batches import INTENT, BatchRow
@@ -92,8 +93,9 @@ class BatchRun:
             on_change=on_change,
             on_error=lambda exc: self.request_stop(stop_for(exc, "the state could not be saved")),
         )
-        self.writer = Writer(store.out, sharded=sharded, thumbnails=config.thumbnails)
-        answers = AnswerCache(store, shared_cache)
+        output = run_output(config)
+        self.writer = Writer(output, sharded=sharded, thumbnails=config.thumbnails)
+        answers = AnswerCache(store, shared_cache, output)
         self.collector = Collector(
             config, store, prices=prices, ledger=self.ledger, writer=self.writer,
             budget=self.budget, answers=answers, counters=self.counters,

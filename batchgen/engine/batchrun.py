@@ -40,7 +40,13 @@ async def schedule(
             on_change=progress.update, shared_cache=shared,
         )  # fmt: skip
         progress.note = lambda: run.status
-        watch = Watch(config.out, progress, lambda: run.counters, report_every=config.report_every)
+        watch = Watch(
+            config.out_url or config.out,
+            progress,
+            lambda: run.counters,
+            report_every=config.report_every,
+            state=config.state,
+        )
         watch.start()
         handlers = TwoStage(run, config.grace_seconds)
         try:

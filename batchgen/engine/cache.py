@@ -35,6 +35,7 @@ from typing import Protocol
 from batchgen.models import GeneratedImage, Job
 from batchgen.output.atomic import write_bytes
 from batchgen.output.mime import extension_for, sniff_mime
+from batchgen.output.storage import LocalOutput, Output
 from batchgen.store import Store
 
 
@@ -153,9 +154,13 @@ class SharedCache:
 class AnswerCache:
     """The earlier answer to a request, from this folder's store, else the shared cache."""
 
-    def __init__(self, store: Store, shared: SharedCache | None) -> None:
+    def __init__(
+        self, store: Store, shared: SharedCache | None, output: Output | None = None
+    ) -> None:
         self._store = store
         self._shared = shared
+        #: Where the folder's files are (an object store, or the store's folder).
+        self._output = output or LocalOutput(store.out)
 
     async def lookup(self, key: str) -> CachedAnswer | None:
         """The answer, or None. A folder's answer whose files are gone or no longer
@@ -163,9 +168,9 @@ class AnswerCache:
         local = self._store.cached_request(key)
         if local is not None:
             files, text, cost = local
-            paths = [self._store.out / f for f in files]
+            output = self._output
             try:
-                datas = await asyncio.to_thread(lambda: [p.read_bytes() for p in paths])
+                datas = await asyncio.to_thread(lambda: [output.read_bytes(f) for f in files])
             except OSError:
                 datas = []
             mimes = [sniff_mime(d[:16]) for d in datas]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from batchgen.errors import AbortError
 from batchgen.models import ErrorInfo, Job, Status, StopKind
+from batchgen.output.storage import Output, StoredFile
 from batchgen.store.jobs import Known
 
 Lookup = Callable[[str], Known | None]
@@ -68,7 +69,7 @@ def gate(job: Job, lookup: Lookup) -> Gate:
 class Chains:
     """The chained jobs of a run that wait for a parent, by parent."""
 
-    def __init__(self, lookup: Lookup, out: Path) -> None:
+    def __init__(self, lookup: Lookup, out: Path | Output) -> None:
         self._lookup = lookup
         self._out = out
         self._waiting: dict[str, list[Job]] = {}
@@ -84,11 +85,15 @@ class Chains:
         """`parent` ended: the jobs that waited for it, to be admitted again."""
         return self._waiting.pop(parent, [])
 
-    def reference(self, ref: str) -> Path:
+    def reference(self, ref: str) -> Path | StoredFile:
         """Where a reference image is: its own path, or a done parent's first image."""
         if not ref.startswith("@"):
             return Path(ref)
         known = self._lookup(ref[1:])
         if known is None or not known.files:
             raise AbortError(f"chained input {ref} has no image", kind=StopKind.ERROR)
+        if isinstance(self._out, Output):
+            if self._out.root is None:
+                return StoredFile(self._out, known.files[0])
+            return self._out.root / known.files[0]
         return self._out / known.files[0]

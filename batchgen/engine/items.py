@@ -22,6 +22,7 @@ from batchgen.engine.policy import FIRST_TRY, Tries
 from batchgen.models import Counters, Job
 from batchgen.output import client
 from batchgen.output.mime import sniff_mime
+from batchgen.output.storage import StoredFile
 
 
 @dataclass(slots=True)
@@ -38,6 +39,10 @@ class WorkItem:
     last_cost: float = 0.0
     #: The pixel size ("WxH") the catalogue says the answer should have, if known.
     expected: str | None = None
+    #: Its answer holds a request slot until it is on record (see the pool).
+    holds_slot: bool = False
+    #: Its (large, spooled) answer holds a place among those decoded at once.
+    gated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +54,10 @@ class Request:
 
 
 async def prepare(
-    job: Job, model: str, locate: Callable[[str], Path], service_tier: str | None = None
+    job: Job,
+    model: str,
+    locate: Callable[[str], Path | StoredFile],
+    service_tier: str | None = None,
 ) -> Request:
     """The request for `job`; `locate` says where each reference image is (it is
     called on the loop: it may read the store, which stays on the loop's thread).

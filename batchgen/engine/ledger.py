@@ -47,6 +47,8 @@ class Ledger:
         self._on_change = on_change
         self._on_error = on_error
         self._commit_due = False
+        #: Called once this turn's unit of work is committed (`after_commit`).
+        self._after: list[Callable[[], None]] = []
 
     def _open(self) -> None:
         """Join this turn's unit of work, opening it (and its commit) if needed."""
@@ -61,10 +63,29 @@ class Ledger:
             self._store.commit()
         except Exception as exc:
             self._on_error(exc)
+        finally:
+            self._run_after()
+
+    def _run_after(self) -> None:
+        after, self._after = self._after, []
+        for fn in after:
+            fn()
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call `fn` once what was written so far is committed (now, if nothing
+        waits): the pool frees a request slot only when its answer is on record,
+        so that a kill loses no more answers than `--concurrency`."""
+        if self._commit_due:
+            self._after.append(fn)
+        else:
+            fn()
 
     def close(self) -> None:
         """Commit what the last turn wrote (the run is over)."""
-        self._store.commit()
+        try:
+            self._store.commit()
+        finally:
+            self._run_after()
 
     def attempt(self, job_id: str, model: str, outcome: Outcome, size: str | None = None) -> float:
         """One answered request: its cost (0 for an unbilled one), recorded with

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from batchgen.jobs.inputs import JobSource
 from batchgen.models import Job, Status
+from batchgen.output.storage import Output
 from batchgen.store import Store
 from batchgen.store.jobs import Known
 
@@ -72,15 +73,19 @@ def file_digest(path: str, store: Store | None) -> str:
     return digest
 
 
-def parent_digest(out: Path, store: Store, ref: str) -> str | None:
+def parent_digest(out: Path | Output, store: Store, ref: str) -> str | None:
     """The digest of a parent job's first output, or None when it is not done."""
     known = store.lookup(ref[1:])
     if known is None or known.status is not Status.DONE or not known.files:
         return None
+    if isinstance(out, Output):
+        if out.root is None:  # an object store: its bytes, read back
+            return hashlib.sha256(out.read_bytes(known.files[0])).hexdigest()
+        out = out.root
     return file_digest(str(out / known.files[0]), store)
 
 
-def job_fingerprint(job: Job, model: str, out: Path, store: Store) -> str | None:
+def job_fingerprint(job: Job, model: str, out: Path | Output, store: Store) -> str | None:
     """None when a parent is not done yet (the fingerprint cannot be known)."""
     digests: list[str] = []
     for ref in job.images:
@@ -161,6 +166,7 @@ def plan(
     write: bool = True,
     expected_cost: Callable[[Job], float] | None = None,
     redo: Mapping[str, str] | None = None,
+    output: Output | None = None,
 ) -> Plan:
     """Decide each job's fate and (unless `write` is False, for a dry run) record
     it in the store. Jobs already done with the same fingerprint are not touched,
@@ -182,6 +188,7 @@ def plan(
         write=write,
         expected_cost=expected_cost,
         redo=redo or {},
+        out=output or store.out,
     )
     with store.transaction() if write else contextlib.nullcontext():
         for chunk in _chunks(jobs, PREFETCH):
@@ -224,8 +231,11 @@ class _Planning:
         write: bool,
         expected_cost: Callable[[Job], float] | None,
         redo: Mapping[str, str],
+        out: Path | Output,
     ) -> None:
         self.store = store
+        #: Where a done parent's image is read from (chained jobs' fingerprints).
+        self.out = out
         self.redo = redo
         self.result = result
         self.default_model = default_model
@@ -239,7 +249,7 @@ class _Planning:
 
     def add(self, job: Job) -> None:
         self.result.total += 1
-        fp = job_fingerprint(job, job.model or self.default_model, self.store.out, self.store)
+        fp = job_fingerprint(job, job.model or self.default_model, self.out, self.store)
         known = self.store.lookup(job.id)
         if job.id in self.redo and known is not None and fp == known.fingerprint:
             self._redo(job, fp, known)

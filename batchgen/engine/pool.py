@@ -41,6 +41,9 @@ from batchgen.engine.sender import Sender
 from batchgen.errors import EXIT_ABORTED
 from batchgen.jobs.models_check import gone_message
 from batchgen.models import Counters, Job, Outcome, OutcomeKind, Status, StopReason
+from batchgen.output import client
+from batchgen.output.spool import Spooled
+from batchgen.output.storage import run_output
 from batchgen.output.writer import Writer, Written
 from batchgen.store import Store
 
@@ -85,9 +88,10 @@ class Pool:
             on_change=self._on_change,
             on_error=lambda exc: self.request_stop(stop_for(exc, "the state could not be saved")),
         )
-        self._writer = Writer(store.out, sharded=sharded, thumbnails=config.thumbnails)
-        self._chains = Chains(store.lookup, store.out)
-        self._answers = AnswerCache(store, shared_cache)
+        output = run_output(config)
+        self._writer = Writer(output, sharded=sharded, thumbnails=config.thumbnails)
+        self._chains = Chains(store.lookup, output)
+        self._answers = AnswerCache(store, shared_cache, output)
         #: Jobs sent even when an earlier identical answer exists (a rejected image's redo).
         self._fresh = fresh
         self._coalescer = coalescer or Coalescer()
@@ -98,9 +102,13 @@ class Pool:
         )
         self._queue: asyncio.Queue[WorkItem] = asyncio.Queue()
         self._room = asyncio.Semaphore(2 * config.concurrency)
-        #: A slot is a request in flight. Writing an answer's image happens outside
-        #: it, so --concurrency requests stay in flight while images are written.
+        #: A slot is a request whose answer is not yet on record: in flight, or
+        #: answered and being written. A kill loses at most these, and a resumed
+        #: run sends only these again (issue 18: answers waiting for a writer sat
+        #: outside the slots, and two kills at C=16 re-sent up to 37 requests).
         self._slots = asyncio.Semaphore(config.concurrency)
+        #: Large (spooled) answers being decoded and written at once.
+        self._gate = asyncio.Semaphore(self._writer.at_once)
         self._outstanding = 0
         self._feeding = True
         self._idle, self._stopped, self._quiet = asyncio.Event(), asyncio.Event(), asyncio.Event()
@@ -130,8 +138,8 @@ class Pool:
         self.budget.close()
 
     async def run(self, pending: Iterator[Job]) -> Counters:
-        # Twice as many workers as request slots: while some write images, the
-        # others keep every slot busy (the queue never holds more than 2x anyway).
+        # Twice as many workers as request slots: a worker waits for its slot
+        # while others' answers are written (the queue never holds more than 2x).
         n_workers = 2 * self.config.concurrency
         self._writer.start()
         workers = [asyncio.create_task(self._worker()) for _ in range(n_workers)]
@@ -246,16 +254,26 @@ class Pool:
             item.expected = self._expected(item)
         if not item.claimed and item.job.id not in self._fresh and await self._from_cache(item):
             return True
-        send = self._request if item.model in self._answering else self._first_request
-        outcome = await send(item, item.body)
-        while outcome is not None and outcome.kind is OutcomeKind.UNREACHABLE:
-            # The network's fault, not the job's: no attempt used, no end; wait
-            # for the endpoint (or the outage's stop) and send the same request.
-            if not await self.outage.wait(outcome.message):
-                return False
+        try:
             send = self._request if item.model in self._answering else self._first_request
             outcome = await send(item, item.body)
-        return outcome is not None and await self._handle(item, outcome)
+            while outcome is not None and outcome.kind is OutcomeKind.UNREACHABLE:
+                # The network's fault, not the job's: no attempt used, no end; wait
+                # for the endpoint (or the outage's stop) and send the same request.
+                if not await self.outage.wait(outcome.message):
+                    return False
+                send = self._request if item.model in self._answering else self._first_request
+                outcome = await send(item, item.body)
+            return outcome is not None and await self._handle(item, outcome)
+        finally:
+            if item.gated:
+                item.gated = False
+                self._gate.release()
+            if item.holds_slot:
+                # The answer is on record (ended, or its retry noted) once this
+                # turn commits: only then may another request take its slot.
+                item.holds_slot = False
+                self._ledger.after_commit(self._slots.release)
 
     def _expected(self, item: WorkItem) -> str | None:
         job = item.job
@@ -306,11 +324,17 @@ class Pool:
                 self.counters.in_flight -= 1
                 if not self.counters.in_flight:
                     self._quiet.set()
+            if isinstance(outcome, Spooled):
+                outcome = await self._unspool(item, outcome)
+            # An answer keeps its slot until it is on record (`_attempt`): a kill
+            # then loses at most --concurrency answers, those still in slots.
+            item.holds_slot = outcome.kind is not OutcomeKind.UNREACHABLE
         except BaseException:
             self.budget.settle(reserve, 0.0)
             raise
         finally:
-            self._slots.release()
+            if not item.holds_slot:
+                self._slots.release()
         outage = self.outage
         if outcome.kind is OutcomeKind.UNREACHABLE:
             self.budget.settle(reserve, 0.0)
@@ -322,6 +346,18 @@ class Pool:
         item.tries = item.tries.after(outcome.kind)
         return outcome
 
+    async def _unspool(self, item: WorkItem, answer: Spooled) -> Outcome:
+        """Parse a large answer from its spool file on a writer thread, a few at
+        once (`Writer.at_once`): its decoded image stays in memory until
+        `_attempt` has written it, so memory follows those few, not the pool."""
+        try:
+            await self._gate.acquire()
+        except BaseException:
+            answer.path.unlink(missing_ok=True)
+            raise
+        item.gated = True
+        return await self._writer.call(client.parse_spooled, answer)
+
     async def _handle(self, item: WorkItem, outcome: Outcome) -> bool:
         """Carry out the policy's decision on an answer; True when the job ended."""
         key = self.config.api_key
@@ -332,11 +368,6 @@ class Pool:
             )
         written: Written | None = None
         if outcome.kind is OutcomeKind.OK:
-            # Let the worker that the slot went to send its request before this
-            # answer is checked and written (on the loop when small): at C requests
-            # of latency L, every delay here lowers the rate below C/L. Refusals are
-            # handled without this pause: they must stop or slow the pool at once.
-            await asyncio.sleep(0)
             written = await self._writer.save(item.job, outcome.images)
             if written is None:
                 # A right signature before garbage, or a cut-off body: never a finished image.

@@ -15,6 +15,7 @@ import logging
 
 from batchgen.config import RunConfig
 from batchgen.output.history import move_to_history
+from batchgen.output.storage import Output
 from batchgen.store import Store
 
 log = logging.getLogger(__name__)
@@ -26,12 +27,13 @@ def redo_map(store: Store, config: RunConfig) -> dict[str, str]:
     return store.redo_notes(all_rejected=config.redo == "rejected")
 
 
-def move_history(store: Store) -> int:
-    """Move every planned redo's earlier files to history; how many files moved."""
+def move_history(store: Store, output: Output | None = None) -> int:
+    """Move every planned redo's earlier files to history; how many files moved.
+    `output`: where the folder's files are, when not the store's folder."""
     moved = 0
     for job_id, files in store.redo_moves():
         for path in files:
-            target = move_to_history(store.out, path)
+            target = move_to_history(output or store.out, path)
             if target is not None:
                 moved += 1
                 log.info("redo job=%s kept %s as %s", job_id, path, target)

@@ -49,7 +49,8 @@ from batchgen.jobs.columns import DEFAULT_OPTIONS, ReadOptions
 from batchgen.jobs.inputs import FileSource, JobSource
 from batchgen.jobs.models_check import ModelRules
 from batchgen.models import Counters, Job, StopKind, StopReason
-from batchgen.output.sink import SHARD_THRESHOLD, DiskFullError, clean_temporaries, is_disk_full
+from batchgen.output.sink import SHARD_THRESHOLD, DiskFullError, is_disk_full
+from batchgen.output.storage import LocalOutput, Output, run_output
 from batchgen.report.junit import judge_folder, write_run_junit
 from batchgen.report.summary import summarize, write_reports
 from batchgen.store import DB_NAME, STATE_DIR, Store
@@ -152,6 +153,7 @@ def dry_run(sources: Iterable[JobSource], config: RunConfig, prices: PriceTable)
             write=False,
             expected_cost=expected,
             redo=redo_map(store, config) if store is not None else None,
+            output=run_output(config),
         )
     return RunResult(EXIT_OK, result, unpriced=unpriced, tiers=tiers)
 
@@ -208,14 +210,15 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
         from batchgen.engine import ray_engine
 
         ray_engine.check(config, sim=sim)
+    output = run_output(config)
     with (
         _no_trace_of_bad_input(config.out, config.state),
         open_state(config.out, config.state) as store,
     ):
         result = RunResult(EXIT_OK, Plan())
-        result.plan, sharded, redo = _plan_run(store, sources, config, prices)
-        clean_temporaries(config.out)
-        move_history(store)
+        result.plan, sharded, redo = _plan_run(store, sources, config, prices, output)
+        output.clean_temporaries()
+        move_history(store, output)
         try:
             async with _endpoint(config, sim) as cfg:
                 if cfg.engine == "ray":
@@ -236,7 +239,7 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
                     result.left = _left_to_run(store, config, prices)
                 # A stopped run exits within seconds; the next report makes missing previews.
                 budget = None if result.stop is None else THUMB_BUDGET_ON_STOP
-                result.report = _report(store, result, thumb_budget_s=budget)
+                result.report = _report(store, result, thumb_budget_s=budget, output=output)
                 write_run_junit(store, config, result.exit_code, result.stop)
                 settled_now = result.stop is None and result.report["pending"] == 0
                 with store.transaction():
@@ -245,14 +248,18 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
                 if not is_disk_full(exc):
                     raise
                 raise DiskFullError(
-                    f"disk full while writing the report in {config.out}; free some space "
+                    f"disk full while writing the report in {output}; free some space "
                     "and run the same command again (finished images are kept)"
                 ) from exc
     return result
 
 
 def _plan_run(
-    store: Store, sources: Iterable[JobSource], config: RunConfig, prices: PriceTable
+    store: Store,
+    sources: Iterable[JobSource],
+    config: RunConfig,
+    prices: PriceTable,
+    output: Output | None = None,
 ) -> tuple[Plan, bool, frozenset[str]]:
     """Read, check and plan every job in one pass and one unit of work: the run's
     record, its jobs and its meta commit together once the last row is read,
@@ -271,6 +278,7 @@ def _plan_run(
             retry_failed=config.retry_failed,
             retry_blocked=config.retry_blocked,
             redo=redo,
+            output=output,
         )
         unpriced = prices.unpriced(rules.used) if config.budget is not None else []
         if unpriced:
@@ -340,30 +348,36 @@ def _already_settled(config: RunConfig, digest: str) -> RunResult | None:
         result.exit_code = judge_folder(store, EXIT_OK, config.fail_under)
         with store.transaction():
             store.end_run(result.exit_code)
-        result.report = _report(store, result)
+        result.report = _report(store, result, output=run_output(config))
         write_run_junit(store, config, result.exit_code, result.stop)
     return result
 
 
 def _report(
-    store: Store, result: RunResult, *, thumb_budget_s: float | None = None
+    store: Store,
+    result: RunResult,
+    *,
+    thumb_budget_s: float | None = None,
+    output: Output | None = None,
 ) -> dict[str, Any]:
-    """The run's summary; the report files are rewritten only when a job changed."""
-    if _reports_current(store, result):
-        return summarize(store)
-    summary = write_reports(store, thumb_budget_s=thumb_budget_s)
+    """The run's summary; the report files are rewritten only when a job changed.
+    `output`: where OUT's files are, when not the store's folder (an object store)."""
+    if _reports_current(store, result, output):
+        return summarize(store, output)
+    summary = write_reports(store, thumb_budget_s=thumb_budget_s, output=output)
     with store.transaction():
         store.set_meta(REPORT_CURRENT, "1")
     return summary
 
 
-def _reports_current(store: Store, result: RunResult) -> bool:
+def _reports_current(store: Store, result: RunResult, output: Output | None = None) -> bool:
     """Nothing to do and the reports of the last run still stand: re-running a
     finished million-job folder must not rewrite a million report rows."""
     if result.plan.to_run or result.counters.requests or result.stop is not None:
         return False
     names = ("report.json", "failed.jsonl", "report.html")
-    present = all((store.out / name).is_file() for name in names)
+    where = output or LocalOutput(store.out)
+    present = all(where.exists(name) for name in names)
     return present and store.meta(REPORT_CURRENT) == "1"
 
 
@@ -402,7 +416,7 @@ async def _schedule(
         )
         progress.note = pool.outage.note
         watch = Watch(
-            config.out,
+            config.out_url or config.out,
             progress,
             lambda: pool.counters,
             report_every=config.report_every,

@@ -14,24 +14,33 @@ import aiohttp
 
 from batchgen.config import RunConfig
 from batchgen.models import Outcome
-from batchgen.output import client
+from batchgen.output import client, spool
+from batchgen.output.spool import Spooled
+from batchgen.store import STATE_DIR
+
+#: Under OUT/.batchgen: large answers' bodies while they are read (`output/spool.py`).
+SPOOL_DIR = "spool"
 
 
 class Sender(Protocol):
-    """Sends one request; never raises for trouble on the way (it is an outcome)."""
+    """Sends one request; never raises for trouble on the way (it is an outcome).
+    A large answer may come back `Spooled`: the pool parses it (`client.parse_spooled`)."""
 
-    def __call__(self, model: str, body: bytes, /) -> Awaitable[Outcome]: ...
+    def __call__(self, model: str, body: bytes, /) -> Awaitable[Outcome | Spooled]: ...
 
 
 def http_sender(session: aiohttp.ClientSession, config: RunConfig) -> Sender:
-    """Requests to `config`'s endpoint over `session`."""
+    """Requests to `config`'s endpoint over `session`. What a killed run left in
+    the spool folder is removed here, before the first request."""
     headers = {
         "Content-Type": "application/json",
         **config.extra_headers,
         **config.auth_headers(),
     }
+    folder = config.out / STATE_DIR / SPOOL_DIR
+    spool.clear(folder)
 
-    def send(model: str, body: bytes, /) -> Awaitable[Outcome]:
+    def send(model: str, body: bytes, /) -> Awaitable[Outcome | Spooled]:
         # Returns the client's coroutine itself: no extra frame per request.
         return client.send(
             session,
@@ -40,6 +49,7 @@ def http_sender(session: aiohttp.ClientSession, config: RunConfig) -> Sender:
             headers,
             timeout_s=config.request_timeout,
             max_bytes=config.max_response_bytes,
+            spool_to=folder,
         )
 
     return send

@@ -42,7 +42,7 @@ class Watch:
 
     def __init__(
         self,
-        out: Path,
+        out: Path | str,
         progress: Progress,
         counters: Callable[[], Counters],
         *,

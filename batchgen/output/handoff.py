@@ -44,6 +44,11 @@ class Handoff:
             for n in range(threads)
         ]
 
+    @property
+    def size(self) -> int:
+        """How many threads."""
+        return len(self._threads)
+
     def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run `fn(*args)` on a thread; await the returned future for its result."""
         loop = asyncio.get_running_loop()

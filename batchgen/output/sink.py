@@ -1,7 +1,8 @@
 """sink: generated image bytes in, files under `OUT/images/` out.
 
-Every file is written by `batchgen.output.atomic`: a temporary name in its
-final folder, renamed into place, so a crash of the process leaves either the
+Every file is written through `batchgen.output.storage` (for a folder,
+`batchgen.output.atomic`: a temporary name in its final folder, renamed into
+place; for an object store, one whole PUT), so a crash of the process leaves either the
 whole file or nothing under a final name (images are not fsynced: a power
 loss is a different promise, see `atomic`). Leftover temporaries of a killed
 run start with `.part-` and are removed at the next start.
@@ -17,15 +18,14 @@ is recorded per job in the report.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 from pathlib import Path
 
-from batchgen.errors import AbortError
-from batchgen.models import GeneratedImage, StopKind
-from batchgen.output.atomic import TEMP_PREFIX, write_bytes
+from batchgen.models import GeneratedImage
+from batchgen.output.atomic import TEMP_PREFIX
 from batchgen.output.mime import extension_for
+from batchgen.output.storage import DiskFullError, LocalOutput, Output, as_output, is_disk_full
 
 __all__ = [
     "SHARD_THRESHOLD",
@@ -42,67 +42,52 @@ __all__ = [
 SHARD_THRESHOLD = 10_000
 
 
-class DiskFullError(AbortError):
-    """Raised when the disk is full: the run stops, nothing is marked done."""
-
-    kind = StopKind.DISK
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether an error means no space is left (the disk, or the user's quota)."""
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+def image_prefix(job_id: str, *, sharded: bool) -> str:
+    """The folder of a job's images, relative to OUT: `images` or `images/<xy>`."""
+    if sharded:
+        return "images/" + hashlib.sha1(job_id.encode()).hexdigest()[:2]
+    return "images"
 
 
 def image_dir(out: Path, job_id: str, *, sharded: bool) -> Path:
-    base = out / "images"
-    if sharded:
-        return base / hashlib.sha1(job_id.encode()).hexdigest()[:2]
-    return base
+    return out / image_prefix(job_id, sharded=sharded)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write one file of the folder (`atomic.write_bytes`: whole or absent after a
-    crash, not fsynced, see there); a full disk becomes `DiskFullError`."""
-    try:
-        write_bytes(path, data)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise DiskFullError(
-                f"disk full while writing {path}; free some space and run the same "
-                "command again (finished images are kept)"
-            ) from exc
-        raise
+    """Write one file of a local folder (`atomic.write_bytes`: whole or absent after
+    a crash, not fsynced, see there); a full disk becomes `DiskFullError`."""
+    LocalOutput(path.parent).write_bytes(path.name, data)
 
 
 def write_images(
-    out: Path, job_id: str, images: tuple[GeneratedImage, ...], *, sharded: bool
+    out: Path | Output, job_id: str, images: tuple[GeneratedImage, ...], *, sharded: bool
 ) -> list[str]:
-    """Write a job's images; return their paths relative to `out`.
+    """Write a job's images (through `storage`); return their paths relative to `out`.
     Extra images of one answer become `<id>-2.<ext>`, `<id>-3.<ext>`, …"""
-    folder = image_dir(out, job_id, sharded=sharded)
-    prefix = folder.relative_to(out).as_posix()
+    output = as_output(out)
+    prefix = image_prefix(job_id, sharded=sharded)
     paths: list[str] = []
     for n, image in enumerate(images, start=1):
         suffix = "" if n == 1 else f"-{n}"
-        name = f"{job_id}{suffix}.{extension_for(image.mime_type)}"
-        write_atomic(folder / name, image.data)
-        paths.append(f"{prefix}/{name}")
+        rel = f"{prefix}/{job_id}{suffix}.{extension_for(image.mime_type)}"
+        output.write_bytes(rel, image.data)
+        paths.append(rel)
     return paths
 
 
 def write_sizes(
-    out: Path, job_id: str, data: bytes, sizes: tuple[str, ...]
+    out: Path | Output, job_id: str, data: bytes, sizes: tuple[str, ...]
 ) -> list[tuple[str, bool]]:
     """Local platform resizes of the first image, `sizes/<name>/<id>.<ext>`.
     Returns (path relative to `out`, upscaled?) for each."""
     from batchgen.output.sizes import parse_size, resize_all
 
+    output = as_output(out)
     specs = [parse_size(spec_text) for spec_text in sizes]
     written: list[tuple[str, bool]] = []
     for spec, (resized, mime, upscaled) in zip(specs, resize_all(data, specs), strict=True):
-        path = out / "sizes" / spec.name / f"{job_id}.{extension_for(mime)}"
-        write_atomic(path, resized)
-        rel = path.relative_to(out).as_posix()
+        rel = f"sizes/{spec.name}/{job_id}.{extension_for(mime)}"
+        output.write_bytes(rel, resized)
         written.append((rel, upscaled))
     return written
 

@@ -10,8 +10,8 @@ pure function of the image path and never needs a lookup:
 Decoding and resizing run in a thread pool: Pillow releases the GIL while it
 works, so the threads really run in parallel while the caller keeps streaming
 rows. Previews are written like every other file of the folder
-(`batchgen.output.atomic`, not fsynced: a lost preview is remade); the run
-start removes leftover temporaries.
+(`batchgen.output.atomic`, not fsynced: a lost preview is remade; on an object
+store one PUT through `storage`); the run start removes leftover temporaries.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image, UnidentifiedImageError
 
 from batchgen.output.atomic import write_bytes
+from batchgen.output.storage import Output, as_output
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,22 @@ def make_thumb(src: Path, dst: Path, *, max_side: int = MAX_SIDE, quality: int =
     """
     if is_fresh(src, dst):
         return False
+    encoded = encode_thumb(src, str(src), max_side=max_side, quality=quality)
+    if encoded is None:
+        return False
+    try:
+        write_bytes(dst, encoded)
+    except OSError as exc:
+        log.warning("could not write preview %s: %s", dst, exc)
+        return False
+    return True
+
+
+def encode_thumb(
+    src: Path | io.BytesIO, name: str, *, max_side: int = MAX_SIDE, quality: int = QUALITY
+) -> bytes | None:
+    """The JPEG preview of an image (a file, or bytes in memory); None when it
+    cannot be read (logged: one bad file must not cost the whole report)."""
     try:
         with Image.open(src) as im:
             # JPEG sources decode at a reduced scale directly: far cheaper than resizing.
@@ -83,12 +100,22 @@ def make_thumb(src: Path, dst: Path, *, max_side: int = MAX_SIDE, quality: int =
         encoded = io.BytesIO()
         rgb.save(encoded, "JPEG", quality=quality)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-        log.warning("no preview for %s: %s", src, exc)
-        return False
+        log.warning("no preview for %s: %s", name, exc)
+        return None
+    return encoded.getvalue()
+
+
+def put_thumb(output: Output, image_rel: str, rel: str, data: bytes | None = None) -> bool:
+    """Make and store the preview `rel` of `image_rel` in an object store (the
+    image's bytes when the caller holds them, else read back); True when stored."""
     try:
-        write_bytes(dst, encoded.getvalue())
+        source = output.read_bytes(image_rel) if data is None else data
+        encoded = encode_thumb(io.BytesIO(source), image_rel)
+        if encoded is None:
+            return False
+        output.write_bytes(rel, encoded)
     except OSError as exc:
-        log.warning("could not write preview %s: %s", dst, exc)
+        log.warning("could not make preview %s: %s", rel, exc)
         return False
     return True
 
@@ -99,19 +126,25 @@ def is_own_preview(suffix: str, size: tuple[int, int], nbytes: int) -> bool:
     return max(size) <= MAX_SIDE and nbytes <= OWN_PREVIEW_BYTES and suffix.lower() in SHOWN_AS_IS
 
 
-def preview(out: Path, image_rel: str, size: tuple[int, int], nbytes: int) -> str | None:
+def preview(
+    out: Path | Output, image_rel: str, size: tuple[int, int], nbytes: int, data: bytes = b""
+) -> str | None:
     """The preview of an image just written (path relative to OUT), made now.
 
     An image no larger than a preview is its own preview (`is_own_preview`):
     re-encoding it would cost ~0.4 ms of CPU, mostly under the GIL, for a file
     no smaller. Returns None when no preview could be made; the report tries
-    again then.
+    again then. `data`: the image's bytes, so an object store is not read back.
     """
     if is_own_preview(os.path.splitext(image_rel)[1], size, nbytes):
         return image_rel
     rel = thumb_rel(image_rel)
     if rel is None:
         return None
+    if isinstance(out, Output):
+        if out.root is None:
+            return rel if put_thumb(out, image_rel, rel, data or None) else None
+        out = out.root
     make_thumb(out / image_rel, out / rel)
     return rel if (out / rel).exists() else None
 
@@ -153,13 +186,16 @@ class ThumbMaker:
 
     def __init__(
         self,
-        out: Path,
+        out: Path | Output,
         *,
         workers: int | None = None,
         window: int = 256,
         budget_s: float | None = None,
     ) -> None:
-        self.out = out
+        self.output = as_output(out)
+        #: A folder's previews are files; an object store's are found by one listing.
+        self.out = self.output.root
+        self._stored: set[str] | None = None
         self.stats = ThumbStats()
         self._deadline = None if budget_s is None else time.monotonic() + budget_s
         self._pool = ThreadPoolExecutor(
@@ -167,7 +203,7 @@ class ThumbMaker:
             thread_name_prefix="thumbs",
         )
         self._window = window
-        self._pending: deque[tuple[Path, Future[bool]]] = deque()
+        self._pending: deque[tuple[str, Future[bool]]] = deque()
 
     def __enter__(self) -> ThumbMaker:
         return self
@@ -181,9 +217,8 @@ class ThumbMaker:
         rel = thumb_rel(image_rel)
         if rel is None:
             return None
-        src = self.out / image_rel.split("#", 1)[0]
-        dst = self.out / rel
-        if is_fresh(src, dst):  # the common case on a re-run: no task at all
+        image = image_rel.split("#", 1)[0]
+        if self._is_fresh(image, rel):  # the common case on a re-run: no task at all
             self.stats.fresh += 1
             return rel
         if self._deadline is not None and time.monotonic() > self._deadline:
@@ -191,14 +226,25 @@ class ThumbMaker:
             return None
         while len(self._pending) >= self._window:
             self._collect()
-        self._pending.append((dst, self._pool.submit(make_thumb, src, dst)))
+        if self.out is not None:
+            task = self._pool.submit(make_thumb, self.out / image, self.out / rel)
+        else:
+            task = self._pool.submit(put_thumb, self.output, image, rel)
+        self._pending.append((rel, task))
         return rel
 
+    def _is_fresh(self, image: str, rel: str) -> bool:
+        if self.out is not None:
+            return is_fresh(self.out / image, self.out / rel)
+        if self._stored is None:  # one listing instead of a request per image
+            self._stored = set(self.output.files(THUMBS_DIR))
+        return rel in self._stored
+
     def _collect(self) -> None:
-        dst, future = self._pending.popleft()
+        rel, future = self._pending.popleft()
         if future.result():
             self.stats.made += 1
-        elif dst.exists():
+        elif self.out is not None and (self.out / rel).exists():
             self.stats.fresh += 1
         else:
             self.stats.failed += 1
@@ -212,7 +258,7 @@ class ThumbMaker:
 
 
 def make_thumbs(
-    out: Path,
+    out: Path | Output,
     image_rels: Iterable[str],
     *,
     workers: int | None = None,

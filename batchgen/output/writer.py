@@ -1,4 +1,4 @@
-"""writer: an answer's images in, files on disk and what was written (`Written`) out.
+"""writer: an answer's images in, files in OUT and what was written (`Written`) out.
 
 Each answer is checked (every image must parse: a right signature before
 garbage, or a cut-off body, is never a finished image), written atomically by
@@ -12,15 +12,20 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from batchgen.models import GeneratedImage, Job
 from batchgen.output import client
 from batchgen.output.handoff import Handoff
 from batchgen.output.mime import extension_for
 from batchgen.output.sink import write_images, write_sizes
+from batchgen.output.storage import Output, as_output
 from batchgen.output.thumbs import is_own_preview, preview
+
+T = TypeVar("T")
 
 #: Image output (check, write, sizes, previews) runs on its own threads, one per
 #: core: more only fight over the GIL. They take answers in batches (`Handoff`).
@@ -60,9 +65,12 @@ class Writer:
     """Writes answers under one output folder, on the loop or on its threads."""
 
     def __init__(
-        self, out: Path, *, sharded: bool, thumbnails: bool, threads: int | None = None
+        self, out: Path | Output, *, sharded: bool, thumbnails: bool, threads: int | None = None
     ) -> None:
-        self.out = out
+        #: A folder or an object store (`storage`): the same calls write to either.
+        self.out = as_output(out)
+        #: An object store's PUT is a network round trip: never made on the loop.
+        self._local = self.out.root is not None
         self.sharded = sharded
         self.thumbnails = thumbnails
         count = WRITER_THREADS if threads is None else threads
@@ -71,6 +79,16 @@ class Writer:
         self._loop_busy = 0.0
         self._load_mark = (0.0, 0.0)
         self._load_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def at_once(self) -> int:
+        """Large answers to decode and write at once: one per thread and one more
+        being parsed, so that memory follows these few, not the answers in flight."""
+        return self._threads.size + 1
+
+    def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run a blocking call (parsing a spooled answer) on the writer threads."""
+        return self._threads.submit(fn, *args)
 
     def start(self) -> None:
         """Begin sampling the loop's load (call on the loop that will `save`)."""
@@ -104,7 +122,7 @@ class Writer:
         should spend it reading answers promptly (at 0.2 s latency, writing on
         the loop cost 1.5 % of C/L), so everything goes to a writer thread.
         """
-        inline = self._loop_busy > BUSY_LOOP and not job.sizes
+        inline = self._loop_busy > BUSY_LOOP and not job.sizes and self._local
         if not inline or sum(len(image.data) for image in images) > INLINE_BYTES:
             return await self._threads.submit(self._check_and_write, job, images)
         dims = _dims(images)
@@ -130,7 +148,7 @@ class Writer:
         files = write_images(out, job.id, images, sharded=self.sharded)
         sized = write_sizes(out, job.id, images[0].data, job.sizes) if job.sizes else []
         nbytes = len(images[0].data)
-        shown = preview(out, files[0], first, nbytes) if self.thumbnails else None
+        shown = preview(out, files[0], first, nbytes, images[0].data) if self.thumbnails else None
         return Written(files, sized, shown, first)
 
 

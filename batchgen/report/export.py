@@ -38,6 +38,7 @@ from typing import IO, Any
 from batchgen.errors import EXIT_USAGE, BatchgenError
 from batchgen.models import JobRecord, Status
 from batchgen.output.atomic import TEMP_PREFIX, write_stream, write_text
+from batchgen.output.storage import Output, StoredFile
 from batchgen.store import Store
 from batchgen.store.reviews import Decision
 
@@ -87,9 +88,17 @@ class _Tally:
         self.files, self.bytes = self.files + 1, self.bytes + n
 
 
-def export(store: Store, to: Path, *, approved: bool, sizes: Sequence[str] = ()) -> Exported:
-    """Export the chosen jobs (`approved`, else every done job) to DIR or FILE.zip."""
-    out = store.out
+def export(
+    store: Store,
+    to: Path,
+    *,
+    approved: bool,
+    sizes: Sequence[str] = (),
+    output: Output | None = None,
+) -> Exported:
+    """Export the chosen jobs (`approved`, else every done job) to DIR or FILE.zip.
+    `output`: where OUT's files are, when not the store's folder (an object store)."""
+    out: Path | Output = store.out if output is None or output.root is not None else output
 
     def chosen() -> Iterator[JobRecord]:
         return _approved(store) if approved else store.records([Status.DONE])
@@ -122,7 +131,11 @@ def _items(rec: JobRecord, sizes: Sequence[str]) -> Iterator[Item]:
         yield Item(rec, size, rel)
 
 
-def _check(records: Iterable[JobRecord], out: Path, sizes: Sequence[str]) -> None:
+def _source(out: Path | Output, rel: str) -> Path | StoredFile:
+    return out / rel if isinstance(out, Path) else StoredFile(out, rel)
+
+
+def _check(records: Iterable[JobRecord], out: Path | Output, sizes: Sequence[str]) -> None:
     """Every chosen job has every file asked for, or `ExportError` naming the jobs."""
     problems: list[str] = []
     count = 0
@@ -132,7 +145,7 @@ def _check(records: Iterable[JobRecord], out: Path, sizes: Sequence[str]) -> Non
         elif not rec.files:
             why = f"{rec.id}: no image on record"
         else:
-            missing = [i for i in _items(rec, sizes) if not i.rel or not (out / i.rel).is_file()]
+            missing = [i for i in _items(rec, sizes) if not i.rel or not _exists(out, i.rel)]
             if not missing:
                 continue
             what = ", ".join(i.size if not i.rel else f"{i.size} ({i.rel})" for i in missing)
@@ -151,11 +164,15 @@ def _check(records: Iterable[JobRecord], out: Path, sizes: Sequence[str]) -> Non
         )
 
 
-def _copy(src: Path, dst: IO[bytes]) -> tuple[str, int]:
+def _exists(out: Path | Output, rel: str) -> bool:
+    return (out / rel).is_file() if isinstance(out, Path) else out.exists(rel)
+
+
+def _copy(src: Path | StoredFile, dst: IO[bytes]) -> tuple[str, int]:
     """Copy in chunks, hashing as it goes: (sha256, bytes)."""
     digest = hashlib.sha256()
     n = 0
-    with open(src, "rb") as fh:
+    with src.open("rb") as fh:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
             dst.write(chunk)
@@ -163,21 +180,21 @@ def _copy(src: Path, dst: IO[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), n
 
 
-def _pixels(path: Path) -> tuple[int, int] | tuple[str, str]:
+def _pixels(path: Path | StoredFile) -> tuple[int, int] | tuple[str, str]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with path.open("rb") as fh, Image.open(fh) as image:
             return image.size
     except (UnidentifiedImageError, OSError):
         return "", ""
 
 
-def _row(item: Item, src: Path, sha: str, n: int) -> list[Any]:
+def _row(item: Item, src: Path | StoredFile, sha: str, n: int) -> list[Any]:
     return [item.job.id, ";".join(item.job.tags), item.size, item.rel, *_pixels(src), n, sha]
 
 
-def _to_dir(items: Iterable[Item], out: Path, to: Path) -> Exported:
+def _to_dir(items: Iterable[Item], out: Path | Output, to: Path) -> Exported:
     to.mkdir(parents=True, exist_ok=True)
     _remove_temporaries(to)
     manifest = to / MANIFEST
@@ -188,7 +205,7 @@ def _to_dir(items: Iterable[Item], out: Path, to: Path) -> Exported:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(COLUMNS)
         for item in items:
-            src, dst = out / item.rel, to / item.rel
+            src, dst = _source(out, item.rel), to / item.rel
             with write_stream(dst) as copy:
                 sha, n = _copy(src, copy)
             writer.writerow(_row(item, src, sha, n))
@@ -224,7 +241,7 @@ def _remove_temporaries(to: Path) -> None:
                 Path(dirpath, name).unlink(missing_ok=True)
 
 
-def _to_zip(items: Iterable[Item], out: Path, to: Path) -> Exported:
+def _to_zip(items: Iterable[Item], out: Path | Output, to: Path) -> Exported:
     tally = _Tally()
     to.parent.mkdir(parents=True, exist_ok=True)
     with (
@@ -235,7 +252,7 @@ def _to_zip(items: Iterable[Item], out: Path, to: Path) -> Exported:
         writer = csv.writer(rows, lineterminator="\n")
         writer.writerow(COLUMNS)
         for item in items:
-            src = out / item.rel
+            src = _source(out, item.rel)
             with zf.open(_entry(item.rel, item.job.finished_at), "w", force_zip64=True) as dst:
                 sha, n = _copy(src, dst)
             writer.writerow(_row(item, src, sha, n))

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from batchgen.models import Status
-from batchgen.output.atomic import TEMP_PREFIX, write_text
+from batchgen.output.atomic import TEMP_PREFIX
+from batchgen.output.storage import LocalOutput, Output
 from batchgen.output.thumbs import ThumbMaker
 from batchgen.report.gallery_data import (
     CHUNK_ROWS,
@@ -80,6 +81,7 @@ def gallery_writer(
     thumb_budget_s: float | None = None,
     workers: int | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    output: Output | None = None,
 ) -> Iterator[Callable[[ReportRow], None]]:
     """Yield `add(row)` for every `Store.report_rows()` row in file order; on a
     clean exit, write the sorted views, the index, and `report.html`.
@@ -88,15 +90,16 @@ def gallery_writer(
     new page over old data; both appear atomically, and the chunk files of
     this report before the head that names them. `thumb_budget_s` caps the time
     spent on new previews (see `ThumbMaker`); by default every image gets one.
+    `output`: where OUT's files are, when not the store's folder (`storage`).
     """
-    out = store.out
+    out = output or LocalOutput(store.out)
     started = time.time()
     clock = time.perf_counter()
-    if not store.readonly:
-        _clean_own_temporaries(out)
-    refs = Refs(out, store.first_file)
+    if not store.readonly and out.root is not None:
+        _clean_own_temporaries(out.root)
+    refs = Refs(out.root, store.first_file)
     with (
-        write_text(out / DATA_NAME) as fh,
+        out.write_text(DATA_NAME) as fh,
         ThumbMaker(out, workers=workers, budget_s=thumb_budget_s) as thumbs,
     ):
         data = ChunkWriter(out, fh, summary, thumbs=thumbs, refs=refs, chunk_rows=chunk_rows)
@@ -108,7 +111,7 @@ def gallery_writer(
             data.abort()
             raise
     remove_old_generations(out, data.generation, started)
-    with write_text(out / PAGE_NAME) as page:
+    with out.write_text(PAGE_NAME) as page:
         page.write(render_page(summary))
     log.info(
         "gallery: %d jobs, %d previews made, %d reused, %d failed, %d deferred, in %.1fs",

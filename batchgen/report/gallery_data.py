@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from batchgen.models import JobRecord
-from batchgen.output.atomic import write_text
+from batchgen.output.storage import Output, as_output
 from batchgen.output.thumbs import ThumbMaker
+from batchgen.report.search_index import SearchIndex
 from batchgen.store.rows import TEXT_LIMIT, ReportRow
 
 __all__ = [
@@ -61,6 +62,8 @@ CHUNK_ROWS = 5_000
 TOP_ROWS = 5_000
 #: Tags the tag filter offers (most jobs first) and the index counts.
 TAG_CHOICES = 500
+#: The search's trigram index, `report-data/<generation>/search.js` (`search_index.py`).
+SEARCH_NAME = "search"
 
 #: Column order of a row in the data (the page reads it from `fields`).
 FIELDS = (
@@ -98,10 +101,13 @@ def _js(value: Any) -> str:
 class Refs:
     """A job's reference images as links relative to OUT: a file elsewhere by a
     relative path (works offline while the two folders keep their places), a
-    chained job's input by that job's first image."""
+    chained job's input by that job's first image. An OUT on an object store
+    (`out` None) links no local file: the page is not beside them."""
 
-    def __init__(self, out: Path, first_file: Callable[[str], str | None] | None = None) -> None:
-        self.out = os.path.abspath(out)
+    def __init__(
+        self, out: Path | None, first_file: Callable[[str], str | None] | None = None
+    ) -> None:
+        self.out = None if out is None else os.path.abspath(out)
         self.first_file = first_file
         self._seen: dict[str, str | None] = {}
 
@@ -121,6 +127,8 @@ class Refs:
     def _link(self, ref: str) -> str | None:
         if ref.startswith("@"):
             return self.first_file(ref[1:]) if self.first_file else None
+        if self.out is None:
+            return None
         return Path(os.path.relpath(ref, self.out)).as_posix()
 
 
@@ -202,7 +210,7 @@ class ChunkWriter:
 
     def __init__(
         self,
-        out: Path,
+        out: Path | Output,
         head: TextIO,
         summary: dict[str, Any],
         *,
@@ -210,9 +218,10 @@ class ChunkWriter:
         refs: Refs,
         chunk_rows: int = CHUNK_ROWS,
     ) -> None:
-        self.out = out
+        self.output = as_output(out)
         self.generation = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-        self.folder = out / DATA_DIR / self.generation
+        #: This report's chunk folder, relative to OUT.
+        self.folder = f"{DATA_DIR}/{self.generation}"
         self._head = head
         self._thumbs = thumbs
         self._refs = refs
@@ -221,6 +230,9 @@ class ChunkWriter:
         self._fh: TextIO = head
         self._file: contextlib.ExitStack | None = None
         self._counts: Counter[tuple[str, str]] = Counter()
+        self._combos: Counter[tuple[str, str | None, str, str]] = Counter()
+        self._texts: list[str] = []
+        self._search = SearchIndex()
         self._index: dict[tuple[str, str], list[int]] = {}
         self.rows = 0
         head.write(_head(summary))
@@ -241,31 +253,41 @@ class ChunkWriter:
         k, at = divmod(self.rows, self._chunk_rows)
         if at == 0 and k:
             self._next_chunk(k)
-        if at:
-            self._fh.write(",\n")
-        self._fh.write(self.row_text(row))
+        self._fh.write(",\n" + self.row_text(row) if at else self.row_text(row))
         self.rows += 1
+        # One count per row by what the index needs of it; tags and retried kinds
+        # are parsed per distinct value at the chunk's end, not per row.
+        self._combos[row.status, row.error_kind, row.tags, row.retried] += 1
+        self._texts.append(row.search)
+
+    def _count(self) -> None:
+        """The chunk's rows by status, error kind, tag and retried kind."""
         counts = self._counts
-        counts["status", row.status] += 1
-        if row.error_kind:
-            counts["kind", row.error_kind] += 1
-        if row.tags != "[]":
-            for tag in json.loads(row.tags):
-                if tag in self._choices:
-                    counts["tag", tag] += 1
-        if row.retried != "{}":
-            counts["retried", "*"] += 1
-            for kind in json.loads(row.retried):
-                counts["retried", kind] += 1
+        for (status, kind, tags, retried), n in self._combos.items():
+            counts["status", status] += n
+            if kind:
+                counts["kind", kind] += n
+            if tags != "[]":
+                for tag in set(json.loads(tags)):
+                    if tag in self._choices:
+                        counts["tag", tag] += n
+            if retried != "{}":
+                counts["retried", "*"] += n
+                for rk in json.loads(retried):
+                    counts["retried", rk] += n
+        self._combos.clear()
 
     def _next_chunk(self, k: int) -> None:
         """Close chunk k-1 (its counts into the index) and open chunk k's file."""
         self._close_chunk(k - 1)
         self._file = contextlib.ExitStack()
-        self._fh = self._file.enter_context(write_text(self.folder / f"{k}.js"))
+        self._fh = self._file.enter_context(self.output.write_text(f"{self.folder}/{k}.js"))
         self._fh.write(f"BATCHGEN_CHUNK({k},[\n")
 
     def _close_chunk(self, k: int) -> None:
+        self._count()
+        self._search.add_chunk(k, self._texts)
+        self._texts.clear()
         if k == 0:
             self._head.write("\n]")
         else:
@@ -293,28 +315,52 @@ class ChunkWriter:
         tops = {}
         if chunks > 1:
             for name, rows in top.items():
-                with write_text(self.folder / f"top-{name}.js") as fh:
+                with self.output.write_text(f"{self.folder}/top-{name}.js") as fh:
                     fh.write(f"BATCHGEN_CHUNK({_js(name)},[\n")
                     fh.write(",\n".join(self.row_text(r) for r in rows))
                     fh.write("\n]);\n")
                 tops[name] = f"top-{name}"
+            with self.output.write_text(f"{self.folder}/{SEARCH_NAME}.js") as fh:
+                self._search.write(fh, SEARCH_NAME)
+        search = f',"search":{_js(SEARCH_NAME)}' if chunks > 1 else ""
         self._head.write(
             f',"total":{self.rows},"chunk":{self._chunk_rows},"chunks":{chunks},'
             f'"dir":{_js(f"{DATA_DIR}/{self.generation}")},"index":{_js(index)},'
-            f'"top":{_js(tops)}}};\n'
+            f'"top":{_js(tops)}{search}}};\n'
         )
 
     def abort(self) -> None:
         if self._file is not None:
             self._file.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.output.root is not None:
+            shutil.rmtree(self.output.root / self.folder, ignore_errors=True)
+            return
+        with contextlib.suppress(OSError):
+            for rel in list(self.output.files(self.folder)):
+                self.output.delete(rel)
 
 
-def remove_old_generations(out: Path, keep: str, started: float) -> None:
+def remove_old_generations(out: Path | Output, keep: str, started: float) -> None:
     """Chunk folders of earlier reports (not `keep`, older than this report's
     start, so that a report running beside this one keeps its own)."""
+    if isinstance(out, Output):
+        if out.root is None:
+            _remove_old_objects(out, keep, started)
+            return
+        out = out.root
     with contextlib.suppress(OSError):
         for folder in (out / DATA_DIR).iterdir():
             with contextlib.suppress(OSError):
                 if folder.name != keep and folder.stat().st_mtime < started:
                     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_old_objects(output: Output, keep: str, started: float) -> None:
+    """`remove_old_generations` on an object store: a generation's age is in its
+    name (its report's start), so one listing finds them, no request per file."""
+    cutoff = time.strftime("%Y%m%dT%H%M%S", time.localtime(started))
+    with contextlib.suppress(OSError):
+        for rel in list(output.files(DATA_DIR)):
+            generation = rel.split("/")[1] if rel.count("/") >= 2 else keep
+            if generation != keep and generation.split("-", 1)[0] < cutoff:
+                output.delete(rel)

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from batchgen.output.atomic import move, temp_path
+from batchgen.output.storage import Output
 from batchgen.store import Store
 from batchgen.store.rows import JOB_COLUMNS
 
@@ -61,12 +63,22 @@ def _convert(name: str) -> Callable[[Sequence[Any]], list[Any]]:
     return list
 
 
-def write_parquet(store: Store, path: Path | None = None) -> Path:
-    """Write every job's row to `path` (default `OUT/report.parquet`); return it."""
+def write_parquet(
+    store: Store, path: Path | None = None, *, output: Output | None = None
+) -> Path | str:
+    """Write every job's row to `path` (default `OUT/report.parquet`); return it.
+    An object store's `output` gets the file written locally, then put whole."""
+    if path is None and output is not None and output.root is None:
+        with tempfile.TemporaryDirectory(prefix="batchgen-parquet-") as tmpdir:
+            local = write_parquet(store, Path(tmpdir) / PARQUET_NAME)
+            output.write_bytes(PARQUET_NAME, Path(local).read_bytes())
+        return f"{output}/{PARQUET_NAME}"
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = path or store.out / PARQUET_NAME
+    if path is None:
+        home = output.root if output is not None and output.root is not None else store.out
+        path = home / PARQUET_NAME
     schema = _schema()
     converters = [_convert(name) for name, _ in JOB_COLUMNS]
     tmp = temp_path(path)

@@ -51,11 +51,13 @@ from pathlib import Path
 from typing import Any
 
 from batchgen.models import ErrorInfo, JobRecord
-from batchgen.output.atomic import write_text
+from batchgen.output.storage import LocalOutput, Output
 from batchgen.report import gallery
 from batchgen.store import Store
 
 SCHEMA_VERSION = 1
+REPORT_NAME = "report.json"
+FAILED_NAME = "failed.jsonl"
 
 
 def _tag_rollup(store: Store) -> dict[str, dict[str, Any]]:
@@ -99,13 +101,14 @@ def _modes(store: Store) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def summarize(store: Store) -> dict[str, Any]:
-    """Totals for the top of the report (everything but the job rows)."""
+def summarize(store: Store, output: Output | None = None) -> dict[str, Any]:
+    """Totals for the top of the report (everything but the job rows); `output`:
+    where OUT's files are, when not the store's folder (an object store)."""
     t = store.totals()
     return {
         "schema": SCHEMA_VERSION,
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "out": str(store.out),
+        "out": str(store.out) if output is None else output.where,
         "total": t.jobs,
         "done": t.done,
         "blocked": t.blocked,
@@ -176,28 +179,32 @@ def _wh(pixels: str | None) -> list[int] | None:
 
 
 @contextlib.contextmanager
-def _json_report(path: Path, summary: dict[str, Any]) -> Iterator[Callable[[str], None]]:
+def _json_report(output: Output, summary: dict[str, Any]) -> Iterator[Callable[[str], None]]:
     """`report.json`, streamed: the summary, then each job row (JSON text) as it is given."""
-    with write_text(path) as fh:
+    with output.write_text(REPORT_NAME) as fh:
         head = json.dumps(summary, indent=2, ensure_ascii=False)
         fh.write(head[:-2] + ',\n  "jobs": [')
         first = True
 
         def add(row: str) -> None:
             nonlocal first
-            fh.write("\n    " if first else ",\n    ")
-            fh.write(row)
+            fh.write(("\n    " if first else ",\n    ") + row)  # one call: a million rows
             first = False
 
         yield add
         fh.write("\n  ]\n}\n" if not first else "]\n}\n")
 
 
-def write_failed(store: Store, path: Path) -> int:
+def write_failed(store: Store, path: Path | None = None, *, output: Output | None = None) -> int:
     """Failed, blocked and skipped jobs in the input format plus their error (a skipped
-    one's names the parent that stopped it): fix and feed back."""
+    one's names the parent that stopped it): fix and feed back. Written to `path`,
+    else to `failed.jsonl` of `output` (default: the store's folder)."""
     n = 0
-    with write_text(path) as fh:
+    if path is not None:
+        output, name = LocalOutput(path.parent), path.name
+    else:
+        output, name = output or LocalOutput(store.out), FAILED_NAME
+    with output.write_text(name) as fh:
         for failed in store.failed_jobs():
             job = {**failed.job, "status": failed.status.value, "error": _error(failed.error)}
             fh.write(json.dumps(job, ensure_ascii=False) + "\n")
@@ -205,7 +212,9 @@ def write_failed(store: Store, path: Path) -> int:
     return n
 
 
-def write_reports(store: Store, *, thumb_budget_s: float | None = None) -> dict[str, Any]:
+def write_reports(
+    store: Store, *, thumb_budget_s: float | None = None, output: Output | None = None
+) -> dict[str, Any]:
     """Rebuild every report file of the folder; returns the summary, and the
     number of size-preset files that were upscaled (``upscaled``). Previews are
     made as images land; `thumb_budget_s` caps making any missing ones here (an
@@ -213,16 +222,20 @@ def write_reports(store: Store, *, thumb_budget_s: float | None = None) -> dict[
 
     One pass over the jobs feeds both `report.json` and the gallery's data;
     SQLite builds each row's JSON text (`store/rows.py`), so a million jobs
-    stream through as strings, never as Python objects per field."""
-    summary = summarize(store)
+    stream through as strings, never as Python objects per field. `output`: where
+    OUT's files are, when not the store's folder (an object store, `storage`)."""
+    summary = summarize(store, output)
+    output = output or LocalOutput(store.out)
     with (
-        _json_report(store.out / "report.json", summary) as add_json,
-        gallery.gallery_writer(store, summary, thumb_budget_s=thumb_budget_s) as add_data,
+        _json_report(output, summary) as add_json,
+        gallery.gallery_writer(
+            store, summary, thumb_budget_s=thumb_budget_s, output=output
+        ) as add_data,
     ):
         for row in store.report_rows():
             add_json(row.report)
             add_data(row)
-    write_failed(store, store.out / "failed.jsonl")
+    write_failed(store, output=output)
     return {**summary, "upscaled": store.upscaled_total()}
 
 

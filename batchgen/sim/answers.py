@@ -90,9 +90,13 @@ class Composer:
         if refs:  # the edit's output carries its references' colours
             colours = (colours[0], refs[0][0], refs[1][0] if len(refs) > 1 else colours[2])
         width, height = size or self.size_of(parsed, info, refs)
-        if self.config.noise:
+        rgb, pool = self.config.rgb_noise, self.config.noise_pool
+        if self.config.noise or rgb:
             seed = int.from_bytes(digest[9:17], "big")
-            png = images.make_png(width, height, colours, seed)
+            if pool:
+                return images.pooled_base64(width, height, rgb, seed % pool), (width, height)
+            png = images.make_rgb_png(width, height, seed) if rgb else None
+            png = png or images.make_png(width, height, colours, seed)
             return base64.b64encode(png).decode("ascii"), (width, height)
         return images.png_base64(width, height, colours), (width, height)
 

@@ -37,6 +37,19 @@ SIM_FLAGS: tuple[Flag, ...] = (
     Flag("--seed", "seed", "seed for faults and latency", type=int),
     Flag("--noise", "noise", "noisy ~1 MB images, like real ones", action="store_true"),
     Flag(
+        "--rgb-noise",
+        "rgb_noise",
+        "incompressible RGB noise, 3 bytes a pixel (12.6 MB at 2048 px)",
+        action="store_true",
+    ),
+    Flag(
+        "--noise-pool",
+        "noise_pool",
+        "serve one of N pre-built noisy images per size, not a new one per request",
+        type=int,
+    ),
+    Flag("--size-scale", "size_scale", "multiply the model's pixel sizes (2: 2048 px)", type=float),
+    Flag(
         "--small-images",
         "small_images",
         "tiny images (1:1 is 16x16) for benchmarks",

@@ -56,6 +56,12 @@ class SimConfig:
     small_images: bool = False
     #: Random pixels so files weigh like real ones (~1 MB at full size).
     noise: bool = False
+    #: Random RGB pixels, stored: 3 bytes a pixel (12.6 MB at 2048 px), as heavy
+    #: as a real answer can be.
+    rgb_noise: bool = False
+    #: With noise: serve one of this many pre-built images per size (0: a new one
+    #: per request). A 2K or 4K noisy PNG takes the simulator ~0.1 s to make.
+    noise_pool: int = 0
     #: Add a short text part to answers that asked for TEXT (the default).
     text_part: bool = True
     hang_seconds: float = 3600.0
@@ -117,6 +123,8 @@ class SimConfig:
                 raise SpecError(f"{name} must not be negative")
         if self.size_scale <= 0 or self.quota_window_s <= 0 or self.quota_day_s <= 0:
             raise SpecError("size_scale and quota windows must be positive")
+        if self.noise_pool < 0:
+            raise SpecError("noise_pool must be 0 or more")
         self._check_slow_things()
 
     def _check_slow_things(self) -> None:

@@ -23,6 +23,7 @@
   var gen = 0;             // bumped by every filter change: late answers are dropped
   var known = {};          // chunk -> indices of its rows matching the current filters
   var list = null;         // a sorted view: every matching row, in order
+  var S = null;            // the search's trigram index (search.js), loaded on the first search
   var page = 0;
   var ui = { q: $("q"), status: $("f-status"), tag: $("f-tag"), kind: $("f-kind"), retried: $("f-retried"), sort: $("f-sort") };
   var view = {};
@@ -44,7 +45,7 @@
       if (waiting[k]) { waiting[k].push([resolve, reject]); return; }
       waiting[k] = [[resolve, reject]];
       var s = document.createElement("script");
-      var name = typeof k === "number" ? String(k) : D.top[k];
+      var name = typeof k === "number" ? String(k) : k === "search" ? D.search : D.top[k];
       s.src = href(D.dir + "/" + name + ".js");
       s.onload = function () { s.remove(); touch(k); };
       s.onerror = function () {
@@ -97,11 +98,38 @@
     for (var i = 0; i < rows.length; i++) if (matches(rows[i])) out.push(i);
     return out;
   }
+  // Which chunks can hold a row matching every term: those holding every trigram of
+  // every term (search.js, built from the same lowercased id and prompt); null: any.
+  // Trigrams with a surrogate or a character only Python splits words at are skipped.
+  function candidates(terms) {
+    if (!S) return null;
+    var ok = [], k, used = 0;
+    for (k = 0; k < nChunks; k++) ok.push(true);
+    terms.forEach(function (t) {
+      for (var i = 0; i + 3 <= t.length; i++) {
+        var g = t.substr(i, 3);
+        if (/[\ud800-\udfff\x1c-\x1f\x85]/.test(g)) continue;
+        var m = S.grams[g];
+        if (m === undefined && !S.complete) continue;
+        used++;
+        for (k = 0; k < nChunks; k++) if (ok[k] && !holds(m, k)) ok[k] = false;
+      }
+    });
+    return used ? ok : null;
+  }
+  function holds(m, k) {  // a trigram's chunks: [k, ...], or a hex bitmask (bit k: chunk k)
+    if (m === undefined) return false;
+    if (typeof m !== "string") return m.indexOf(k) >= 0;
+    var at = m.length - 1 - (k >> 2);
+    return at >= 0 && (parseInt(m.charAt(at), 16) >> (k & 3) & 1) === 1;
+  }
+
   // How many rows of chunk k can match, from the index alone: exact with at most one
   // filter and no search, else an upper bound (0 means the chunk is never loaded).
   function bound(k) {
     if (known[k]) return { n: known[k].length, exact: true };
     var v = view, n = k === 0 ? D.rows.length : Math.min(D.chunk, D.total - k * D.chunk);
+    if (v.cand && !v.cand[k]) return { n: 0, exact: true };
     var used = 0;
     [["status", v.st], ["tag", v.tag], ["kind", v.kind], ["retried", v.rk]].forEach(function (f) {
       if (!f[1]) return;
@@ -119,6 +147,12 @@
     known = {};
     list = null;
     page = 0;
+    if (view.terms.length && nChunks > 1 && D.search && !S) {  // load the index, then again
+      var g0 = gen, again = function () { if (g0 === gen) apply(); };
+      load("search").then(function (s) { S = s; again(); }, function () { D.search = null; again(); });
+      return;
+    }
+    view.cand = view.terms.length && nChunks > 1 ? candidates(view.terms) : null;
     if (!view.sort) { render(); return; }
     var my = gen, key = view.sort === "cost" ? F.cost : F.attempts;
     // One chunk: sort every row. More: the view's own file, the top rows in order.
