@@ -67,6 +67,10 @@ MODES: Mapping[str, ModeSpec] = {
 DEFAULT_BATCH_SIZE = 1000
 
 
+#: The engines ``--engine`` offers: this process, or worker actors on a Ray cluster.
+ENGINES = ("inline", "ray")
+
+
 class Secret:
     """A string that refuses to be printed."""
 
@@ -221,6 +225,12 @@ class RunConfig:
     #: fsspec options for `out_url` (a profile, a region); credentials come from
     #: the store's own chain, never from here.
     storage_options: dict[str, Any] = field(default_factory=dict)
+    #: "inline" (this process) or "ray" (worker actors on a Ray cluster, extra
+    #: ``batchgen[ray]``); `workers` and `ray_address` are the Ray engine's.
+    engine: str = "inline"
+    workers: int = 4
+    #: A Ray cluster to join (``auto``, ``ray://host:10001``); None: a local one.
+    ray_address: str | None = None
     seed: int | None = None
     #: Batch Mode: seconds between polls of the batches (jittered).
     poll_interval: float = 60.0
@@ -240,6 +250,10 @@ class RunConfig:
             raise UsageError("--concurrency must be at least 1")
         if self.rpm is not None and self.rpm <= 0:
             raise UsageError("--rpm must be positive")
+        if self.engine not in ENGINES:
+            raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.workers < 1:
+            raise UsageError("--workers must be at least 1")
         if self.max_attempts < 1:
             raise UsageError("--max-attempts must be at least 1")
         if self.mode not in MODES:

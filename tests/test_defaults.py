@@ -37,6 +37,8 @@ RUN_FLAG_NAMES = {
     "--poll-interval", "--no-wait", "--batch-size",
     # Issue 16 added where the state is (a SQLite file, a PostgreSQL URL).
     "--state",
+    # Issue 16 step 3 added the Ray engine.
+    "--engine", "--workers", "--ray-address",
 }  # fmt: skip
 SIM_FLAG_NAMES = {
     "--host", "--port", "--api-key", "--model", "--latency", "--rpm", "--rpd", "--quota-window",
@@ -108,6 +110,9 @@ RUN_VALUES: dict[str, tuple[str | None, Any]] = {
     "no_wait": (None, True),
     "batch_size": ("250", 250),
     "state": ("state.sqlite", "state.sqlite"),
+    "engine": ("ray", "ray"),
+    "workers": ("3", 3),
+    "ray_address": ("auto", "auto"),
 }
 SIM_VALUES: dict[str, tuple[str | None, Any]] = {
     "host": ("127.0.0.2", "127.0.0.2"),

@@ -36,6 +36,7 @@ FEATURE_EXTRAS = {
     "pg": "batchgen/store/pg/",
     "s3": "batchgen/output/storage.py",
     "gcs": "batchgen/output/storage.py",
+    "ray": "batchgen/engine/ray_",
 }
 
 

@@ -22,6 +22,7 @@ from batchgen.cli.ci import CI_FLAGS, verdict
 from batchgen.cli.inputs import JOBS_EPILOG, JOBS_HELP, KEY_EPILOG, add_input_options, read_options
 from batchgen.cli.state import STATE_HELP, add_state_option
 from batchgen.config import (
+    ENGINES,
     MODES,
     Flag,
     RunConfig,
@@ -113,6 +114,20 @@ RUN_FLAGS: tuple[Flag, ...] = (
         metavar="DIR",
     ),
     Flag("--state", "state", STATE_HELP, metavar="PATH|URL"),
+    Flag(
+        "--engine",
+        "engine",
+        "inline: this process; ray: worker actors on a Ray cluster, one quota and budget "
+        "for all (extra batchgen[ray]; needs a postgresql:// --state; docs/scale-out.md)",
+        choices=ENGINES,
+    ),
+    Flag("--workers", "workers", "with --engine ray: worker actors, each --concurrency", type=int),
+    Flag(
+        "--ray-address",
+        "ray_address",
+        "with --engine ray: the cluster to join (auto, ray://HOST:10001); default: a local one",
+        metavar="ADDRESS",
+    ),
     Flag("--seed", "seed", "seed for retry jitter", type=int),
     Flag(
         "--max-outage",

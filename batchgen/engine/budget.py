@@ -16,9 +16,25 @@ of a few dollars' worth) said "budget $1.00 reached" with $0.46 spent.
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from batchgen.errors import EXIT_ABORTED
 from batchgen.models import StopKind, StopReason
+
+
+class Reserves(Protocol):
+    """What the pool asks of its budget: a `Budget` in this process, or the Ray
+    engine's `RemoteBudget` in front of the one `Budget` of a whole cluster."""
+
+    def reserve(self, amount: float) -> bool: ...
+
+    async def wait_to_reserve(self, amount: float) -> bool: ...
+
+    def settle(self, reserved: float, actual: float) -> None: ...
+
+    def close(self) -> None: ...
+
+    def stop(self) -> StopReason: ...
 
 
 class Budget:

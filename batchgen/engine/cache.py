@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from batchgen.models import GeneratedImage, Job
 from batchgen.output.atomic import write_bytes
@@ -63,6 +64,15 @@ class CachedAnswer:
     images: tuple[GeneratedImage, ...]
     text: str
     cost_usd: float
+
+
+class Coalescing(Protocol):
+    """At most one request in flight per key: a `Coalescer` within a process, or the
+    Ray engine's `RemoteCoalescer` across a cluster's workers."""
+
+    async def claim(self, key: str) -> bool: ...
+
+    def release(self, key: str) -> None: ...
 
 
 class Coalescer:

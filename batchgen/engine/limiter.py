@@ -75,6 +75,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -99,6 +100,19 @@ def backoff(attempt: int, rng: random.Random, *, base: float = 1.0, cap: float =
     ``min(cap, base * 2**(attempt-1)) * U(0.5, 1.5)``, never above ``1.5 * cap``."""
     exp = min(cap, base * 2 ** max(0, attempt - 1))
     return float(exp * (0.5 + rng.random()))
+
+
+class Admission(Protocol):
+    """What the pool asks of its pacer: a `Pacer` in this process, or the Ray
+    engine's `RemotePacer` in front of the one `Pacer` of a whole cluster."""
+
+    async def acquire(self) -> float: ...
+
+    def on_success(self, sent_at: float | None = None) -> None: ...
+
+    def on_rate_limited(self, retry_after: float | None, sent_at: float | None = None) -> None: ...
+
+    def on_server_error(self) -> None: ...
 
 
 @dataclass
@@ -171,6 +185,15 @@ class Pacer:
         self._first_answer = -math.inf
         #: min(rate, ramp): the spacing `acquire` applies.
         self._pace = min(self.rate, self.ramp)
+
+    def resume(self, rate: float) -> None:
+        """Start from a rate learned earlier (requests/s, kept in a shared state by
+        the Ray engine's pacer actor), not blind: no slow start, no first wall to
+        find; the increase still probes above it."""
+        if self.adaptive and math.isfinite(rate) and rate > 0:
+            self.rate = rate
+            self._probing = False
+            self._end_ramp()
 
     async def acquire(self) -> float:
         """Wait for admission; returns the admission time, the request's ticket

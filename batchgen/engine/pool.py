@@ -28,12 +28,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from batchgen.config import RunConfig
-from batchgen.engine.budget import Budget
-from batchgen.engine.cache import AnswerCache, CachedAnswer, Coalescer, SharedCache
+from batchgen.engine.budget import Reserves
+from batchgen.engine.cache import AnswerCache, CachedAnswer, Coalescer, Coalescing, SharedCache
 from batchgen.engine.chains import Chains, RunNow, Skip
 from batchgen.engine.items import Retries, WorkItem, prepare
 from batchgen.engine.ledger import Ledger
-from batchgen.engine.limiter import Pacer, backoff
+from batchgen.engine.limiter import Admission, backoff
 from batchgen.engine.outage import Outage, host_of
 from batchgen.engine.policy import Limits, Retry, Stop, decide, stop_for
 from batchgen.engine.pricing import PriceTable
@@ -61,13 +61,16 @@ class Pool:
         send: Sender,
         *,
         prices: PriceTable,
-        pacer: Pacer,
-        budget: Budget,
+        pacer: Admission,
+        budget: Reserves,
         sharded: bool,
         on_change: Callable[[Counters], None] | None = None,
         shared_cache: SharedCache | None = None,
         fresh: frozenset[str] = frozenset(),
+        coalescer: Coalescing | None = None,
     ) -> None:
+        """`pacer`, `budget` and `coalescer` are this process's own, or (the Ray
+        engine) stand-ins for the one of a whole cluster."""
         self.config = config
         self.pacer = pacer
         self.budget = budget
@@ -91,7 +94,7 @@ class Pool:
         self._answers = AnswerCache(store, shared_cache, output)
         #: Jobs sent even when an earlier identical answer exists (a rejected image's redo).
         self._fresh = fresh
-        self._coalescer = Coalescer()
+        self._coalescer = coalescer or Coalescer()
         self._limits = Limits.of(config)
         self._rng = random.Random(config.seed)
         self._backoff = functools.partial(

@@ -206,6 +206,10 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
             return done
     if config.dry_run:
         return dry_run(sources, config, prices)
+    if config.engine == "ray":
+        from batchgen.engine import ray_engine
+
+        ray_engine.check(config, sim=sim)
     output = run_output(config)
     with (
         _no_trace_of_bad_input(config.out, config.state),
@@ -217,7 +221,14 @@ async def _arun(sources: Iterable[JobSource], config: RunConfig, *, sim: bool) -
         move_history(store, output)
         try:
             async with _endpoint(config, sim) as cfg:
-                await _schedule(store, cfg, prices, result, sharded=sharded, redo=redo)
+                if cfg.engine == "ray":
+                    from batchgen.engine import ray_engine
+
+                    await ray_engine.schedule(
+                        store, cfg, prices, result, sharded=sharded, redo=redo, sim=sim
+                    )
+                else:
+                    await _schedule(store, cfg, prices, result, sharded=sharded, redo=redo)
         finally:
             result.exit_code = judge_folder(store, _exit_code(result), config.fail_under)
             try:

@@ -47,6 +47,17 @@ class RunsTable(Database):
         self.run_id = int(cur.lastrowid or 0)
         return self.run_id
 
+    def add_run_counts(self, requests: int, retried: dict[str, int]) -> None:
+        """Requests and retried answers this run made through other connections
+        (the Ray engine's workers), recorded with the run as it ends."""
+        self._run_requests += requests
+        for kind, n in retried.items():
+            self._run_retried[kind] = self._run_retried.get(kind, 0) + n
+
+    def run_counts(self) -> tuple[int, dict[str, int]]:
+        """Requests and retried answers recorded through this connection so far."""
+        return self._run_requests, dict(self._run_retried)
+
     def end_run(self, exit_code: int) -> None:
         self._writing()
         self.db.execute(

@@ -4,7 +4,8 @@ The same class as SQLite's `Store` with the PostgreSQL parts in front of it
 in the method order: `PgDatabase` (connection, driver lock, identity,
 migrations), `PgQueue` (claims, leases, fenced writes), `PgPlanning`
 (planning in bulk by COPY), `PgReportRows` (the report's rows, built by
-SQLite's SQL on a copy). Every other method, and every caller (planner,
+SQLite's SQL on a copy), `WorkerTables` (what the Ray engine's actors ask
+between claims). Every other method, and every caller (planner,
 pool, runner, report, review), is the one SQLite runs: the engine and the
 report do not know which backend they hold.
 """
@@ -17,10 +18,11 @@ from pathlib import Path
 from batchgen.store.pg.planning import PgPlanning
 from batchgen.store.pg.queue import PgQueue
 from batchgen.store.pg.snapshot import PgReportRows
+from batchgen.store.pg.workers import WorkerTables
 from batchgen.store.state import Store
 
 
-class PgStore(PgQueue, PgPlanning, PgReportRows, Store):
+class PgStore(PgQueue, PgPlanning, PgReportRows, WorkerTables, Store):
     def __init__(self, out: Path, url: str, *, readonly: bool = False, lock: bool = True) -> None:
         super().__init__(out, url, readonly=readonly, lock=lock)
 
