@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -10,7 +13,7 @@ from typing import Any
 import pytest
 
 from batchgen.config import RunConfig, Secret
-from batchgen.sim import SimConfig, Simulator
+from batchgen.sim import SimConfig, Simulator, SimulatorThread
 
 #: A recognisable fake key: tests assert it never appears anywhere.
 KEY = "AIzaFAKE-test-key-7c1d0e5b9a"
@@ -18,6 +21,31 @@ KEY = "AIzaFAKE-test-key-7c1d0e5b9a"
 #: counts and pixel sizes are 2.5 Flash Image's ($0.039, 1290, 1024x1024),
 #: pinned here since the run's own default became the catalogue's recommended model.
 TEST_MODEL = "gemini-2.5-flash-image"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def batchgen(*args: str | Path, key: str | None = KEY) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it, in its own process, with only `key` (or none)
+    in the environment's key variables."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
+    if key is not None:
+        env["GEMINI_API_KEY"] = key
+    return subprocess.run(
+        [sys.executable, "-m", "batchgen", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def sim_thread() -> Iterator[SimulatorThread]:
+    """A simulator on its own thread, for CLI subprocesses to call."""
+    with SimulatorThread(SimConfig(small_images=True, api_key=KEY)) as sim:
+        yield sim
 
 
 def write_jobs(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:

@@ -12,8 +12,7 @@ import pytest
 
 from batchgen.engine.pricing import TOKENS_PER_IMAGE
 from batchgen.sim import SimConfig, SimulatorThread
-from tests.conftest import KEY, write_jobs
-from tests.test_cli import batchgen
+from tests.conftest import KEY, batchgen, write_jobs
 
 #: Ten times the list price of an image; no input price, so that the
 #: estimate of a job left is exactly one image at this rate.

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from batchgen.sim import SimConfig, SimulatorThread
-from tests.conftest import KEY
-from tests.test_cli import batchgen
+from tests.conftest import KEY, batchgen
 
 LITE = "gemini-3.1-flash-lite-image"
 

@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,35 +23,12 @@ from batchgen.errors import (
 )
 from batchgen.models import ErrorInfo, Job, Status
 from batchgen.report.junit import RunFacts, attr, judge, text, write_junit
-from batchgen.sim import SimConfig, SimulatorThread
+from batchgen.sim import SimulatorThread
 from batchgen.store import Store
-from tests.conftest import KEY, TEST_MODEL, write_jobs
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import KEY, TEST_MODEL, batchgen, write_jobs
 
 #: Control characters, markup and a CDATA end: what a hostile job file can put in a prompt.
 HOSTILE = 'shoe \x00\x01\x08\x0b\x0c\x1b\x7f\x85 & <b>"q"</b> \']]> \r\n\ttab \U0001f600'
-
-
-def batchgen(*args: str | Path, key: str | None = KEY) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
-    if key is not None:
-        env["GEMINI_API_KEY"] = key
-    return subprocess.run(
-        [sys.executable, "-m", "batchgen", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-
-
-@pytest.fixture
-def sim_thread() -> Iterator[SimulatorThread]:
-    with SimulatorThread(SimConfig(small_images=True, api_key=KEY)) as sim:
-        yield sim
 
 
 def cases(path: Path) -> dict[str, junitparser.TestCase]:

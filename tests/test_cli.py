@@ -5,40 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from batchgen.sim import SimConfig, SimulatorThread
-from tests.conftest import KEY, TEST_MODEL, write_jobs
+from batchgen.sim import SimulatorThread
+from tests.conftest import TEST_MODEL, batchgen, write_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def batchgen(*args: str | Path, key: str | None = KEY) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
-    if key is not None:
-        env["GEMINI_API_KEY"] = key
-    return subprocess.run(
-        [sys.executable, "-m", "batchgen", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-
-
-@pytest.fixture
-def sim_thread() -> Iterator[SimulatorThread]:
-    with SimulatorThread(SimConfig(small_images=True, api_key=KEY)) as sim:
-        yield sim
 
 
 def test_help_and_version() -> None:

@@ -7,12 +7,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
-import subprocess
-import sys
 import tracemalloc
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,32 +19,10 @@ from batchgen.errors import EXIT_OK, EXIT_USAGE
 from batchgen.models import Job, Status
 from batchgen.output.atomic import TEMP_PREFIX
 from batchgen.report.export import COLUMNS, MANIFEST, export
-from batchgen.sim import SimConfig, SimulatorThread
+from batchgen.sim import SimulatorThread
 from batchgen.store import Store
 from batchgen.store.reviews import Decision
-from tests.conftest import KEY, TEST_MODEL, write_jobs
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def batchgen(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
-    env["GEMINI_API_KEY"] = KEY
-    return subprocess.run(
-        [sys.executable, "-m", "batchgen", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-
-
-@pytest.fixture(scope="module")
-def sim_thread() -> Iterator[SimulatorThread]:
-    with SimulatorThread(SimConfig(small_images=True, api_key=KEY)) as sim:
-        yield sim
+from tests.conftest import TEST_MODEL, batchgen, write_jobs
 
 
 @pytest.fixture

@@ -21,8 +21,7 @@ from batchgen.errors import UsageError
 from batchgen.models import Job, Usage
 from batchgen.output.client import build_request
 from batchgen.sim import SimConfig, SimulatorThread
-from tests.conftest import KEY, write_jobs
-from tests.test_cli import batchgen
+from tests.conftest import KEY, batchgen, write_jobs
 
 PRO = "gemini-3-pro-image"
 #: In the catalogue, served, without flex.

@@ -13,8 +13,7 @@ from PIL import Image
 
 from batchgen.config import RunConfig
 from batchgen.sim import SimConfig, SimulatorThread
-from tests.conftest import KEY, write_jobs
-from tests.test_cli import batchgen
+from tests.conftest import KEY, batchgen, write_jobs
 
 PRO = "gemini-3-pro-image"
 

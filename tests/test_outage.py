@@ -17,8 +17,7 @@ from batchgen.engine.outage import Outage
 from batchgen.models import OutcomeKind, StopReason
 from batchgen.output import client
 from batchgen.sim import SimConfig, SimulatorThread
-from tests.conftest import KEY, write_jobs
-from tests.test_cli import ROOT, batchgen
+from tests.conftest import KEY, ROOT, batchgen, write_jobs
 
 
 def free_port() -> int:

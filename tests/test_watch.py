@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from batchgen.sim import SimConfig, SimulatorThread
-from tests.conftest import KEY, write_jobs
-from tests.test_cli import ROOT, batchgen
+from tests.conftest import KEY, ROOT, batchgen, write_jobs
 
 
 def read_report(out: Path) -> dict[str, Any] | None:
