@@ -25,6 +25,7 @@ import pybase64
 from batchgen.models import GeneratedImage, Job, Outcome, OutcomeKind, Usage
 from batchgen.output import spool
 from batchgen.output.mime import sniff_mime
+from batchgen.output.pngcheck import plain_png_size
 from batchgen.output.spool import Spooled
 
 #: finishReason / blockReason values that mean a policy decision: never retried.
@@ -130,10 +131,15 @@ def image_size(data: bytes, mime_type: str | None = None) -> tuple[int, int] | N
     """The pixel size of a whole image, or None when its structure does not parse
     (headers and, for PNG, every chunk and its checksum; no pixels are decoded): a
     right signature before garbage or a cut-off body must not be saved as a
-    finished image. The size decides whether the image needs a preview."""
+    finished image. The size decides whether the image needs a preview.
+    A plain PNG is checked without Pillow (`pngcheck`), the same chunks and CRCs."""
     from PIL import Image
 
     known = _PIL_FORMATS.get(mime_type or "")
+    if known == "PNG":
+        size = plain_png_size(data, Image.MAX_IMAGE_PIXELS)
+        if size is not None:
+            return size
     try:
         with Image.open(io.BytesIO(data), formats=[known] if known else None) as im:
             size = im.size
