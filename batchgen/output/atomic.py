@@ -74,7 +74,14 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 def temp_path(path: Path) -> Path:
     """The temporary name `path` is written under before it is renamed into place."""
-    return path.parent / f"{TEMP_PREFIX}{_temp_tag}{next(_temp_ids):x}-{path.name}"
+    return Path(_temp_name(os.fspath(path)))
+
+
+def _temp_name(path: str) -> str:
+    """`temp_path` on strings: the image path builds no `Path` (their parsing was
+    a tenth of writing a small image on the loop)."""
+    head, name = os.path.split(path)
+    return os.path.join(head, f"{TEMP_PREFIX}{_temp_tag}{next(_temp_ids):x}-{name}")
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -83,21 +90,21 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _create(tmp: Path) -> int:
+def _create(tmp: str | Path) -> int:
     try:
         return os.open(tmp, _CREATE, 0o666)
     except FileNotFoundError:
         # The folder is created on first use only: a mkdir per image was a
         # syscall, an exception and a stat for every job.
-        tmp.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
         return os.open(tmp, _CREATE, 0o666)
 
 
-def write_bytes(path: Path, data: bytes, *, durable: bool = False) -> None:
+def write_bytes(path: str | Path, data: bytes, *, durable: bool = False) -> None:
     """Write `data` to `path` so that no reader ever sees a partial file.
 
     This is the image path: two syscalls and a rename when not `durable`."""
-    tmp = temp_path(path)
+    tmp = _temp_name(os.fspath(path))
     try:
         fd = _create(tmp)
         try:
@@ -148,13 +155,13 @@ def write_stream(path: Path, *, durable: bool = False) -> Iterator[BinaryIO]:
         raise
 
 
-def _place(tmp: Path, path: Path, *, durable: bool) -> None:
+def _place(tmp: str | Path, path: str | Path, *, durable: bool) -> None:
     os.replace(tmp, path)
     if durable:
-        fsync_dir(path.parent)
+        fsync_dir(Path(path).parent)
 
 
-def _discard(tmp: Path) -> None:
+def _discard(tmp: str | Path) -> None:
     """Remove a temporary whose write failed (it may never have been created)."""
     with contextlib.suppress(OSError):
         os.unlink(tmp)

@@ -169,9 +169,12 @@ class LocalOutput(Output):
         self.folder = Path(root)
         self.root = self.folder
         self.where = str(root)
+        #: The folder as a string ending in a separator: an image's path is one
+        #: concatenation, not a `Path` parsed per file.
+        self._prefix = os.path.join(self.folder, "")
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        path = self.folder / rel
+        path = self._prefix + rel
         try:
             write_bytes(path, data)
         except OSError as exc:
