@@ -363,9 +363,10 @@ class Pool:
         key = self.config.api_key
         if key is not None and (outcome.message or outcome.text):
             # A proxy or a model may echo the key back: it must not reach the store.
-            outcome = replace(
-                outcome, message=key.redact(outcome.message), text=key.redact(outcome.text)
-            )
+            # (`redact` returns its argument when the key is not in it: no copy then.)
+            message, text = key.redact(outcome.message), key.redact(outcome.text)
+            if message is not outcome.message or text is not outcome.text:
+                outcome = replace(outcome, message=message, text=text)
         written: Written | None = None
         if outcome.kind is OutcomeKind.OK:
             written = await self._writer.save(item.job, outcome.images)
