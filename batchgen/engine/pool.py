@@ -15,6 +15,7 @@ and `ledger` (the store and the counters, one commit per loop turn).
 Stopping: `request_stop` (first Ctrl-C, a fatal answer, the daily quota, the
 budget) stops admitting requests; in-flight requests finish, or are cancelled
 after the grace period; whatever did not end stays `pending`.
+
 A Ray worker's pool asks `holds` just before each send whether the job's lease
 is still its own; a job whose lease has passed (the worker was frozen) is dropped unsent.
 """
