@@ -198,6 +198,21 @@ def test_a_worker_frozen_past_its_lease_cannot_overwrite_others(
     # answer in the request cache rather than paying for it again.
     assert all(r.requests <= 1 for r in records)
     assert n <= total <= n + 2 * CONCURRENCY
+    # Woken, it checked its leases before sending: the jobs taken over were dropped
+    # unsent, so only its requests in flight at the freeze were paid twice (not its
+    # queue), and those are on record: the state's requests and cost are the
+    # simulator's, request for request.
+    assert "jobs not sent by a worker whose lease on them had ended" in output
+    assert total <= n + CONCURRENCY
+    with PgStore(out, pg_url, readonly=True) as store:
+        totals = store.totals()
+    prompts = {r.id: f"chaos product {int(r.id[4:])}" for r in records}
+    served = {r.id: sim.stats.by_prompt[prompts[r.id]] for r in records}
+    assert totals.requests == sum(served.values()) == total
+    # A request's price depends only on its prompt's length (the simulator's usage).
+    price = {len(prompts[r.id]): r.cost_usd for r in records if r.requests == 1}
+    paid = sum(price[len(prompts[r.id])] * served[r.id] for r in records)
+    assert totals.cost_usd == pytest.approx(paid)
 
 
 def test_ctrl_c_drains_the_workers_and_the_same_command_continues(

@@ -1,7 +1,9 @@
 """`--engine ray` losing a node: two raylets on this machine (Ray's own
 `ray.cluster_utils.Cluster`, as Ray's tests do), one CPU each, the second
 removed mid-run. Its workers die with it; Ray starts them again on the node
-left, and the jobs they held are taken over once their lease ends."""
+left, and the jobs they held are taken over once their lease ends. The jobs'
+platform sizes are Ray tasks: they run on both nodes, and a task lost with its
+node is run again, so every done job has its size."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from batchgen.engine.limiter import WINDOW_ENV
 from batchgen.engine.ray_engine import LEASE_ENV
@@ -62,7 +65,7 @@ async def test_a_run_survives_losing_a_node(
     # A pacer actor restarted under --rpm pauses one window: a 2 s one here.
     monkeypatch.setenv(WINDOW_ENV, "2")
     n, workers, concurrency = 300, 4, 8
-    rows = [{"id": f"n{i}", "prompt": f"node {i}"} for i in range(n)]
+    rows = [{"id": f"n{i}", "prompt": f"node {i}", "sizes": ["instagram"]} for i in range(n)]
     jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
     out = tmp_path / "out"
     async with Simulator(SimConfig(small_images=True, api_key=KEY, latency=0.2)) as sim:
@@ -82,3 +85,16 @@ async def test_a_run_survives_losing_a_node(
     assert result.report["done"] == n
     # What the lost node's workers had in flight is all that was sent twice.
     assert n <= total <= n + workers * concurrency
+    # The sizes ran as tasks on both nodes, and every done job has its size.
+    (tasks,) = [note for note in result.notes if note.startswith("sizes and previews:")]
+    assert " on 2 nodes " in tasks, tasks
+    assert cluster.head_node.node_id[:8] in tasks
+    assert second.node_id[:8] in tasks
+    with PgStore(out, pg_url, readonly=True) as store:
+        records = list(store.records())
+    assert sorted(r.files[1] for r in records) == sorted(
+        f"sizes/instagram/n{i}.jpg" for i in range(n)
+    )
+    for record in records:
+        with Image.open(out / record.files[1]) as im:
+            assert im.size == (1080, 1080)

@@ -15,6 +15,9 @@ and `ledger` (the store and the counters, one commit per loop turn).
 Stopping: `request_stop` (first Ctrl-C, a fatal answer, the daily quota, the
 budget) stops admitting requests; in-flight requests finish, or are cancelled
 after the grace period; whatever did not end stays `pending`.
+
+A Ray worker's pool asks `holds` just before each send whether the job's lease
+is still its own; a job whose lease has passed (the worker was frozen) is dropped unsent.
 """
 
 from __future__ import annotations
@@ -44,10 +47,14 @@ from batchgen.models import Counters, Job, Outcome, OutcomeKind, Status, StopRea
 from batchgen.output import client
 from batchgen.output.spool import Spooled
 from batchgen.output.storage import run_output
-from batchgen.output.writer import Writer, Written
+from batchgen.output.writer import ExtrasMaker, Writer, Written
 from batchgen.store import Store
 
 log = logging.getLogger(__name__)
+
+
+class _LeaseLost(Exception):
+    """The job's lease is no longer this worker's: drop it unsent."""
 
 
 class Pool:
@@ -68,9 +75,12 @@ class Pool:
         shared_cache: SharedCache | None = None,
         fresh: frozenset[str] = frozenset(),
         coalescer: Coalescing | None = None,
+        extras: ExtrasMaker | None = None,
+        holds: Callable[[str], bool] | None = None,
     ) -> None:
         """`pacer`, `budget` and `coalescer` are this process's own, or (the Ray
-        engine) stand-ins for the one of a whole cluster."""
+        engine) stand-ins for the one of a whole cluster; there, `extras` makes
+        sizes and previews as tasks and `holds` says whether a lease is still ours."""
         self.config = config
         self.pacer = pacer
         self.budget = budget
@@ -89,7 +99,10 @@ class Pool:
             on_error=lambda exc: self.request_stop(stop_for(exc, "the state could not be saved")),
         )
         output = run_output(config)
-        self._writer = Writer(output, sharded=sharded, thumbnails=config.thumbnails)
+        self._writer = Writer(output, sharded=sharded, thumbnails=config.thumbnails, extras=extras)
+        self._holds = holds
+        #: Jobs dropped unsent: their lease had passed to another worker.
+        self.dropped = 0
         self._chains = Chains(store.lookup, output)
         self._answers = AnswerCache(store, shared_cache, output)
         #: Jobs sent even when an earlier identical answer exists (a rejected image's redo).
@@ -221,6 +234,10 @@ class Pool:
                 continue
             try:
                 final = await self._attempt(item)
+            except _LeaseLost:
+                self.dropped += 1
+                self._settle_item(item, final=False)
+                continue
             except Exception as exc:
                 # A worker that died here would leave its job unsettled: the run
                 # would wait for it for ever. Stop cleanly instead; the job stays pending.
@@ -315,6 +332,8 @@ class Pool:
             if self.stop is not None:
                 self.budget.settle(reserve, 0.0)
                 return None
+            if self._holds is not None and not self._holds(job.id):
+                raise _LeaseLost(job.id)  # the budget is settled and the slot freed below
             self.counters.in_flight += 1
             self.counters.requests += 1
             self._quiet.clear()

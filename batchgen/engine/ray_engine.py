@@ -16,6 +16,9 @@ starts the actors, waits for them, and stops them:
 - N `WorkerHost` actors (`ray_worker`), spread over the nodes, each the
   existing pool over claimed pages of jobs. Ray restarts a worker that died
   and runs it again; the jobs it held are claimable once their lease ends.
+  The workers ask for no CPU: the sizes and previews they need are Ray tasks
+  of one CPU each (`ray_post`), spread over every core of every node; the
+  run's summary says how many ran on each node.
 - Ctrl-C: the first asks every worker to stop admitting requests (in-flight
   ones finish within the grace period), the second cancels them at once,
   as inline. A worker that stops the run (a fatal answer, the daily quota,
@@ -33,6 +36,7 @@ import logging
 import math
 import os
 import signal
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -134,6 +138,7 @@ async def schedule(
             needs_key=config.api_key is not None and not sim,
             redo=redo,
             own_pacer=os.environ.get(PACER_ENV) == "own",
+            post_tasks=True,
         )
         shared = _shared_actors(ray, store, config)
         actors += [a for a in shared if a is not None]
@@ -143,11 +148,15 @@ async def schedule(
         workers = [worker.remote(spec, i, *shared) for i in range(config.workers)]
         actors += workers
         progress = Progress(result.plan.to_run, enabled=config.progress)
+        tasks = Tasks()
         try:
-            reports = await _wait(ray, workers, config, progress, result)
+            reports = await _wait(ray, workers, config, progress, result, tasks)
         finally:
             progress.close(result.counters)
         _record(store, reports)
+        if tasks.by_worker:
+            result.notes.append(tasks.summary())
+            log.info("%s", result.notes[-1])
     finally:
         for actor in actors:
             with contextlib.suppress(Exception):
@@ -156,20 +165,58 @@ async def schedule(
             ray.shutdown()
 
 
+class Tasks:
+    """The size and preview tasks of the run, per worker incarnation and node:
+    the last count each worker gave (its report, or its last answer to the
+    progress poll if it was lost with its node)."""
+
+    def __init__(self) -> None:
+        self.by_worker: dict[str, dict[str, int]] = {}
+
+    def note(self, worker: str, nodes: dict[str, int]) -> None:
+        if worker and nodes:
+            self.by_worker[worker] = nodes
+
+    def per_node(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for nodes in self.by_worker.values():
+            total.update(nodes)
+        return total
+
+    def summary(self) -> str:
+        """One line for the run's summary: tasks per node (ids shortened)."""
+        per_node = self.per_node()
+        shown = ", ".join(f"{node[:8]} {n}" for node, n in per_node.most_common())
+        noun = "node" if len(per_node) == 1 else "nodes"
+        return (
+            f"sizes and previews: {per_node.total()} Ray tasks on {len(per_node)} {noun} ({shown})"
+        )
+
+
 def _record(store: Store, reports: list[WorkerReport]) -> None:
     """The workers' requests and retries go on the run's record; late writes are said."""
-    requests, refused, retried = 0, 0, dict[str, int]()
+    requests, refused, late, dropped, retried = 0, 0, 0, 0, dict[str, int]()
     for report in reports:
         requests += report.requests
         refused += report.refused
+        late += report.late
+        dropped += report.dropped
         for kind, n in report.retried.items():
             retried[kind] = retried.get(kind, 0) + n
     store.add_run_counts(requests, retried)
     if refused:
         log.warning(
             "%d late writes refused: a worker's lease had ended (it was frozen or cut off) "
-            "and another worker took its jobs over",
+            "and another worker took its jobs over; %d of them were requests answered "
+            "after it, whose cost is on record",
             refused,
+            late,
+        )
+    if dropped:
+        log.warning(
+            "%d jobs not sent by a worker whose lease on them had ended: another worker "
+            "took them over",
+            dropped,
         )
 
 
@@ -195,7 +242,12 @@ def _shared_actors(ray: Any, store: Store, config: RunConfig) -> tuple[Any, Any,
 
 
 async def _wait(
-    ray: Any, workers: list[Any], config: RunConfig, progress: Progress, result: RunResult
+    ray: Any,
+    workers: list[Any],
+    config: RunConfig,
+    progress: Progress,
+    result: RunResult,
+    tasks: Tasks,
 ) -> list[WorkerReport]:
     """Wait for every worker's report; stop them all on the first stop or signal."""
     running = {asyncio.ensure_future(w.run.remote()): w for w in workers}
@@ -219,9 +271,10 @@ async def _wait(
                 running.pop(task)
                 report = _report_of(ray, task)
                 reports.append(report)
+                tasks.note(report.name, report.nodes)
                 if report.stop is not None:
                     stop_all(report.stop)
-            result.counters = await _counters(reports, running.values())
+            result.counters = await _counters(reports, running.values(), tasks)
             progress.update(result.counters)
     result.counters = Counters()
     for report in reports:
@@ -244,18 +297,20 @@ def _report_of(ray: Any, task: asyncio.Future[WorkerReport]) -> WorkerReport:
         raise
 
 
-async def _counters(reports: list[WorkerReport], running: Any) -> Counters:
+async def _counters(reports: list[WorkerReport], running: Any, tasks: Tasks) -> Counters:
     total = Counters()
     for report in reports:
         add_counters(total, report.counters)
-    asked = [asyncio.ensure_future(worker.counters.remote()) for worker in running]
+    asked = [asyncio.ensure_future(worker.tally.remote()) for worker in running]
     if asked:
         # A worker on a node that went away answers only once Ray has noticed:
         # the progress line goes on without it.
         await asyncio.wait(asked, timeout=1.0)
     for answer in asked:
         if answer.done() and not answer.cancelled() and answer.exception() is None:
-            add_counters(total, answer.result())
+            name, counters, nodes = answer.result()
+            add_counters(total, counters)
+            tasks.note(name, nodes)
         else:
             answer.cancel()
     return total

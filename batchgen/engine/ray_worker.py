@@ -17,6 +17,12 @@ coalescer). Out: the jobs it claimed, ended in the shared state, and a
   waiting child once its parent ended. It stops when nothing is pending, or
   when what is pending is leased by nobody and its last round ended nothing
   (a child whose parent is not in this run: it stays pending, as inline).
+- **Leases before sending**: the pool asks `store.holds` just before each
+  request; a worker that wakes from a freeze past its lease drops the jobs
+  another worker took over, unsent. What it had in flight is answered and
+  paid: its cost is recorded (`store/pg/late.py`), its outcome refused.
+- **Sizes and previews** are Ray tasks (`ray_post`) when the spec says so
+  (the engine does), awaited before each job's end is committed.
 - **The key** is read here, from this process's environment, by variable
   name (`config.key_from_env`): it never travels through Ray (actor
   arguments and `runtime_env` are visible in Ray's state and files).
@@ -41,10 +47,12 @@ from batchgen.engine.limiter import Pacer
 from batchgen.engine.pool import Pool
 from batchgen.engine.pricing import PriceTable
 from batchgen.engine.ray_pacer import RemotePacer
+from batchgen.engine.ray_post import RayExtras
 from batchgen.engine.ray_shared import RemoteBudget, RemoteCoalescer
 from batchgen.engine.sender import http_sender
 from batchgen.errors import UsageError
 from batchgen.models import Counters, Job, StopReason
+from batchgen.output.storage import run_output
 from batchgen.store.pg import PgStore
 
 #: Seconds between looks at the run while its last jobs are leased by others.
@@ -65,16 +73,26 @@ class WorkerSpec:
     redo: frozenset[str] = frozenset()
     #: Benchmarks only: each worker paces alone (what N separate runs would do).
     own_pacer: bool = False
+    #: Sizes and previews as Ray tasks (`ray_post`); False: on the writer's threads.
+    post_tasks: bool = False
 
 
 @dataclass
 class WorkerReport:
+    #: The worker's incarnation (a restarted actor has a new one).
+    name: str = ""
     counters: Counters = field(default_factory=Counters)
     stop: StopReason | None = None
     requests: int = 0
     retried: dict[str, int] = field(default_factory=dict)
     #: Writes the state refused because this worker's lease had ended.
     refused: int = 0
+    #: Of those, requests answered after it: paid, recorded as late spend.
+    late: int = 0
+    #: Jobs dropped unsent: their lease had passed to another worker.
+    dropped: int = 0
+    #: Size and preview tasks, by the node they ran on.
+    nodes: dict[str, int] = field(default_factory=dict)
 
 
 def add_counters(total: Counters, more: Counters) -> None:
@@ -101,6 +119,7 @@ class WorkerHost:
         self._pool: Pool | None = None
         self._report = WorkerReport()
         self._own: Pacer | None = None
+        self._extras: RayExtras | None = None
 
     def _config(self) -> RunConfig:
         key = key_from_env()
@@ -125,12 +144,20 @@ class WorkerHost:
             add_counters(now, self._pool.counters)
         return now
 
+    async def tally(self) -> tuple[str, Counters, dict[str, int]]:
+        """This incarnation's name, counts and tasks per node so far (the
+        driver's progress line; a worker lost with its node is not asked again)."""
+        nodes = dict(self._extras.nodes) if self._extras is not None else {}
+        return self.name, await self.counters(), nodes
+
     async def run(self) -> WorkerReport:
         config = self._config()
         spec = self.spec
         with PgStore(config.out, str(config.state), lock=False) as store:
             store.run_id = spec.run_id
             store.lease_seconds = spec.lease_seconds
+            if spec.post_tasks and self._extras is None:
+                self._extras = RayExtras(run_output(config))
             heartbeat = asyncio.create_task(self._heartbeat(store))
             shared = SharedCache(config.cache_dir) if config.cache_dir is not None else None
             connector = aiohttp.TCPConnector(
@@ -145,9 +172,12 @@ class WorkerHost:
                     await heartbeat
                 if shared is not None:
                     shared.close()
-            self._report.requests, self._report.retried = store.run_counts()
-            self._report.refused = store.refused
-        return self._report
+            report = self._report
+            report.name = self.name
+            report.requests, report.retried = store.run_counts()
+            report.refused, report.late = store.refused, store.late
+            report.nodes = dict(self._extras.nodes) if self._extras is not None else {}
+        return report
 
     async def _rounds(
         self,
@@ -167,6 +197,7 @@ class WorkerHost:
             finally:
                 self._pool = None
                 add_counters(report.counters, pool.counters)
+                report.dropped += pool.dropped
             if pool.stop is not None:
                 report.stop = pool.stop
                 return
@@ -203,6 +234,8 @@ class WorkerHost:
             shared_cache=shared,
             fresh=self.spec.redo,
             coalescer=RemoteCoalescer(self._coalescer, self.slot),
+            extras=self._extras,
+            holds=store.holds,
         )
 
     def _claims(self, store: PgStore, page: int) -> Iterator[Job]:

@@ -84,7 +84,8 @@ class RunResult:
     unpriced: dict[str, int] = field(default_factory=dict)
     #: Dry run: the estimate at every tier (live, flex, Batch Mode).
     tiers: TierCosts | None = None
-    #: Batch Mode: what was submitted, expired, resubmitted, for people.
+    #: For people: Batch Mode's submitted, expired, resubmitted batches; the Ray
+    #: engine's size and preview tasks per node.
     notes: list[str] = field(default_factory=list)
 
 

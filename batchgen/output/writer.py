@@ -4,18 +4,22 @@ Each answer is checked (every image must parse: a right signature before
 garbage, or a cut-off body, is never a finished image), written atomically by
 the sink, resized to the job's platform sizes, and given its gallery preview
 as it lands. Where that happens is the one decision here: on the event loop
-or on a writer thread (`Writer.save`), by how busy the loop is.
+or on a writer thread (`Writer.save`), by how busy the loop is; or, given an
+`ExtrasMaker` (the Ray engine), the sizes and the preview elsewhere, while the
+job waits for them: they exist before the job is marked done either way.
+`make_extras` is the one home of what the sizes and the preview are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from batchgen.models import GeneratedImage, Job
 from batchgen.output import client
@@ -37,6 +41,48 @@ WRITER_THREADS = min(8, os.cpu_count() or 2)
 INLINE_BYTES = 256 * 1024
 BUSY_LOOP = 0.6
 LOAD_PERIOD_S = 0.5
+
+
+#: A job's platform sizes, (path, upscaled?) each, and its preview (None: none).
+Extras = tuple[list[tuple[str, bool]], str | None]
+
+
+class ExtrasMaker(Protocol):
+    """Makes a job's sizes and preview away from the writer's threads (the Ray
+    engine: a task on any core of the cluster) through the run's `Output`, and
+    returns them only once they are stored."""
+
+    async def __call__(
+        self,
+        job_id: str,
+        sizes: tuple[str, ...],
+        image_rel: str,
+        data: bytes,
+        first: tuple[int, int],
+        thumbnails: bool,
+    ) -> Extras: ...
+
+
+class ExtrasUnavailable(Exception):
+    """An `ExtrasMaker` could not run the work (its tasks were lost past their
+    retries): the writer makes the sizes and the preview on its own threads."""
+
+
+def make_extras(
+    out: Output,
+    job_id: str,
+    sizes: tuple[str, ...],
+    image_rel: str,
+    data: bytes,
+    first: tuple[int, int],
+    *,
+    thumbnails: bool,
+) -> Extras:
+    """A job's platform sizes and the preview of its first image (`image_rel`,
+    whose bytes are `data` and pixel size `first`), written through `out`."""
+    sized = write_sizes(out, job_id, data, sizes) if sizes else []
+    shown = preview(out, image_rel, first, len(data), data) if thumbnails else None
+    return sized, shown
 
 
 @dataclass(slots=True)
@@ -65,10 +111,19 @@ class Writer:
     """Writes answers under one output folder, on the loop or on its threads."""
 
     def __init__(
-        self, out: Path | Output, *, sharded: bool, thumbnails: bool, threads: int | None = None
+        self,
+        out: Path | Output,
+        *,
+        sharded: bool,
+        thumbnails: bool,
+        threads: int | None = None,
+        extras: ExtrasMaker | None = None,
     ) -> None:
+        """`extras`: where sizes and previews are made when not on this writer's
+        threads (None: here, as the inline engine does)."""
         #: A folder or an object store (`storage`): the same calls write to either.
         self.out = as_output(out)
+        self._extras = extras
         #: An object store's PUT is a network round trip: never made on the loop.
         self._local = self.out.root is not None
         self.sharded = sharded
@@ -132,6 +187,8 @@ class Writer:
         should spend it reading answers promptly (at 0.2 s latency, writing on
         the loop cost 1.5 % of C/L), so everything goes to a writer thread.
         """
+        if self._extras is not None and (job.sizes or self.thumbnails):
+            return await self._save_then_extras(job, images, self._extras)
         inline = self._loop_busy > BUSY_LOOP and not job.sizes and self._local
         if not inline or sum(len(image.data) for image in images) > INLINE_BYTES:
             return await self._threads.submit(self._check_and_write, job, images)
@@ -148,6 +205,36 @@ class Writer:
         dims = _dims(images)
         return None if dims is None else self._write(job, images, dims[0])
 
+    def _check_and_write_images(
+        self, job: Job, images: tuple[GeneratedImage, ...]
+    ) -> Written | None:
+        dims = _dims(images)
+        if dims is None:
+            return None
+        files = write_images(self.out, job.id, images, sharded=self.sharded)
+        return Written(files, [], None, dims[0])
+
+    async def _save_then_extras(
+        self, job: Job, images: tuple[GeneratedImage, ...], extras: ExtrasMaker
+    ) -> Written | None:
+        """The images here, then the sizes and the preview by `extras`, awaited:
+        the caller marks the job done only once both are stored."""
+        written = await self._threads.submit(self._check_and_write_images, job, images)
+        if written is None or written.pixels is None:
+            return None
+        head, first = images[0], written.pixels
+        if not job.sizes and is_own_preview(_suffix(head), first, len(head.data)):
+            # No task for an image that is its own preview: `preview` just says so.
+            written.preview = preview(self.out, written.images[0], first, len(head.data))
+            return written
+        args = (job.id, job.sizes, written.images[0], head.data, first)
+        try:
+            written.sized, written.preview = await extras(*args, self.thumbnails)
+        except ExtrasUnavailable:
+            here = functools.partial(make_extras, thumbnails=self.thumbnails)
+            written.sized, written.preview = await self._threads.submit(here, self.out, *args)
+        return written
+
     def _write(
         self, job: Job, images: tuple[GeneratedImage, ...], first: tuple[int, int]
     ) -> Written:
@@ -156,9 +243,9 @@ class Writer:
         only that one). `first` is the first image's pixel size."""
         out = self.out
         files = write_images(out, job.id, images, sharded=self.sharded)
-        sized = write_sizes(out, job.id, images[0].data, job.sizes) if job.sizes else []
-        nbytes = len(images[0].data)
-        shown = preview(out, files[0], first, nbytes, images[0].data) if self.thumbnails else None
+        sized, shown = make_extras(
+            out, job.id, job.sizes, files[0], images[0].data, first, thumbnails=self.thumbnails
+        )
         return Written(files, sized, shown, first)
 
 

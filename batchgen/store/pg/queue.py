@@ -12,6 +12,13 @@ overwrite what another finished: its write matches no row, is counted in
   (``clock_timestamp()``), never a worker's.
 - `renew()`: every lease this store holds, one statement; a driver's unit of
   work renews on commit once a quarter of the lease has passed.
+- `holds(job_id)`: whether a claimed job's lease is still this store's, asked
+  just before each request is sent (a Ray worker's pool), without a round
+  trip: each claim and renew notes its jobs' deadline on this machine's
+  monotonic clock, from before the statement ran, so never later than the
+  database's. With less than `SEND_MARGIN` of the lease left (a heartbeat
+  late, or the worker frozen), one renew decides: a job it no longer returns
+  has passed to another worker and is not sent.
 - The inline engine on PostgreSQL takes its jobs the same way (`pending`
   claims its pages), so one queue serves it and the later Ray workers alike.
 - A new run (`start_run`, under the driver lock) voids the leases of the runs
@@ -39,6 +46,9 @@ log = logging.getLogger(__name__)
 
 #: How long a claim holds a job unless renewed (seconds).
 LEASE_SECONDS = 300.0
+#: A job is sent on its lease while at least this share of it is left; a
+#: heartbeat renews every third, so a live worker always has two thirds.
+SEND_MARGIN = 1 / 3
 
 _FREE = "(lease_until IS NULL OR lease_until < clock_timestamp())"
 _SET_LEASE = """UPDATE jobs SET lease_owner = ?, lease_token = ?,
@@ -71,6 +81,8 @@ class PgQueue(JobsTable, PgDatabase):
         #: Writes refused because this store's lease on the job was gone.
         self.refused = 0
         self._renewed = time.monotonic()
+        #: Jobs claimed by this store -> their lease's end, by this machine's clock.
+        self._held: dict[str, float] = {}
 
     def start_run(self) -> int:
         self._writing()
@@ -94,22 +106,38 @@ class PgQueue(JobsTable, PgDatabase):
         (this store's token) for `lease_seconds`, best first."""
         self.worker = worker
         self._fence_args = (worker, self.token)
+        asked = time.monotonic()
         rows = self.db.execute(
             _CLAIM, (worker, self.token, lease_seconds, self._current_run(), n)
         ).fetchall()
         rows.sort(key=lambda r: (-r[0], r[1]))
-        return [job_from_json(r[2]) for r in rows]
+        jobs = [job_from_json(r[2]) for r in rows]
+        self._held.update((job.id, asked + lease_seconds) for job in jobs)
+        return jobs
 
     def renew(self, lease_seconds: float | None = None) -> int:
         """Extend every lease this store holds; how many jobs it still holds."""
-        self._renewed = time.monotonic()
+        self._renewed = asked = time.monotonic()
         seconds = self.lease_seconds if lease_seconds is None else lease_seconds
-        cur = self.db.execute(
+        rows = self.db.execute(
             "UPDATE jobs SET lease_until = clock_timestamp() + make_interval(secs => ?) "
-            "WHERE lease_owner = ? AND lease_token = ? AND status = 'pending'",
+            "WHERE lease_owner = ? AND lease_token = ? AND status = 'pending' RETURNING id",
             (seconds, *self._fence_args),
-        )
-        return int(cur.rowcount)
+        ).fetchall()
+        self._held = {str(r[0]): asked + seconds for r in rows}
+        return len(rows)
+
+    def holds(self, job_id: str) -> bool:
+        """Whether this store's lease on `job_id` (a job it claimed) is still its own,
+        with `SEND_MARGIN` of it left: checked before a request is sent."""
+        margin = self.lease_seconds * SEND_MARGIN
+        end = self._held.get(job_id)
+        if end is None:
+            return False
+        if end - time.monotonic() > margin:
+            return True
+        self.renew()  # running out: frozen past it, or only a heartbeat late?
+        return self._held.get(job_id, 0.0) - time.monotonic() > margin
 
     def pending(self, limit: int | None = None, page: int = 500) -> Iterator[Job]:
         """This run's pending jobs in the order SQLite's `pending` gives, each

@@ -3,7 +3,8 @@
 The same tables and columns as the SQLite state after all of its migrations
 (`store/db.py`, m001-m010, Batch Mode's m009 included), so every query in
 `store/` reads both, plus what a shared queue needs: each job's lease (`lease_owner`, `lease_token`,
-`lease_until`, from the database clock) and the limiter's learned quota.
+`lease_until`, from the database clock), the limiter's learned quota, and the
+requests answered after their worker's lease had passed (`late_requests`).
 
 Types: SQLite's REAL is ``double precision`` here (PostgreSQL's ``real`` is
 4 bytes: times and costs would be rounded), INTEGER is ``bigint``, TEXT is
@@ -97,10 +98,21 @@ CREATE TABLE limiter (
     scope {_T} PRIMARY KEY, rpm {_R} NOT NULL, updated_at {_R} NOT NULL)
 """
 
+#: Requests answered after their worker's lease had passed (`late.py`): paid, on
+#: no job's row (PostgreSQL only: a SQLite state has one writer and no leases).
+_M002 = f"""
+CREATE TABLE late_requests (
+    job_id {_T} NOT NULL, run_id bigint NOT NULL, worker {_T} NOT NULL,
+    cost_usd {_R} NOT NULL, live_cost_usd {_R} NOT NULL,
+    prompt_tokens bigint NOT NULL, output_tokens bigint NOT NULL,
+    thoughts_tokens bigint NOT NULL, model {_T}, image_size {_T}, mode {_T},
+    at {_R} NOT NULL)
+"""
+
 #: Append-only: a state written by this list is upgraded by running its tail.
 #: (One step holds the SQLite state's m001-m010: the PostgreSQL state begins
 #: where they end.)
-PG_MIGRATIONS: tuple[str, ...] = (_M001,)
+PG_MIGRATIONS: tuple[str, ...] = (_M001, _M002)
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 
 Execute = Callable[[str], object]
