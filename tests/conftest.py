@@ -86,3 +86,29 @@ def pg_url(pg_server: Any) -> str:
     """The URL of a new, empty database on the session's server."""
     url: str = pg_server.fresh_db()
     return url
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[Any]:
+    """moto's S3 on 127.0.0.1 for the module (`tests/s3server.py`), reached through
+    the standard AWS environment, which processes started afterwards inherit (the
+    CLI, a Ray started later in the module); yields the server and a bucket."""
+    import s3fs
+
+    from tests.s3server import S3, CountingMotoServer, new_bucket, s3_environment
+
+    server = CountingMotoServer()
+    server.start()
+    try:
+        with s3_environment(server):
+            yield S3(server, new_bucket())
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def moto(s3: Any) -> str:
+    """A bucket on the module's moto server."""
+    bucket: str = s3.bucket
+    return bucket
