@@ -159,6 +159,8 @@ def test_worker_and_driver_kills_leave_every_job_in_one_state(
     assert temporaries(out) == set()
     # Only requests in flight at a kill are paid twice: a worker holds C, a driver W x C.
     in_flight = worker_kills * CONCURRENCY + driver_kills * WORKERS * CONCURRENCY
+    resent = total - sum(r.requests for r in records)
+    print(f"\nray chaos: {n} jobs, kills {kills}, resent {resent} (bound {in_flight})")
     assert 0 <= total - sum(r.requests for r in records) <= in_flight
 
 

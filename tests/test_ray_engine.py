@@ -143,6 +143,7 @@ async def test_ray_matches_the_inline_engine(
     for record in done:
         with Image.open(io.BytesIO(bucket.read_bytes(record.files[0]))) as image:
             image.verify()
+    print(f"\nequivalence: {n} jobs, {len(done)} done, {sim.stats.total} requests in each engine")
 
 
 async def test_ray_needs_a_shared_state(tmp_path: Path, sim: Simulator) -> None:
