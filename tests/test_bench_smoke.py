@@ -34,6 +34,10 @@ def test_bench_quick_prints_the_table() -> None:
         "4 memory",
         "5 resume",
         "6 layout",
+        "7 real-size answers",
+        "8 platform sizes",
+        "9 report of a finished",
+        "gallery: open",
     ):
         assert scenario in out
     assert "batchgen / baseline" in out
