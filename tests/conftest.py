@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -97,6 +98,9 @@ def s3() -> Iterator[Any]:
 
     from tests.s3server import S3, CountingMotoServer, new_bucket, s3_environment
 
+    requests_log = logging.getLogger("werkzeug")  # a line per request: 100,000s at full size
+    level = requests_log.level
+    requests_log.setLevel(logging.WARNING)
     server = CountingMotoServer()
     server.start()
     try:
@@ -105,6 +109,7 @@ def s3() -> Iterator[Any]:
     finally:
         s3fs.S3FileSystem.clear_instance_cache()
         server.stop()
+        requests_log.setLevel(level)
 
 
 @pytest.fixture(scope="module")
