@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -86,3 +87,33 @@ def pg_url(pg_server: Any) -> str:
     """The URL of a new, empty database on the session's server."""
     url: str = pg_server.fresh_db()
     return url
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[Any]:
+    """moto's S3 on 127.0.0.1 for the module (`tests/s3server.py`), reached through
+    the standard AWS environment, which processes started afterwards inherit (the
+    CLI, a Ray started later in the module); yields the server and a bucket."""
+    import s3fs
+
+    from tests.s3server import S3, CountingMotoServer, new_bucket, s3_environment
+
+    requests_log = logging.getLogger("werkzeug")  # a line per request: 100,000s at full size
+    level = requests_log.level
+    requests_log.setLevel(logging.WARNING)
+    server = CountingMotoServer()
+    server.start()
+    try:
+        with s3_environment(server):
+            yield S3(server, new_bucket())
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        server.stop()
+        requests_log.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def moto(s3: Any) -> str:
+    """A bucket on the module's moto server."""
+    bucket: str = s3.bucket
+    return bucket

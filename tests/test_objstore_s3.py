@@ -1,4 +1,5 @@
-"""`--out s3://…` against a real S3 wire: moto's server on loopback (no internet).
+"""`--out s3://…` against a real S3 wire: moto's server on loopback (no internet;
+the `s3` fixture of conftest.py, `tests/s3server.py`).
 
 The store is reached as a user reaches MinIO: credentials and the endpoint
 from the standard environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``…),
@@ -18,11 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-import boto3
 import fsspec
 import pytest
 import s3fs
-from moto.server import ThreadedMotoServer
 from PIL import Image
 
 from batchgen.output.storage import open_output
@@ -30,10 +29,8 @@ from batchgen.report.folder import report_store
 from batchgen.report.local import copy_gallery, gallery_files
 from batchgen.sim import SimConfig, Simulator
 from tests.conftest import KEY
+from tests.s3server import AWS_SECRET, objects_in
 from tests.test_objstore import MARKED, _run, comparable
-
-#: A recognisable S3 secret: it must appear in no object and no message.
-AWS_SECRET = "moto-SECRET-9f3b27d1c6a4"
 
 
 class CountingS3(s3fs.S3FileSystem):  # type: ignore[misc]
@@ -55,37 +52,12 @@ class CountingS3(s3fs.S3FileSystem):  # type: ignore[misc]
         return await super()._rm_file(path, **kw)
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[str]:
-    """moto's S3 on 127.0.0.1, reached through the standard environment; yields a bucket."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-        mp.setenv("AWS_ACCESS_KEY_ID", "moto-access-key")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        for name in ("AWS_PROFILE", "AWS_CA_BUNDLE", "AWS_SESSION_TOKEN"):
-            mp.delenv(name, raising=False)
-        bucket = f"bg-{uuid.uuid4().hex[:8]}"
-        boto3.client("s3").create_bucket(Bucket=bucket)
-        fsspec.register_implementation("s3count", CountingS3, clobber=True)
-        try:
-            yield bucket
-        finally:
-            s3fs.S3FileSystem.clear_instance_cache()
-            CountingS3.clear_instance_cache()
-            server.stop()
-
-
-def _objects(bucket: str) -> dict[str, bytes]:
-    client = boto3.client("s3")
-    found = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for item in page.get("Contents", []):
-            found[item["Key"]] = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-    return found
+@pytest.fixture(scope="module", autouse=True)
+def _counting_s3(moto: str) -> Iterator[None]:
+    """`s3count://`: s3fs counting its writes, against the module's moto (conftest `s3`)."""
+    fsspec.register_implementation("s3count", CountingS3, clobber=True)
+    yield
+    CountingS3.clear_instance_cache()
 
 
 async def _fresh(tmp_path: Path, name: str, url: str | None) -> Any:
@@ -105,7 +77,7 @@ async def test_a_run_to_s3_equals_a_run_to_a_folder_and_leaks_nothing(
     remote = await _fresh(tmp_path, "state", url)
     assert remote.exit_code == local.exit_code
     on_disk = json.loads((tmp_path / "local" / "report.json").read_text())
-    objects = _objects(moto)
+    objects = objects_in(moto)
     prefix = url.removeprefix(f"s3://{moto}/") + "/"
     stored = json.loads(objects[prefix + "report.json"])
     assert comparable(stored) == comparable(on_disk)

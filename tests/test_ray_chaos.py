@@ -6,6 +6,10 @@ The driver is the CLI in a subprocess joining this module's local Ray
 only when their raylet is this module's. Ray restarts a killed worker; the
 jobs it held are free once their lease (5 s here) ends; a killed driver takes
 its actors with it and the next run voids its leases.
+
+Sizes (tests/sizes.py): CI kills 4 workers and the driver once in 300 jobs;
+``BATCHGEN_TEST_SIZE=full`` runs the scale-out table's chaos test: 1,000 jobs,
+10 worker SIGKILLs and 3 of the driver.
 """
 
 from __future__ import annotations
@@ -26,12 +30,15 @@ from batchgen.models import FINAL_STATUSES
 from batchgen.sim import SimConfig, SimulatorThread
 from batchgen.store.pg import PgStore
 from tests.conftest import KEY, TEST_MODEL
+from tests.sizes import sized
 from tests.test_chaos import image_ok, temporaries, write_chaos_jobs
 
 #: About 5 % of requests fail (seeded): every retryable kind that answers.
 FAULTS = {"429": 0.015, "500": 0.015, "503": 0.01, "reset": 0.01}
 CONCURRENCY = 8
 WORKERS = 4
+#: The chaos test's jobs, worker kills and driver kills (the table's: 1,000, 10, 3).
+CHAOS_SIZE = sized((300, 4, 1), (1_000, 10, 3))
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +109,12 @@ def command(jobs: Path, out: Path, url: str, base_url: str, address: str) -> lis
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(sized(120, 1800))
 def test_worker_and_driver_kills_leave_every_job_in_one_state(
     tmp_path: Path, ray_address: tuple[str, Path], pg_url: str
 ) -> None:
     address, temp = ray_address
-    n, worker_kills, driver_kills = 300, 4, 1
+    n, worker_kills, driver_kills = CHAOS_SIZE
     jobs = tmp_path / "jobs.jsonl"
     ids = set(write_chaos_jobs(jobs, n))
     out = tmp_path / "out"
@@ -151,6 +159,8 @@ def test_worker_and_driver_kills_leave_every_job_in_one_state(
     assert temporaries(out) == set()
     # Only requests in flight at a kill are paid twice: a worker holds C, a driver W x C.
     in_flight = worker_kills * CONCURRENCY + driver_kills * WORKERS * CONCURRENCY
+    resent = total - sum(r.requests for r in records)
+    print(f"\nray chaos: {n} jobs, kills {kills}, resent {resent} (bound {in_flight})")
     assert 0 <= total - sum(r.requests for r in records) <= in_flight
 
 

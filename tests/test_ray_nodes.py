@@ -3,7 +3,10 @@
 removed mid-run. Its workers die with it; Ray starts them again on the node
 left, and the jobs they held are taken over once their lease ends. The jobs'
 platform sizes are Ray tasks: they run on both nodes, and a task lost with its
-node is run again, so every done job has its size."""
+node is run again, so every done job has its size.
+
+Size (tests/sizes.py): 300 jobs in CI, 1,000 (the equivalence's) under
+``BATCHGEN_TEST_SIZE=full``."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from batchgen.engine.runner import arun_files
 from batchgen.sim import SimConfig, Simulator
 from batchgen.store.pg import PgStore
 from tests.conftest import KEY, make_config, write_jobs
+from tests.sizes import sized
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,12 @@ def ended(out: Path, url: str) -> int:
     return counts["done"] + counts["failed"]
 
 
+#: Jobs of the node-loss run (the table: the totals of test 1, 1,000 jobs).
+NODE_LOSS_JOBS = sized(300, 1_000)
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(sized(120, 600))
 async def test_a_run_survives_losing_a_node(
     tmp_path: Path, two_nodes: tuple[Any, Any], pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -64,7 +73,7 @@ async def test_a_run_survives_losing_a_node(
     monkeypatch.setenv(LEASE_ENV, "2")
     # A pacer actor restarted under --rpm pauses one window: a 2 s one here.
     monkeypatch.setenv(WINDOW_ENV, "2")
-    n, workers, concurrency = 300, 4, 8
+    n, workers, concurrency = NODE_LOSS_JOBS, 4, 8
     rows = [{"id": f"n{i}", "prompt": f"node {i}", "sizes": ["instagram"]} for i in range(n)]
     jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
     out = tmp_path / "out"

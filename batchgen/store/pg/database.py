@@ -62,6 +62,7 @@ class PgDatabase(Database):
         super().__init__(out, readonly=readonly, lock=lock)
         self.url = url
         self.db: PgConnection
+        self._holds_lock = False
 
     @property
     def where(self) -> str:
@@ -89,6 +90,7 @@ class PgDatabase(Database):
                 f"the state {self.where} is in use by another batchgen run; wait for it to "
                 "finish or stop it first (two runs on one state would pay twice)"
             )
+        self._holds_lock = True
 
     def _identity(self) -> dict[str, str] | None:
         """The state's identity rows; None when the database has no batchgen tables."""
@@ -152,4 +154,10 @@ class PgDatabase(Database):
         if db is not None:
             with contextlib.suppress(psycopg.Error):
                 db.rollback()
-            db.close()  # the driver lock goes with the session
+                if self._holds_lock:
+                    # Said, not left to the session's end: the server drops a closed
+                    # session's locks a moment after the client has moved on, and the
+                    # same command run at once would be told the state is in use.
+                    db.execute("SELECT pg_advisory_unlock(?, ?)", (LOCK_CLASS, DRIVER_LOCK))
+            self._holds_lock = False
+            db.close()  # a killed driver's lock goes with its session
