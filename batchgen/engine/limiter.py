@@ -156,9 +156,15 @@ class Pacer:
         sleep: Sleep = asyncio.sleep,
         window: float | None = None,
         slow_start: bool = False,
+        guard: float = 0.0,
     ) -> None:
+        """`guard`: with `rpm`, seconds added to the sliding window admissions are
+        counted over, for admissions that reach the wire after uneven delays (the
+        Ray engine's grants travel through an actor call: two admitted a window
+        apart can arrive closer than that)."""
         self.rpm = rpm
         self.window = window if window is not None else quota_window()
+        self._span = self.window + (guard if rpm else 0.0)
         self.adaptive = adaptive and rpm is None
         self.rate: float = rpm * self.RPM_MARGIN / self.window if rpm else math.inf
         self._clock = clock
@@ -214,7 +220,7 @@ class Pacer:
             return now
 
     def _trim(self, now: float) -> None:
-        horizon = now - self.window
+        horizon = now - self._span
         sent = self._sent
         while sent and sent[0] <= horizon:
             sent.popleft()
@@ -225,7 +231,7 @@ class Pacer:
         self._trim(now)
         if len(self._sent) < int(self.rpm):
             return 0.0
-        return self._sent[0] + self.window - now + 1e-3
+        return self._sent[0] + self._span - now + 1e-3
 
     def _learn(self) -> None:
         """The pause after a burst ended: every 429 of it is in; set the rate."""
