@@ -303,10 +303,12 @@ def test_a_review_while_a_run_is_going_on(browser: Browser, tmp_path: Path) -> N
     """A real `batchgen run` subprocess writes to the folder while the page
     reviews its earlier images: the run ends cleanly, every decision is kept."""
     first = [{"id": f"old-{i:02d}", "prompt": f"old {i}"} for i in range(30)]
-    more = [{"id": f"new-{i:03d}", "prompt": f"new {i}"} for i in range(200)]
+    # The second run needs ~400 / 8 x 0.25 s = 12 s of the simulator's latency alone,
+    # whatever the machine's load (the review of 30 images takes a few seconds).
+    more = [{"id": f"new-{i:03d}", "prompt": f"new {i}"} for i in range(400)]
     jobs = write_jobs(tmp_path / "jobs.jsonl", first)
     out = tmp_path / "out"
-    config = SimConfig(small_images=True, api_key=KEY, latency="uniform:0.02:0.06")
+    config = SimConfig(small_images=True, api_key=KEY, latency="uniform:0.2:0.3")
     with SimulatorThread(config) as sim:
         env = cli_env()
         done = subprocess.run(cli(jobs, out, sim.base_url), env=env, capture_output=True)
