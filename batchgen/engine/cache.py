@@ -68,7 +68,14 @@ class CachedAnswer:
 
 class Coalescing(Protocol):
     """At most one request in flight per key: a `Coalescer` within a process, or the
-    Ray engine's `RemoteCoalescer` across a cluster's workers."""
+    Ray engine's `RemoteCoalescer` across a cluster's workers.
+
+    `recheck`: a claim can be granted just after another holder of the key ended
+    (its answer committed after our lookup, its release before our claim): the
+    caller must look the answer up once more before sending. Within a process a
+    free key's claim does not wait, so nothing can end in between."""
+
+    recheck: bool
 
     async def claim(self, key: str) -> bool: ...
 
@@ -77,6 +84,8 @@ class Coalescing(Protocol):
 
 class Coalescer:
     """At most one request in flight per key; the others wait for its end."""
+
+    recheck = False
 
     def __init__(self) -> None:
         self._inflight: dict[str, asyncio.Event] = {}

@@ -452,6 +452,10 @@ class Pool:
                     )
                     return True
             if await self._coalescer.claim(item.cache_key):
+                if self._coalescer.recheck and await self._answers.lookup(item.cache_key):
+                    # Its holder ended between our lookup and our claim: use its answer.
+                    self._coalescer.release(item.cache_key)
+                    continue
                 item.claimed = True
                 return False
 

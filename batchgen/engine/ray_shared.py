@@ -138,6 +138,9 @@ class CoalescerHost:
 class RemoteCoalescer:
     """A worker's pool's coalescer: the cluster's one `CoalescerHost`."""
 
+    #: A claim is a round trip: another worker's request may end during it.
+    recheck = True
+
     def __init__(self, handle: Any, worker: str) -> None:
         self._handle = handle
         self._worker = worker
