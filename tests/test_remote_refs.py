@@ -9,10 +9,7 @@ starts on 127.0.0.1, which must see no request.
 from __future__ import annotations
 
 import http.server
-import os
 import re
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +18,7 @@ from typing import ClassVar
 import pytest
 
 from batchgen.jobs.rows import URL_REFUSAL
-from tests.conftest import write_jobs
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT, batchgen, write_jobs
 
 
 class _Counting(http.server.BaseHTTPRequestHandler):
@@ -55,19 +50,6 @@ def cdn() -> Iterator[tuple[str, list[str]]]:
         thread.join()
 
 
-def batchgen(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
-    return subprocess.run(
-        [sys.executable, "-m", "batchgen", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_urls_are_refused_at_validation_naming_file_line_and_url(
     tmp_path: Path, cdn: tuple[str, list[str]]
 ) -> None:
@@ -77,7 +59,7 @@ def test_urls_are_refused_at_validation_naming_file_line_and_url(
     rows += [{"id": f"r{n}", "prompt": "edit", "images": [url]} for n, url in enumerate(urls)]
     jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
     for command in (["validate", jobs], ["run", jobs, "--out", tmp_path / "out", "--sim"]):
-        done = batchgen(*command)
+        done = batchgen(*command, key=None)
         assert done.returncode == 2, done.stderr
         for line, url in enumerate(urls, start=2):
             pattern = rf"{re.escape(str(jobs))}:{line}: \[images\] images '{re.escape(url)}': "

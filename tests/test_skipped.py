@@ -8,30 +8,12 @@ still pending), whichever comes first in the files.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from batchgen.engine.runner import arun_files
 from batchgen.sim import Simulator
-from tests.conftest import make_config, write_jobs
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def batchgen(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
-    return subprocess.run(
-        [sys.executable, "-m", "batchgen", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
+from tests.conftest import batchgen, make_config, write_jobs
 
 
 def failed_rows(out: Path) -> list[dict[str, Any]]:
@@ -57,7 +39,7 @@ def test_skipped_jobs_are_in_failed_jsonl_and_run_once_the_parent_is_fixed(
 ) -> None:
     jobs = write_jobs(tmp_path / "jobs.jsonl", ROWS)
     out = tmp_path / "out"
-    first = batchgen("run", jobs, "--out", out, "--sim", "--no-progress")
+    first = batchgen("run", jobs, "--out", out, "--sim", "--no-progress", key=None)
     assert first.returncode == 1, first.stderr
     assert statuses(out) == {
         "child": "skipped",
@@ -80,22 +62,23 @@ def test_skipped_jobs_are_in_failed_jsonl_and_run_once_the_parent_is_fixed(
     assert failed[0]["images"] == ["@parent"]  # the input format: it can be fed back
 
     # Nothing fixed: the skipped jobs are kept like the blocked parent, not "changed".
-    kept = batchgen("run", jobs, "--out", out, "--sim", "--dry-run")
+    kept = batchgen("run", jobs, "--out", out, "--sim", "--dry-run", key=None)
     assert kept.returncode == 0, kept.stderr
     assert "0 changed, 0 to retry" in kept.stdout
     assert "1 blocked (kept), 2 skipped (kept)" in kept.stdout
 
     # Retrying the blocked parent retries the jobs it skipped, down the chain.
     retry = batchgen(
-        "run", jobs, "--out", out, "--sim", "--dry-run", "--retry-failed", "--retry-blocked"
-    )
+        "run", jobs, "--out", out, "--sim", "--dry-run", "--retry-failed", "--retry-blocked",
+        key=None,
+    )  # fmt: skip
     assert "0 changed, 3 to retry" in retry.stdout, retry.stdout
 
     # Fix the parent's prompt: the parent changes, and its skipped chain runs again.
     fixed = [dict(r) for r in ROWS]
     fixed[1]["prompt"] = "a cat"
     write_jobs(jobs, fixed)
-    second = batchgen("run", jobs, "--out", out, "--sim", "--no-progress")
+    second = batchgen("run", jobs, "--out", out, "--sim", "--no-progress", key=None)
     assert second.returncode == 0, second.stderr
     assert set(statuses(out).values()) == {"done"}
     assert failed_rows(out) == []

@@ -3,9 +3,6 @@ sheets; ids made from SKUs in recipes (`{sku:slug}`)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +15,8 @@ from batchgen.jobs.columns import ReadOptions
 from batchgen.jobs.inputs import FileSource
 from batchgen.recipes.expand import RecipeSource
 from batchgen.recipes.templates import slug
+from tests.conftest import batchgen
 from tests.test_expand import COLUMNS, PACK, expand, make_photo, problems, product, recipe
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def batchgen(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
-    return subprocess.run(
-        [sys.executable, "-m", "batchgen", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
 
 
 def workbook(path: Path, sheets: dict[str, list[list[Any]]]) -> Path:
@@ -66,7 +49,7 @@ def jobs_xlsx(tmp_path: Path) -> Path:
 
 
 def test_a_readme_sheet_first_names_the_sheet_that_has_the_columns(jobs_xlsx: Path) -> None:
-    checked = batchgen("validate", jobs_xlsx)
+    checked = batchgen("validate", jobs_xlsx, key=None)
     assert checked.returncode == 2
     assert f"{jobs_xlsx} [Readme]:1: [id] missing column 'id'" in checked.stderr
     assert "sheet 'Products' does: use --sheet Products" in checked.stderr
@@ -75,7 +58,7 @@ def test_a_readme_sheet_first_names_the_sheet_that_has_the_columns(jobs_xlsx: Pa
 
 @pytest.mark.parametrize("sheet", ["Products", "products", "2"])
 def test_sheet_by_name_or_number_and_rows_name_it(jobs_xlsx: Path, sheet: str) -> None:
-    checked = batchgen("validate", jobs_xlsx, "--sheet", sheet)
+    checked = batchgen("validate", jobs_xlsx, "--sheet", sheet, key=None)
     assert checked.returncode == 2
     assert f"{jobs_xlsx} [Products]:3: [prompt] prompt is required" in checked.stderr
 
