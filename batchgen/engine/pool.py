@@ -97,6 +97,7 @@ class Pool:
             mode=config.mode,
             on_change=self._on_change,
             on_error=lambda exc: self.request_stop(stop_for(exc, "the state could not be saved")),
+            busy=lambda: self._writer.busy(),
         )
         output = run_output(config)
         self._writer = Writer(output, sharded=sharded, thumbnails=config.thumbnails, extras=extras)

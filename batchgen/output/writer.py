@@ -143,6 +143,10 @@ class Writer:
         being parsed, so that memory follows these few, not the answers in flight."""
         return self._threads.size + 1
 
+    def busy(self) -> bool:
+        """Whether the process, not the API, bounds the run (see `_sample_load`)."""
+        return self._loop_busy > BUSY_LOOP
+
     def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run a blocking call (parsing a spooled answer) on the writer threads."""
         return self._threads.submit(fn, *args)
@@ -189,7 +193,7 @@ class Writer:
         """
         if self._extras is not None and (job.sizes or self.thumbnails):
             return await self._save_then_extras(job, images, self._extras)
-        inline = self._loop_busy > BUSY_LOOP and not job.sizes and self._local
+        inline = self.busy() and not job.sizes and self._local
         if not inline or sum(len(image.data) for image in images) > INLINE_BYTES:
             return await self._threads.submit(self._check_and_write, job, images)
         dims = _dims(images)
