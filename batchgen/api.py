@@ -22,6 +22,7 @@ from dataclasses import fields
 from typing import Any, TypeGuard
 
 from batchgen.config import RunConfig, Secret, key_from_env
+from batchgen.engine import eventloop
 from batchgen.engine.runner import RunResult, arun_sources, sources_for
 from batchgen.errors import UsageError
 from batchgen.jobs.inputs import JobSource, RecordsSource
@@ -115,14 +116,14 @@ def run(
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(start())
+        return eventloop.run(start())
     return _in_worker_thread(start)
 
 
 def _in_worker_thread(start: Callable[[], Coroutine[Any, Any, RunResult]]) -> RunResult:
     """`asyncio.run(start())` on a worker thread, waited for. The coroutine is made
     on that thread, so none is left never-awaited should the thread fail."""
-    runner = asyncio.Runner()
+    runner = asyncio.Runner(loop_factory=eventloop.loop_factory())
     ready = threading.Event()
     task: list[asyncio.Task[RunResult]] = []
 

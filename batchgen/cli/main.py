@@ -8,7 +8,6 @@ that `batchgen --help` stays fast.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import logging
 import os
@@ -347,12 +346,13 @@ def _tune_gc() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from batchgen.cli.dryrun import print_dry_run
+    from batchgen.engine import eventloop
     from batchgen.engine.runner import arun_sources, describe, sources_for
 
     config = _config(args)
     sources = sources_for(args.jobs, read_options(args))
     _tune_gc()
-    result = asyncio.run(arun_sources(sources, config, sim=args.sim))
+    result = eventloop.run(arun_sources(sources, config, sim=args.sim))
     if config.dry_run:
         print_dry_run(config, result)
         return EXIT_OK
