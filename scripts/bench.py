@@ -39,6 +39,7 @@ import platform
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "lat_c": 16,
         "lat_l": 0.05,
         "ovh_jobs": 400,
+        "ovh_rounds": 1,
         "quota_window": 2.0,
         "quota": 20,
         "quota_jobs": 80,
@@ -79,6 +81,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "lat_c": 64,
         "lat_l": 0.2,
         "ovh_jobs": 10_000,
+        "ovh_rounds": 3,
         "quota_window": 10.0,
         "quota": 100,
         "quota_jobs": 1_200,
@@ -96,6 +99,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "lat_c": 64,
         "lat_l": 0.2,
         "ovh_jobs": 20_000,
+        "ovh_rounds": 3,
         "quota_window": 60.0,
         "quota": 600,
         "quota_jobs": 2_400,
@@ -417,50 +421,70 @@ class Bench:
 
     # 2 ---------------------------------------------------------------------------------
     def overhead(self) -> None:
-        n = self.knobs["ovh_jobs"]
-        print(f"[2] overhead: {n} jobs, zero latency", file=sys.stderr, flush=True)
+        """Goal 6 at zero latency. Rounds alternate batchgen and the baseline on one
+        simulator and the figures are medians: on a shared 2-core machine one
+        pair of runs moved the ratio by ±30 % (the same build took 4.9-6.9 s)."""
+        n, rounds = self.knobs["ovh_jobs"], self.knobs["ovh_rounds"]
+        print(f"[2] overhead: {n} jobs, zero latency, {rounds} rounds", file=sys.stderr, flush=True)
         jobs = write_jobs(self.tmp / "ovh.jsonl", n, tag="ovh")
-        name = f"2 overhead (L=0, C=64, {n:,} jobs)"
+        name = f"2 overhead (L=0, C=64, {n:,} jobs, median of {rounds})"
+        runs: list[tuple[Child, float, float]] = []
+        bases: list[tuple[Child, float]] = []
         with sim() as server:
-            out = self.tmp / "ovh-out"
-            sim_cpu = server.cpu()
-            child = batchgen(jobs, out, server.url, "--concurrency", "64")
-            sim_cpu = server.cpu() - sim_cpu
-            rate = steady_rate(out, 0.0)
-            self.add(
-                name,
-                "jobs/s, first request to last checkpoint",
-                f"{rate:.0f}",
-                ">= 1000",
-                rate / 1000,
-                rate >= 1000,
-            )
-            self.add(name, "batchgen CPU ms per job (whole process)", f"{child.cpu * 1000 / n:.2f}")
-            self.add(name, "simulator CPU ms per request", f"{sim_cpu * 1000 / n:.2f}")
-            self.add(name, "jobs/s end to end", f"{n / child.wall:.0f}")
-            b_child, b_sum = baseline(jobs, self.tmp / "ovh-base", server.url, 64)
-            b_rate = b_sum["ok"] / b_child.wall
-            self.base(
-                name,
-                "throughput end to end, batchgen / baseline",
-                f"{n / child.wall:.0f} / {b_rate:.0f} jobs/s",
-                "",
-                n / child.wall / b_rate if b_rate else None,
-            )
-            self.base(
-                name,
-                "CPU ms per job, batchgen / baseline",
-                f"{child.cpu * 1000 / n:.2f} / {b_child.cpu * 1000 / max(1, n):.2f}",
-                "",
-                child.cpu / b_child.cpu if b_child.cpu else None,
-            )
-            self.base(
-                name,
-                "peak RSS MB, batchgen / baseline",
-                f"{child.maxrss_mb:.0f} / {b_child.maxrss_mb:.0f}",
-                "",
-                child.maxrss_mb / b_child.maxrss_mb,
-            )
+            for i in range(rounds):
+                out = self.tmp / f"ovh-out{i}"
+                sim_cpu = server.cpu()
+                child = batchgen(jobs, out, server.url, "--concurrency", "64")
+                sim_cpu = server.cpu() - sim_cpu
+                runs.append((child, steady_rate(out, 0.0), sim_cpu))
+                b_child, b_sum = baseline(jobs, self.tmp / f"ovh-base{i}", server.url, 64)
+                bases.append((b_child, b_sum["ok"] / b_child.wall))
+        rate = statistics.median(r for _, r, _ in runs)
+        e2e = [n / c.wall for c, _, _ in runs]
+        b_e2e = [r for _, r in bases]
+        cpu = statistics.median(c.cpu for c, _, _ in runs)
+        b_cpu = statistics.median(c.cpu for c, _ in bases)
+        self.add(
+            name,
+            "jobs/s, first request to last checkpoint",
+            f"{rate:.0f}",
+            ">= 1000",
+            rate / 1000,
+            rate >= 1000,
+        )
+        self.add(name, "batchgen CPU ms per job (whole process)", f"{cpu * 1000 / n:.2f}")
+        sim_ms = statistics.median(s for _, _, s in runs) * 1000 / n
+        self.add(name, "simulator CPU ms per request", f"{sim_ms:.2f}")
+        self.add(name, "jobs/s end to end", f"{statistics.median(e2e):.0f}")
+        ratio = statistics.median(e2e) / statistics.median(b_e2e) if all(b_e2e) else 0.0
+        each = ", ".join(f"{a / b:.2f}" for a, b in zip(e2e, b_e2e, strict=True) if b)
+        self.add(
+            name,
+            "end to end ÷ baseline (goal 6; each round: " + each + ")",
+            f"{statistics.median(e2e):.0f} / {statistics.median(b_e2e):.0f} jobs/s",
+            ">= 0.9",
+            ratio,
+            ratio >= 0.9,
+        )
+        self.base(
+            name,
+            "throughput end to end, batchgen / baseline",
+            f"{statistics.median(e2e):.0f} / {statistics.median(b_e2e):.0f} jobs/s",
+            "",
+            ratio,
+        )
+        self.base(
+            name,
+            "CPU ms per job, batchgen / baseline",
+            f"{cpu * 1000 / n:.2f} / {b_cpu * 1000 / max(1, n):.2f}",
+            "",
+            cpu / b_cpu if b_cpu else None,
+        )
+        rss = statistics.median(c.maxrss_mb for c, _, _ in runs)
+        b_rss = statistics.median(c.maxrss_mb for c, _ in bases)
+        self.base(
+            name, "peak RSS MB, batchgen / baseline", f"{rss:.0f} / {b_rss:.0f}", "", rss / b_rss
+        )
 
     # 3 ---------------------------------------------------------------------------------
     def quota(self) -> None:
