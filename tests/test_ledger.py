@@ -8,6 +8,7 @@ sees only committed rows), never from the connection that wrote.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,9 @@ def test_busy_loop_commits_after_group_s(out: Path) -> None:
             ledger.end("j0", Status.DONE)
             ledger.after_commit(lambda: (freed.append(loop.time()), committed.set()))
             await asyncio.wait_for(committed.wait(), 10)
-            assert freed[0] - started >= GROUP_S
+            # asyncio may run a timer up to its clock's resolution early.
+            early = time.get_clock_info("monotonic").resolution
+            assert freed[0] - started >= GROUP_S - early
             assert done_seen(out) == 1
             assert errors == []
 
