@@ -250,7 +250,10 @@ class Pool:
     def _settle_item(self, item: WorkItem, *, final: bool) -> None:
         """An item leaves the run: ended, or left pending by a stop."""
         if item.claimed:
-            self._coalescer.release(item.cache_key)
+            # Once its answer is committed: another process (a Ray worker) that
+            # claims the key next looks the answer up on its own connection, which
+            # sees only what is committed, and a commit may wait `ledger.GROUP_S`.
+            self._ledger.after_commit(functools.partial(self._coalescer.release, item.cache_key))
             item.claimed = False
         self._outstanding -= 1
         if not item.job.chained:
