@@ -63,7 +63,7 @@ class Ledger:
         self._on_change = on_change
         self._on_error = on_error
         self._busy = busy
-        self._commit_due = False
+        #: The open unit's commit, scheduled (None: no unit is open).
         self._commit_handle: asyncio.Handle | asyncio.TimerHandle | None = None
         #: The open unit's commit waits for `GROUP_S` (not for the turn's end).
         self._grouped = False
@@ -75,8 +75,7 @@ class Ledger:
     def _open(self) -> None:
         """Join this turn's unit of work, opening it (and its commit) if needed."""
         self._store.begin()
-        if not self._commit_due:
-            self._commit_due = True
+        if self._commit_handle is None:
             loop = asyncio.get_running_loop()
             self._grouped = self._busy()
             if self._grouped:
@@ -92,10 +91,13 @@ class Ledger:
             self._commit_handle.cancel()
             self._commit_handle = asyncio.get_running_loop().call_soon(self._commit)
 
-    def _commit(self) -> None:
-        self._commit_due = False
+    def _forget_unit(self) -> None:
+        """The open unit is being committed: the next write opens a new one."""
         self._commit_handle = None
         self._ends = 0
+
+    def _commit(self) -> None:
+        self._forget_unit()
         try:
             self._store.commit()
         except Exception as exc:
@@ -112,7 +114,7 @@ class Ledger:
         """Call `fn` once what was written so far is committed (now, if nothing
         waits): the pool frees a request slot only when its answer is on record,
         so that a kill loses no more answers than `--concurrency`."""
-        if self._commit_due:
+        if self._commit_handle is not None:
             self._after.append(fn)
         else:
             fn()
@@ -121,9 +123,7 @@ class Ledger:
         """Commit what the last turn wrote (the run is over)."""
         if self._commit_handle is not None:
             self._commit_handle.cancel()
-            self._commit_handle = None
-        self._commit_due = False
-        self._ends = 0
+        self._forget_unit()
         try:
             self._store.commit()
         finally:

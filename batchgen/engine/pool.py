@@ -90,6 +90,8 @@ class Pool:
         self._prices = prices
         self._service_tier = config.mode_spec.service_tier
         self._on_change = on_change or (lambda c: None)
+        output = run_output(config)
+        self._writer = Writer(output, sharded=sharded, thumbnails=config.thumbnails, extras=extras)
         self._ledger = Ledger(
             store,
             self.counters,
@@ -97,10 +99,8 @@ class Pool:
             mode=config.mode,
             on_change=self._on_change,
             on_error=lambda exc: self.request_stop(stop_for(exc, "the state could not be saved")),
-            busy=lambda: self._writer.busy(),
+            busy=self._writer.busy,
         )
-        output = run_output(config)
-        self._writer = Writer(output, sharded=sharded, thumbnails=config.thumbnails, extras=extras)
         self._holds = holds
         #: Jobs dropped unsent: their lease had passed to another worker.
         self.dropped = 0
