@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -38,7 +38,9 @@ def test_unknown_loop_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
         eventloop.loop_factory()
 
 
-def _sim_run(tmp_path: Path, loop: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+def _sim_run(
+    tmp_path: Path, loop: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     monkeypatch.setenv(eventloop.ENV, loop)
     jobs = write_jobs(
         tmp_path / f"jobs-{loop}.jsonl",
