@@ -208,6 +208,32 @@ async def test_noise_makes_realistic_file_sizes(session: aiohttp.ClientSession) 
     assert 1_000_000 <= len(data) <= 1_500_000
 
 
+async def test_large_answers_arrive_whole_with_their_length(
+    session: aiohttp.ClientSession,
+) -> None:
+    """A 2048-px noisy answer (~6 MB) is written a slice at a time: the client
+    still gets one JSON body of the declared length, equal to the answer the
+    simulator composes for that request."""
+    config = SimConfig(noise=True, size_scale=2)
+    async with (
+        Simulator(config) as big,
+        session.post(big.base_url + PATH, json=request_body("a cat", ratio="1:1")) as resp,
+    ):
+        raw = await resp.read()
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("application/json")
+        assert int(resp.headers["Content-Length"]) == len(raw)
+    assert len(raw) > 4 * 1024 * 1024
+    doc = json.loads(raw)
+    assert decode(image_parts(doc)[0]["data"]).size == (2048, 2048)
+    async with Simulator(config) as again:  # the same request, answered whole
+        _, _, whole = await post(
+            session, again, ratio="1:1", path=PATH.replace(":generate", ":streamGenerate")
+        )
+    streamed = [part for chunk in whole for part in image_parts(chunk)]
+    assert streamed == image_parts(doc)
+
+
 # -- edits -----------------------------------------------------------------
 
 

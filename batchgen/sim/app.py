@@ -58,6 +58,10 @@ _SLOW_KINDS = frozenset(
 )  # fmt: skip
 
 
+#: Answers larger than this are written a slice of this size at a time.
+_PIECE = 1 << 20
+
+
 class SimState(Responder):
     """The simulator's mutable state: quotas, models, the marker schedule
     (stats, the log and the ways of answering come from `Responder`)."""
@@ -100,10 +104,31 @@ class SimState(Responder):
             answer = await self._generate(request, ex)
             if request.match_info["name"].endswith(":streamGenerateContent"):
                 return await self._streamed(request, answer)
-            return answer
+            return await self._sent_in_pieces(request, answer)
         finally:
             stats.in_flight -= 1
             self._record(ex)
+
+    async def _sent_in_pieces(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> web.StreamResponse:
+        """A large answer (a 2K or 4K image) written a slice at a time. Handed to
+        aiohttp whole, its 13-40 MB were copied twice more on this one loop
+        (headers joined to the body, then into the transport's buffer) while
+        every other answer waited: 64 answers of 22 MB, all due at once, reached
+        a client that only reads them 5.9-6.25 s after the request with 4 s of
+        latency; sent in slices, 4.04-5.1 s, in the order they were made."""
+        body = response.body if isinstance(response, web.Response) else None
+        if not isinstance(body, bytes) or len(body) <= _PIECE:
+            return response
+        stream = web.StreamResponse(status=response.status, headers=response.headers)
+        stream.content_length = len(body)
+        await stream.prepare(request)
+        view = memoryview(body)
+        for at in range(0, len(body), _PIECE):
+            await stream.write(view[at : at + _PIECE])
+        await stream.write_eof()
+        return stream
 
     async def handle_models(self, request: web.Request) -> web.Response:
         """``GET /v1beta/models`` (a page of the served models) and
