@@ -3,6 +3,8 @@ fsync only where durability was asked for; every writer of the package goes thro
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 import re
 import subprocess
@@ -10,11 +12,12 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import batchgen
-from batchgen.output.atomic import TEMP_PREFIX, write_bytes, write_text
+from batchgen.output.atomic import DIRECT_ABOVE, TEMP_PREFIX, write_bytes, write_text
 from batchgen.output.sink import clean_temporaries
 
 PACKAGE = Path(batchgen.__file__).parent
@@ -104,6 +107,85 @@ def test_threads_writing_one_name_never_mix_their_bytes(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert path.read_bytes() in payloads
+    assert temporaries(tmp_path) == []
+
+
+def _takes_o_direct(folder: Path) -> bool:
+    """Whether this folder's filesystem opens files with O_DIRECT (tmpfs did not
+    before Linux 6.6; macOS and Windows have no such flag)."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return False
+    try:
+        fd = os.open(folder / "probe", os.O_WRONLY | os.O_CREAT | flag, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(folder / "probe")
+    return True
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
+    """Each `os.write` (the real one runs): its size and whether O_DIRECT was on."""
+    calls: list[tuple[int, bool]] = []
+    real = os.write
+    flag = getattr(os, "O_DIRECT", 0)
+
+    def noting(fd: int, data: Any) -> int:
+        import fcntl
+
+        direct = bool(flag and fcntl.fcntl(fd, fcntl.F_GETFL) & flag)
+        n = real(fd, data)
+        calls.append((n, direct))
+        return n
+
+    monkeypatch.setattr(os, "write", noting)
+    return calls
+
+
+def test_a_large_image_is_written_past_the_page_cache_and_whole(
+    tmp_path: Path, writes: list[tuple[int, bool]]
+) -> None:
+    """A 2K or 4K image: its page-aligned bulk goes to the device (O_DIRECT,
+    where the filesystem takes it), the few bytes after it through the cache."""
+    data = os.urandom(DIRECT_ABOVE + 12_345)  # not a whole number of pages
+    path = tmp_path / "images" / "big.png"
+    write_bytes(path, data)
+    assert path.read_bytes() == data
+    assert temporaries(tmp_path) == []
+    direct = sum(n for n, on in writes if on)
+    if _takes_o_direct(tmp_path):
+        assert direct == len(data) - len(data) % mmap.PAGESIZE
+    else:
+        assert direct == 0
+    assert sum(n for n, _ in writes) == len(data)
+    small = b"x" * (DIRECT_ABOVE - 1)
+    writes.clear()
+    write_bytes(path, small)  # below the threshold: the page cache, as ever
+    assert path.read_bytes() == small
+    assert not any(on for _, on in writes)
+
+
+def test_a_filesystem_that_refuses_direct_writes_gets_a_buffered_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some filesystems take the flag but refuse the write (EINVAL, a block
+    larger than a page): the same file is then written through the cache."""
+    real = os.write
+    flag = getattr(os, "O_DIRECT", 0)
+
+    def refusing(fd: int, data: Any) -> int:
+        import fcntl
+
+        if flag and fcntl.fcntl(fd, fcntl.F_GETFL) & flag:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", refusing)
+    data = os.urandom(DIRECT_ABOVE + 1)
+    write_bytes(tmp_path / "big.png", data)
+    assert (tmp_path / "big.png").read_bytes() == data
     assert temporaries(tmp_path) == []
 
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from batchgen.models import ErrorInfo, Job, Status
 from batchgen.output import thumbs
+from batchgen.output.storage import LocalOutput
 from batchgen.report import gallery
 from batchgen.report.summary import summarize
 from batchgen.store import Store
@@ -278,6 +279,21 @@ def test_transparent_image_previews_on_white(tmp_path: Path) -> None:
         r, g, b = im.convert("RGB").getpixel((10, 10))  # type: ignore[misc]
         assert min(r, g, b) > 240
     assert not thumbs.make_thumb(src, dst)  # fresh: not made again
+
+
+def test_a_preview_is_made_from_the_bytes_in_hand(tmp_path: Path) -> None:
+    """The writer passes the image's bytes: the preview is made from them, not
+    by reading back the file it has just written (for a 4K image that read
+    was a third of the writer threads' CPU)."""
+    src = tmp_path / "images/a.png"
+    png(src, (300, 200))
+    data = src.read_bytes()
+    src.write_bytes(b"\x89PNG\r\n\x1a\nnot this one")  # what a read-back would find
+    rel = thumbs.preview(LocalOutput(tmp_path), "images/a.png", (300, 200), len(data), data)
+    assert rel == "thumbs/images/a.jpg"
+    with Image.open(tmp_path / rel) as im:
+        assert im.format == "JPEG"
+        assert im.convert("RGB").getpixel((5, 5)) == pytest.approx((40, 90, 200), abs=4)
 
 
 def test_unreadable_image_gets_no_preview_and_no_crash(store: Store) -> None:

@@ -43,9 +43,12 @@ what makes the new name (not only the bytes) survive a power loss.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
+import mmap
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -84,10 +87,81 @@ def _temp_name(path: str) -> str:
     return os.path.join(head, f"{TEMP_PREFIX}{_temp_tag}{next(_temp_ids):x}-{name}")
 
 
+#: Files at least this big (2K and 4K images) are written past the page cache.
+DIRECT_ABOVE = 4 * 1024 * 1024
+#: `O_DIRECT` wants the buffer, the file offset and the length aligned to the
+#: device's block size; a page (4,096 bytes) covers 512- and 4,096-byte blocks.
+_ALIGN = mmap.PAGESIZE
+_DIRECT_SLICE = 4 * 1024 * 1024
+
+
+class _Staging(threading.local):
+    """Each writer thread's page-aligned buffer, kept for the next image: new
+    pages on every write would cost the very page faults `O_DIRECT` avoids."""
+
+    buf: mmap.mmap | None = None
+
+    def holding(self, size: int) -> mmap.mmap:
+        if self.buf is None or len(self.buf) < size:
+            if self.buf is not None:
+                self.buf.close()
+            self.buf = mmap.mmap(-1, -(-size // _DIRECT_SLICE) * _DIRECT_SLICE)
+        return self.buf
+
+
+_staging = _Staging()
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
+    if len(view) >= DIRECT_ABOVE:
+        view = view[_write_direct(fd, view) :]
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _write_direct(fd: int, data: memoryview) -> int:
+    """Write the page-aligned bulk of `data` with `O_DIRECT` (the rest is left to
+    the caller); returns how many bytes were written, 0 where the platform or the
+    filesystem has no `O_DIRECT` (tmpfs, macOS, Windows).
+
+    Why: written through the page cache, a new 16.8 MB image cost 46-53 ms of
+    kernel CPU on this project's 2-core VM once a few hundred MB had been
+    written (3.5 ms before that): the copy into fresh cache pages. Straight to
+    the device, from a reused aligned buffer, it costs 3.6 ms, and a bulk run
+    no longer pushes everything else out of the page cache. The image is on
+    the device when the call returns, which is more than the crash promise
+    needs; ``durable=True`` still fsyncs (the device's own cache).
+    """
+    direct = getattr(os, "O_DIRECT", 0)
+    bulk = len(data) - len(data) % _ALIGN
+    if not direct or not bulk:
+        return 0
+    import fcntl  # POSIX only; O_DIRECT exists only there
+
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | direct)
+    except OSError:
+        return 0
+    done = 0
+    try:
+        buf = _staging.holding(bulk)
+        with memoryview(buf) as staged:
+            staged[:bulk] = data[:bulk]
+            while done < bulk:
+                n = os.write(fd, staged[done : min(bulk, done + _DIRECT_SLICE)])
+                done += n
+                if not n or n % _ALIGN:  # short: the rest through the page cache
+                    break
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        # The filesystem took the flag but not the write (its alignment is
+        # larger than a page): the rest through the page cache.
+    finally:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    return done
 
 
 def _create(tmp: str | Path) -> int:

@@ -142,7 +142,9 @@ def preview(
     if rel is None:
         return None
     if isinstance(out, Output):
-        if out.root is None:
+        # From the bytes in hand, not the file: reading a 4K image back cost
+        # a third of the writer threads' CPU (the copy out of the page cache).
+        if out.root is None or data:
             return rel if put_thumb(out, image_rel, rel, data or None) else None
         out = out.root
     make_thumb(out / image_rel, out / rel)

@@ -84,6 +84,17 @@ class Composer:
         size: tuple[int, int] | None = None,
     ) -> tuple[str, tuple[int, int]]:
         """Standard base64 of a deterministic PNG for this request, and its size."""
+        data, pixels = self._image(parsed, info, variant, size)
+        return (data if isinstance(data, str) else data.decode("ascii")), pixels
+
+    def _image(
+        self,
+        parsed: ParsedRequest,
+        info: ModelInfo,
+        variant: int = 0,
+        size: tuple[int, int] | None = None,
+    ) -> tuple[str | bytes, tuple[int, int]]:
+        """`image`, with a pooled image as the pool's own ASCII bytes (no copy)."""
         digest = self._digest(parsed, info.id, variant)
         colours = images.colours_from(digest)
         refs = self._references(parsed)
@@ -97,7 +108,7 @@ class Composer:
                 return images.pooled_base64(width, height, rgb, seed % pool), (width, height)
             png = images.make_rgb_png(width, height, seed) if rgb else None
             png = png or images.make_png(width, height, colours, seed)
-            return base64.b64encode(png).decode("ascii"), (width, height)
+            return base64.b64encode(png), (width, height)
         return images.png_base64(width, height, colours), (width, height)
 
     def jpeg(self, parsed: ParsedRequest, info: ModelInfo) -> str:
@@ -107,12 +118,16 @@ class Composer:
 
     def success(self, parsed: ParsedRequest, info: ModelInfo, count: int = 1) -> bytes:
         """The bytes of a normal answer with `count` images."""
+        return b"".join(self.success_pieces(parsed, info, count))
+
+    def success_pieces(self, parsed: ParsedRequest, info: ModelInfo, count: int = 1) -> list[bytes]:
+        """`success` as pieces to send one after another (`wire.answer_pieces`)."""
         if "IMAGE" not in parsed.modalities:
-            return self._text_only(parsed, info)
+            return [self._text_only(parsed, info)]
         if (info.thinking or info.jpeg_as_png) and count == 1:
-            return self._considered(parsed, info)
+            return [self._considered(parsed, info)]
         text = DEFAULT_TEXT if self.config.text_part and "TEXT" in parsed.modalities else None
-        pictures = [("image/png", self.image(parsed, info, v)[0]) for v in range(count)]
+        pictures = [("image/png", self._image(parsed, info, v)[0]) for v in range(count)]
         usage = wire.usage_json(
             wire.text_tokens(parsed.prompt),
             len(parsed.images),
@@ -120,7 +135,7 @@ class Composer:
             _DEFAULT_TEXT_TOKENS if text else 0,
             *_token_rates(info, parsed),
         )
-        return wire.fast_answer(
+        return wire.answer_pieces(
             text, pictures, model=info.id, response_id=self.response_id(), usage=usage
         )
 

@@ -18,6 +18,7 @@ import asyncio
 import json
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ _SLOW_KINDS = frozenset(
 )  # fmt: skip
 
 
-#: Answers larger than this are written a slice of this size at a time.
+#: Answers are written a slice of at most this size at a time (`_send`).
 _PIECE = 1 << 20
 
 
@@ -84,6 +85,17 @@ class SimState(Responder):
         self.clock = SimClock(config.time_scale)
         self.flex = FlexTier(config, self.clock)
 
+    async def on_startup(self, app: web.Application) -> None:
+        await super().on_startup(app)
+        config = self.config
+        if config.noise_pool and (config.noise or config.rgb_noise):
+            # The pool of the square 1K answer at this scale, the size asked for
+            # unless a request says otherwise, is made before the first request
+            # (~0.15 s an image at 4096 px) instead of by the first requests.
+            side = max(1, round(1024 * config.scale))
+            for index in range(config.noise_pool):
+                await asyncio.to_thread(images.pooled_base64, side, side, config.rgb_noise, index)
+
     # -- handlers ------------------------------------------------------------
 
     async def handle_generate(self, request: web.Request) -> web.StreamResponse:
@@ -102,33 +114,14 @@ class SimState(Responder):
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         try:
             answer = await self._generate(request, ex)
-            if request.match_info["name"].endswith(":streamGenerateContent"):
-                return await self._streamed(request, answer)
-            return await self._sent_in_pieces(request, answer)
+            if isinstance(answer, web.StreamResponse):
+                if request.match_info["name"].endswith(":streamGenerateContent"):
+                    return await self._streamed(request, answer)
+                return answer
         finally:
             stats.in_flight -= 1
             self._record(ex)
-
-    async def _sent_in_pieces(
-        self, request: web.Request, response: web.StreamResponse
-    ) -> web.StreamResponse:
-        """A large answer (a 2K or 4K image) written a slice at a time. Handed to
-        aiohttp whole, its 13-40 MB were copied twice more on this one loop
-        (headers joined to the body, then into the transport's buffer) while
-        every other answer waited: 64 answers of 22 MB, all due at once, reached
-        a client that only reads them 5.9-6.25 s after the request with 4 s of
-        latency; sent in slices, 4.04-5.1 s, in the order they were made."""
-        body = response.body if isinstance(response, web.Response) else None
-        if not isinstance(body, bytes) or len(body) <= _PIECE:
-            return response
-        stream = web.StreamResponse(status=response.status, headers=response.headers)
-        stream.content_length = len(body)
-        await stream.prepare(request)
-        view = memoryview(body)
-        for at in range(0, len(body), _PIECE):
-            await stream.write(view[at : at + _PIECE])
-        await stream.write_eof()
-        return stream
+        return await answer.send(request)
 
     async def handle_models(self, request: web.Request) -> web.Response:
         """``GET /v1beta/models`` (a page of the served models) and
@@ -204,7 +197,7 @@ class SimState(Responder):
         ex.images_in = len(parsed.images)
         return info, parsed
 
-    async def _generate(self, request: web.Request, ex: Exchange) -> web.StreamResponse:
+    async def _generate(self, request: web.Request, ex: Exchange) -> web.StreamResponse | _Pieces:
         read = await self._read_request(request, ex)
         if isinstance(read, web.Response):
             return read
@@ -237,7 +230,11 @@ class SimState(Responder):
             if delay > 0:
                 await asyncio.sleep(delay)
         if kind is None or kind == "ok":
-            return self._body(ex, 200, "ok", self._compose.success(parsed, info))
+            pieces = self._compose.success_pieces(parsed, info)
+            if request.match_info["name"].endswith(":generateContent"):
+                ex.status, ex.outcome = 200, "ok"
+                return _Pieces(pieces)
+            return self._body(ex, 200, "ok", b"".join(pieces))
         return await self._forced(request, ex, kind, parsed, info)
 
     async def _streamed(
@@ -384,3 +381,29 @@ def make_app(config: SimConfig | None = None) -> web.Application:
     app.on_shutdown.append(state.on_shutdown)
     app.on_cleanup.append(state.on_cleanup)
     return app
+
+
+@dataclass(frozen=True, slots=True)
+class _Pieces:
+    """A 200 JSON answer given as pieces (`Composer.success_pieces`), sent by
+    `handle_generate` once the exchange is recorded, as aiohttp sends a
+    `web.Response`: a client that has the answer finds it in the stats."""
+
+    pieces: list[bytes]
+
+    async def send(self, request: web.Request) -> web.StreamResponse:
+        """Written a slice at a time. Joined and handed to aiohttp whole, a 4K
+        answer's 22 MB was copied three times more on this one loop (the join,
+        the headers joined to the body, the transport's buffer) while every
+        other answer waited: 64 answers due at once reached a client that only
+        reads them 5.9-6.25 s after the request, with 4 s of latency; sent
+        this way, 4.04-5.1 s, in the order they were made."""
+        response = web.StreamResponse(status=200, headers={"Content-Type": JSON_TYPE})
+        response.content_length = sum(len(piece) for piece in self.pieces)
+        await response.prepare(request)
+        for piece in self.pieces:
+            with memoryview(piece) as view:
+                for at in range(0, len(piece), _PIECE):
+                    await response.write(view[at : at + _PIECE])
+        await response.write_eof()
+        return response

@@ -103,15 +103,16 @@ def make_rgb_png(width: int, height: int, seed: int) -> bytes:
 
 
 @lru_cache(maxsize=8)
-def pooled_base64(width: int, height: int, rgb: bool, index: int) -> str:
-    """The `index`-th pre-built noisy image of a size, as base64: heavy answers
-    cost the simulator a lookup, not the making of 12-50 MB of noise."""
+def pooled_base64(width: int, height: int, rgb: bool, index: int) -> bytes:
+    """The `index`-th pre-built noisy image of a size, as base64 (ASCII bytes,
+    sent as they are): heavy answers cost the simulator a lookup, not the
+    making of 12-50 MB of noise."""
     if rgb:
         png = make_rgb_png(width, height, index)
     else:
         colours = ((200, 60, 60), (60, 200, 60), (60, 60, 200))
         png = make_png(width, height, colours, index)
-    return base64.b64encode(png).decode("ascii")
+    return base64.b64encode(png)
 
 
 @lru_cache(maxsize=256)
