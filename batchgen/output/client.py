@@ -366,7 +366,10 @@ def parse_spooled(answer: Spooled) -> Outcome:
                     return spool.decode_span(mm, *found.spans[int(data[len(spool.MARKER) :])])
                 return _decode_b64(data)
 
-            return parse_success(found.doc, decode=decode)
+            try:
+                return parse_success(found.doc, decode=decode)
+            except spool.Escaped:
+                return classify(200, {}, mm[:])
     finally:
         answer.path.unlink(missing_ok=True)
 

@@ -19,6 +19,7 @@ killed run's spool files are simply removed when the next run starts.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import itertools
 import json
@@ -82,7 +83,9 @@ async def receive(
     fd: int | None = None
     path = _NO_FILE
     try:
-        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+        # The pieces as the parser made them: `iter_chunked` joins them into
+        # fixed sizes, a copy of the whole body on the loop (~4 ms at 4K).
+        async for chunk, _ in resp.content.iter_chunks():
             size += len(chunk)
             if size > cap:
                 _discard(fd, path)
@@ -171,8 +174,9 @@ class Envelope:
 
 def envelope(mm: mmap.mmap) -> Envelope | None:
     """The JSON of a mapped body without its long strings, or None when that is
-    not JSON (a cut-off body, or an escape inside a long string: the caller
-    then parses it whole)."""
+    not JSON (a cut-off body: the caller then parses it whole). An escape
+    inside a long string is found only if its decoding fails (`Escaped`): a
+    second pass over every answer's 13-40 MB looking for one cost ~2 ms."""
     pieces: list[bytes] = []
     spans: list[tuple[int, int]] = []
     at = pos = 0
@@ -190,8 +194,6 @@ def envelope(mm: mmap.mmap) -> Envelope | None:
         pos = end + 1
         if end - start < LONG_STRING:
             continue
-        if mm.find(b"\\", start, end) >= 0:
-            return None
         pieces += [mm[at:start], b"\\u0000spool:%d" % len(spans)]  # JSON for MARKER
         spans.append((start, end))
         at = end
@@ -202,21 +204,33 @@ def envelope(mm: mmap.mmap) -> Envelope | None:
         return None
 
 
+class Escaped(Exception):
+    """A long string holds a JSON escape (``\\/`` is valid JSON for ``/``): its
+    text is not the raw file's bytes, so the caller parses the body whole."""
+
+
 def decode_span(mm: mmap.mmap, start: int, end: int) -> bytes:
     """Standard or URL-safe base64 from `mm[start:end]`, with or without padding;
     `binascii.Error` for anything else, as `base64.b64decode(validate=True)` would
-    (surrounding whitespace aside). The usual case is decoded straight from the
-    mapped file, with no copy of the text."""
+    (surrounding whitespace aside), or `Escaped`.
+
+    The usual case, standard and padded, is decoded straight from the mapped
+    file with no copy of the text and no other pass over it; only when that
+    fails is the text looked at again (URL-safe letters, missing padding, an
+    escape). Looking first cost three scans of every answer (~3 ms at 4K)."""
     while start < end and mm[start] in b" \t\r\n":
         start += 1
     while end > start and mm[end - 1] in b" \t\r\n":
         end -= 1
-    pad = -(end - start) % 4
-    if mm.find(b"-", start, end) >= 0 or mm.find(b"_", start, end) >= 0 or pad:
-        copy = mm[start:end].translate(_URLSAFE) + b"=" * pad
-        return pybase64.b64decode(copy, validate=True)
-    with memoryview(mm) as whole, whole[start:end] as text:
-        return pybase64.b64decode(text, validate=True)
+    try:
+        with memoryview(mm) as whole, whole[start:end] as text:
+            return pybase64.b64decode(text, validate=True)
+    except binascii.Error:
+        pass
+    if mm.find(b"\\", start, end) >= 0:
+        raise Escaped
+    copy = mm[start:end].translate(_URLSAFE) + b"=" * (-(end - start) % 4)
+    return pybase64.b64decode(copy, validate=True)
 
 
 _URLSAFE = bytes.maketrans(b"-_", b"+/")
