@@ -40,7 +40,6 @@ SPOOL_ABOVE = 4 * 1024 * 1024
 #: Base64 strings at least this long are left out of the parsed JSON and decoded
 #: from the file; shorter ones are parsed as usual.
 LONG_STRING = 64 * 1024
-_READ_CHUNK = 1 << 18
 #: What stands for the n-th long string in the parsed JSON (no valid base64 has a NUL).
 MARKER = "\x00spool:"
 _TO_VALUE = re.compile(rb'\s*:\s*"')
