@@ -16,7 +16,10 @@ Two promises, and which writer makes which:
 * **A crash of the process** (``kill -9``, Ctrl-C, an exception): always.
   What `os.write` returned is in the kernel's page cache and survives the
   process; the rename is atomic; so a final name holds the whole file or the
-  previous one. No fsync is needed for this, and none is paid.
+  previous one. No fsync is needed for this, and none is paid. Files of
+  `DIRECT_ABOVE` bytes and more (2K and 4K images) are written past the page
+  cache with ``O_DIRECT`` where the filesystem allows it (`_write_direct`
+  says why): on the device when the call returns, more than this needs.
 * **A power loss or a kernel crash**: only ``durable=True``. Without the file's
   fsync a rename can reach the disk before the data (a renamed-but-empty file
   after reboot); without the folder's fsync the rename itself can be lost.
