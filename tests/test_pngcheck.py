@@ -92,3 +92,29 @@ def test_what_it_leaves_to_pillow() -> None:
     no_idat = good[:ihdr_end] + chunk(b"IEND", b"")
     assert plain_png_size(no_idat, LIMIT) is None
     assert plain_png_size(b"GIF89a" + good[6:], LIMIT) is None
+
+
+def test_a_real_size_answer_is_checked_over_every_byte() -> None:
+    """A noisy 1536-px image in one 7 MB IDAT chunk, as the service's (and the
+    simulator's) big answers come, where the CRC's speed matters: measured as
+    Pillow measures it, and refused with one bit changed near the start, the
+    middle or the end of its pixels' data."""
+    side = 1536
+    rng = random.Random(7)
+    rows = b"".join(b"\x00" + rng.randbytes(side * 3) for _ in range(side))
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    data = b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            chunk(b"IHDR", ihdr),
+            chunk(b"IDAT", zlib.compress(rows, 1)),
+            chunk(b"IEND", b""),
+        ]
+    )
+    assert len(data) > 7_000_000
+    assert plain_png_size(data, LIMIT) == (side, side) == pillow_size(data)
+    idat = data.index(b"IDAT") + 4
+    for at in (idat + 1, len(data) // 2, len(data) - 13):
+        damaged = bytearray(data)
+        damaged[at] ^= 0x10
+        assert plain_png_size(bytes(damaged), LIMIT) is None

@@ -6,7 +6,7 @@ plain PNGs of a fast run that cost ~50 µs a job on the event loop, most of it
 Pillow's Python around the checks (a file object, a chunk stream, a method
 call per chunk), about a tenth of all the loop's work at zero latency.
 
-This walks the same chunks with `zlib.crc32` over a memoryview, and accepts
+This walks the same chunks with zlib-ng's CRC-32 over a memoryview, and accepts
 only what Pillow certainly accepts: the signature, IHDR first (13 bytes, a
 colour type and bit depth Pillow knows, no unknown filter method, a size within
 Pillow's pixel limit), then only PLTE and IDAT chunks (at least one IDAT), each
@@ -14,12 +14,17 @@ with its right CRC, and an empty IEND with its right CRC as the last bytes.
 Anything else (another chunk type, bytes after IEND, a broken chunk) gets no
 verdict here: Pillow decides as before, so no image is accepted that Pillow
 would refuse, and every refusal is still Pillow's.
+
+The CRC is zlib-ng's, not the standard library's: the system zlib that Python
+links computed it at ~4.5 GB/s, 3.7 ms of every 4096-px answer's 16.8 MB,
+where zlib-ng's folding CRC takes 0.66 ms (and small chunks are faster too).
 """
 
 from __future__ import annotations
 
 import struct
-import zlib
+
+from zlib_ng.zlib_ng import crc32
 
 __all__ = ["plain_png_size"]
 
@@ -61,7 +66,7 @@ def plain_png_size(data: bytes, max_pixels: int | None) -> tuple[int, int] | Non
         stop = pos + 8 + length
         if stop + 4 > end:
             return None
-        if zlib.crc32(view[pos + 4 : stop]) != _U32.unpack_from(data, stop)[0]:
+        if crc32(view[pos + 4 : stop]) != _U32.unpack_from(data, stop)[0]:
             return None
         if kind == b"IEND":
             return size if idat and length == 0 and stop + 4 == end else None
