@@ -314,14 +314,18 @@ def test_closest_ratio_and_reference_inspection() -> None:
     n_images=st.integers(min_value=0, max_value=3),
     prompt=st.text(max_size=60),
 )
-def test_fast_answer_is_the_documented_answer(text: str | None, n_images: int, prompt: str) -> None:
+def test_answer_pieces_join_to_the_documented_answer(
+    text: str | None, n_images: int, prompt: str
+) -> None:
     images_ = [("image/png", f"iVBOR{i}==") for i in range(n_images)]
     usage = wire.usage(prompt, 1, n_images, text or "")
     usage_text = wire.usage_json(
         wire.text_tokens(prompt), 1, n_images, wire.text_tokens(text or "")
     )
-    fast = wire.fast_answer(
-        text, images_, model="gemini-2.5-flash-image", response_id="r-1", usage=usage_text
+    fast = b"".join(
+        wire.answer_pieces(
+            text, images_, model="gemini-2.5-flash-image", response_id="r-1", usage=usage_text
+        )
     )
     parts = ([{"text": text}] if text is not None else []) + [
         wire.image_part(m, d) for m, d in images_

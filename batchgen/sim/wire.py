@@ -231,17 +231,6 @@ def usage_json(
     return json.dumps(meta, separators=_SEP)
 
 
-def fast_answer(
-    text: str | None, images: list[tuple[str, str]], *, model: str, response_id: str, usage: str
-) -> bytes:
-    """The bytes of ``answer(...)`` for a successful answer, built by string
-    joins rather than `json.dumps` of a nested dict, which was the largest
-    cost of the simulator's own code per request. `images` are (mime type,
-    base64) pairs; both are plain ASCII without quotes, so need no escaping.
-    A test keeps it identical to `answer`."""
-    return b"".join(answer_pieces(text, images, model=model, response_id=response_id, usage=usage))
-
-
 def answer_pieces(
     text: str | None,
     images: Sequence[tuple[str, str | bytes]],
@@ -250,9 +239,14 @@ def answer_pieces(
     response_id: str,
     usage: str,
 ) -> list[bytes]:
-    """`fast_answer`'s bytes as pieces, each image's base64 one piece of its own
-    (the very object given, when bytes): a 4K answer is sent without ever
-    joining 22 MB into a new buffer."""
+    """The bytes of ``answer(...)`` for a successful answer, as pieces to send
+    one after another. Built by string joins rather than `json.dumps` of a
+    nested dict, which was the largest cost of the simulator's own code per
+    request: `images` are (mime type, base64) pairs, both plain ASCII without
+    quotes, so they need no escaping. Each image's base64 is a piece of its own
+    (the very object given, when bytes), so a 4K answer is sent without ever
+    joining 22 MB into a new buffer. A test keeps the joined pieces identical
+    to `answer`."""
     pieces: list[bytes] = []
     head = '{"candidates":[{"content":{"parts":['
     sep = ""
