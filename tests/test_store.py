@@ -176,6 +176,107 @@ def test_close_rolls_back_an_unfinished_unit_of_work(out: Path) -> None:
         assert store.meta("note") is None
 
 
+# --- row writes held for the commit -------------------------------------------------
+
+
+def attempt(store: Store, job_id: str, cost: float = 0.04) -> None:
+    store.record_attempt(job_id, cost=cost, prompt_tokens=1, output_tokens=2, cost_source="usage")
+
+
+def test_held_row_writes_are_committed_with_the_unit_and_seen_by_its_own_reads(
+    out: Path,
+) -> None:
+    """The pool's per-job rows (attempt, end, request cache) wait for the next
+    statement; the commit writes them, and any read on the writing connection
+    writes them first, so it sees them as if each had been written at once."""
+    with Store(out) as store:
+        with store.transaction():
+            plan(store, "a", "b")
+        store.begin()
+        attempt(store, "a")
+        store.finish("a", Status.DONE, files=["images/a.png"])
+        store.remember_request("key-a", "a", ["images/a.png"], "", 0.04)
+        assert store.db.held  # held, not yet written
+        with Store(out, readonly=True) as reader:
+            assert [r.status for r in reader.records()] == [Status.PENDING, Status.PENDING]
+        known = store.lookup("a")  # a read on the writing connection
+        assert known is not None
+        assert known.status is Status.DONE
+        assert not store.db.held
+        attempt(store, "b")
+        store.finish("b", Status.FAILED, error=ErrorInfo("server_error", 503, "down"))
+        store.commit()
+        assert not store.db.held
+    with Store(out, readonly=True) as reader:
+        rows = {r.id: r for r in reader.records()}
+        assert (rows["a"].status, rows["a"].attempts, rows["a"].files) == (
+            Status.DONE,
+            1,
+            ["images/a.png"],
+        )
+        assert (rows["b"].status, rows["b"].attempts) == (Status.FAILED, 1)
+        assert reader.cached_request("key-a") == (["images/a.png"], "", 0.04)
+
+
+def test_a_jobs_end_held_before_its_attempt_gives_the_same_row(out: Path) -> None:
+    """Held rows go out grouped by statement, not in the order they came: a job's
+    attempt and its end set disjoint columns, so either order gives one row."""
+    results = []
+    for order in ("attempt first", "end first"):
+        folder = out.parent / order.replace(" ", "-")
+        with Store(folder) as store:
+            with store.transaction():
+                plan(store, "x", "y")
+            store.begin()
+            if order == "end first":
+                store.finish("y", Status.DONE, files=["images/y.png"])  # fixes the groups' order
+                store.finish("x", Status.DONE, files=["images/x.png"], text="t")
+                attempt(store, "x", 0.5)
+                attempt(store, "x", 0.25)
+            else:
+                attempt(store, "x", 0.5)
+                attempt(store, "x", 0.25)
+                store.finish("x", Status.DONE, files=["images/x.png"], text="t")
+            store.commit()
+        with Store(folder, readonly=True) as reader:
+            (rec,) = [r for r in reader.records() if r.id == "x"]
+            results.append((rec.status, rec.attempts, rec.cost_usd, rec.files, rec.text))
+    assert results[0] == results[1] == (Status.DONE, 2, 0.75, ["images/x.png"], "t")
+
+
+def test_the_request_cache_lookup_finds_held_rows_without_writing_them(out: Path) -> None:
+    """Asked once a job, the lookup looks through the held rows (the newest first)
+    rather than writing them early, which would undo their grouping."""
+    with Store(out) as store:
+        with store.transaction():
+            store.remember_request("k", "old", ["images/old.png"], "before", 0.01)
+        store.begin()
+        store.remember_request("k", "j1", ["images/j1.png"], "first", 0.02)
+        store.remember_request("k", "j2", ["images/j2.png"], "second", 0.03)
+        store.remember_request("other", "j3", ["images/j3.png"], "", 0.04)
+        assert store.cached_request("k") == (["images/j2.png"], "second", 0.03)
+        assert store.cached_request("absent") is None
+        assert [len(rows) for rows in store.db.held.values()] == [3]
+        store.commit()
+        assert store.cached_request("k") == (["images/j2.png"], "second", 0.03)
+
+
+def test_a_rollback_drops_held_rows(out: Path) -> None:
+    with Store(out) as store:
+        with store.transaction():
+            plan(store, "a")
+        store.begin()
+        attempt(store, "a")
+        store.finish("a", Status.DONE, files=["images/a.png"])
+        store.rollback()
+        assert not store.db.held
+        store.begin()
+        store.commit()
+    with Store(out, readonly=True) as reader:
+        (rec,) = reader.records()
+        assert (rec.status, rec.attempts) == (Status.PENDING, 0)
+
+
 # --- opening and migrations --------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ from typing import Any, Self
 
 from batchgen.errors import AbortError, StateError
 from batchgen.models import StopKind
-from batchgen.store.dialect import SQLITE, Connection, Dialect
+from batchgen.store.dialect import SQLITE, Connection, Cursor, Dialect
 
 STATE_DIR = ".batchgen"
 DB_NAME = "state.sqlite"
@@ -210,13 +210,63 @@ SCHEMA_VERSION = len(MIGRATIONS)
 class _Connection(sqlite3.Connection):
     """A connection whose "database or disk is full" stops the run with a clear
     message (like a full disk while writing an image), and whose damaged pages
-    found mid-run are refused like a corrupt file at open, instead of a traceback."""
+    found mid-run are refused like a corrupt file at open, instead of a traceback.
+
+    It also holds the pool's per-job row writes (`hold`) until the next
+    statement of any kind, a COMMIT included, and then writes them with one
+    `executemany` per statement. Measured in a zero-latency run of 20,000 jobs
+    (`scripts/profile_overhead.py`): the three row writes of a job cost
+    11-18 us each in place, between the loop's other work, against 5-10 timed
+    alone, and the state's writes made 2.9 s of the pool's 8.8; written
+    together at the commit, SQLite's code and pages stay in the CPU's caches.
+    Nothing else changes: every statement, a read included, first writes what
+    is held, so no read on this connection ever misses a held row (the
+    request-cache lookup, the one read that may pass them, looks through the
+    held rows itself: `read_past_held`), and the commit writes them first."""
 
     path: Path = Path()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Held row writes by statement, in order (see `hold`).
+        self.held: dict[str, list[Sequence[Any]]] = {}
+
+    def hold(self, sql: str, parameters: Sequence[Any]) -> None:
+        """Write a row with the next statement on this connection. Only for writes
+        that commute with every other held one, whatever their order (a job's
+        attempt and its end set disjoint columns; the request cache is another
+        table): the held rows go out grouped by statement, each group in order."""
+        rows = self.held.get(sql)
+        if rows is None:
+            self.held[sql] = [parameters]
+        else:
+            rows.append(parameters)
+
+    def write_held(self) -> None:
+        held, self.held = self.held, {}
+        for sql, rows in held.items():
+            self._guarded(super().executemany, sql, rows)
+
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        if self.held:
+            self.write_held()
+        return self._guarded(super().execute, sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        if self.held:
+            self.write_held()
+        return self._guarded(super().executemany, sql, parameters)
+
+    def read_past_held(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        """A read that cannot see what is held: the caller has looked through
+        the held rows of every table it reads (`held`)."""
+        return self._guarded(super().execute, sql, parameters)
+
+    def _guarded(
+        self, run: Callable[[str, Any], sqlite3.Cursor], sql: str, parameters: Any
+    ) -> sqlite3.Cursor:
         try:
-            return super().execute(sql, parameters)
+            return run(sql, parameters)
         except sqlite3.DatabaseError as exc:
             code = exc.sqlite_errorcode & 0xFF
             if code == sqlite3.SQLITE_FULL:
@@ -439,8 +489,36 @@ class Database:
         """Writes a backend holds back (PostgreSQL's planning buffer) go out here."""
 
     def rollback(self) -> None:
+        if isinstance(self.db, _Connection):
+            self.db.held.clear()  # written by nothing yet: nothing to undo
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
+
+    def _write_row(self, sql: str, parameters: tuple[Any, ...]) -> Cursor | None:
+        """A job's row write from the pool's hot path (an attempt, an end, a
+        request-cache row): held until the next statement on SQLite
+        (`_Connection.hold`), written now elsewhere, whose cursor is returned
+        (a backend with leases checks its row count)."""
+        db = self.db
+        if isinstance(db, _Connection):
+            db.hold(sql, parameters)
+            return None
+        cur: Cursor = db.execute(sql, parameters)
+        return cur
+
+    def _held_rows(self, sql: str) -> Sequence[Sequence[Any]]:
+        """The rows of `sql` held and not yet written, oldest first."""
+        db = self.db
+        return db.held.get(sql, ()) if isinstance(db, _Connection) else ()
+
+    def _read_past_held(self, sql: str, parameters: tuple[Any, ...]) -> Cursor:
+        """A read of a table whose held rows the caller looks through itself
+        (`_held_rows`), without first writing what is held for any table."""
+        db = self.db
+        if isinstance(db, _Connection):
+            return db.read_past_held(sql, parameters)
+        cur: Cursor = db.execute(sql, parameters)
+        return cur
 
     def _writing(self) -> None:
         if not self.db.in_transaction:

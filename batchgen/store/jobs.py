@@ -181,7 +181,7 @@ class JobsTable(RunsTable):
         for spend per mode."""
         self._run_requests += 1
         self._writing()
-        cur = self.db.execute(
+        cur = self._write_row(
             self._sql_attempt,
             (
                 cost,
@@ -200,7 +200,8 @@ class JobsTable(RunsTable):
                 *self._fence_args,
             ),
         )
-        self._fenced(cur, job_id)
+        if cur is not None:
+            self._fenced(cur, job_id)
 
     def record_retry(self, job_id: str, kind: str) -> None:
         """One answer of `kind` that the job is sent again after (a 429, a 503, …):
@@ -227,7 +228,7 @@ class JobsTable(RunsTable):
         """A job's end, written after its image is on disk; `pixels` is the
         first image's real size and `expected_pixels` the catalogue's ("WxH")."""
         self._writing()
-        cur = self.db.execute(
+        cur = self._write_row(
             self._sql_finish,
             (
                 status.value,
@@ -245,7 +246,8 @@ class JobsTable(RunsTable):
                 *self._fence_args,
             ),
         )
-        self._fenced(cur, job_id)
+        if cur is not None:
+            self._fenced(cur, job_id)
 
     def mark_cache_hit(self, job_id: str, saved: float) -> None:
         """The job's answer came from the request cache: no request, `saved` not spent.

@@ -15,12 +15,23 @@ from collections.abc import Iterator
 
 from batchgen.store.db import Database
 
+_REMEMBER = (
+    "INSERT INTO request_cache VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+    "job_id = excluded.job_id, files = excluded.files, text = excluded.text, "
+    "cost_usd = excluded.cost_usd"
+)
+
 
 class RequestTables(Database):
     # -- request cache (this folder) ------------------------------------------
     def cached_request(self, key: str) -> tuple[list[str], str, float] | None:
-        """Files (relative to OUT), text and original cost of a finished identical request."""
-        row = self.db.execute(
+        """Files (relative to OUT), text and original cost of a finished identical
+        request. Asked once a job: the rows held for the commit are looked through
+        here (the newest first), so the lookup does not write them early."""
+        for held in reversed(self._held_rows(_REMEMBER)):
+            if held[0] == key:
+                return json.loads(held[2]), held[3], float(held[4])
+        row = self._read_past_held(
             "SELECT files, text, cost_usd FROM request_cache WHERE key=?", (key,)
         ).fetchone()
         return None if row is None else (json.loads(row[0]), row[1], float(row[2]))
@@ -29,12 +40,7 @@ class RequestTables(Database):
         self, key: str, job_id: str, files: list[str], text: str, cost: float
     ) -> None:
         self._writing()
-        self.db.execute(
-            "INSERT INTO request_cache VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
-            "job_id = excluded.job_id, files = excluded.files, text = excluded.text, "
-            "cost_usd = excluded.cost_usd",
-            (key, job_id, json.dumps(files), text, cost),
-        )
+        self._write_row(_REMEMBER, (key, job_id, json.dumps(files), text, cost))
 
     # -- image hashes --------------------------------------------------------
     def cached_hash(self, path: str, size: int, mtime_ns: int) -> str | None:
