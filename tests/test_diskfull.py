@@ -69,12 +69,20 @@ def _jobs(path: Path, n: int) -> set[str]:
     return {r["id"] for r in rows}
 
 
+@pytest.mark.parametrize("recorder", ["0", "1"], ids=["on-the-loop", "recorder"])
 @pytest.mark.parametrize("fills", ["images", "state"])
 def test_disk_full_on_a_real_small_filesystem(
-    tmp_path: Path, small_disk: SmallDisk, fills: str
+    tmp_path: Path,
+    small_disk: SmallDisk,
+    fills: str,
+    recorder: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`images`: noisy ~65 KB images fill 2 MB. `state`: tiny images, and a filler
-    file leaves only a few KB, so the SQLite journal runs out too."""
+    file leaves only a few KB, so the SQLite journal runs out too. `recorder`:
+    the job rows and small images written by the recorder process, whose full
+    disk must stop the run the same way (`store/recorder.py`)."""
+    monkeypatch.setenv("BATCHGEN_RECORDER", recorder)
     jobs = tmp_path / "jobs.jsonl"
     ids = _jobs(jobs, 60)
     out = small_disk.path / "out"

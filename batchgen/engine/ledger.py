@@ -14,7 +14,11 @@ jobs a second a unit then holds ~20 ends, and commits fell from ~1,300 to
 ~600 per 20,000 jobs, 2-3 % of the run). When the API bounds the run the loop
 has time to spare, and a commit per turn frees each request slot soonest.
 On SQLite the unit's per-job rows are written together at its commit
-(`store.db._Connection.hold`).
+(`store.db._Connection.hold`). On long runs a recorder process commits them
+instead, with the images saved on the loop (`store/recorder.py`): the ledger
+then opens no transaction of its own, hands each unit over at its commit and
+frees its slots when the recorder answers; any other write commits by itself,
+once everything handed over before it is committed.
 
 The durability is unchanged in kind: a request slot is freed only once its
 answer is committed (`after_commit`), so a kill loses at most the answers of
@@ -30,6 +34,7 @@ from batchgen.engine.pricing import PriceTable
 from batchgen.models import Counters, ErrorInfo, Outcome, OutcomeKind, Status
 from batchgen.output.writer import Written
 from batchgen.store import Store
+from batchgen.store.recorder import Files, Recorder
 
 #: Answers that refuse the run rather than the job: not billed, no attempt used.
 UNBILLED = frozenset({OutcomeKind.FATAL, OutcomeKind.QUOTA_EXHAUSTED})
@@ -53,12 +58,16 @@ class Ledger:
         on_error: Callable[[Exception], None],
         mode: str = "live",
         busy: Callable[[], bool] = lambda: False,
+        recorder: Recorder | None = None,
+        files: Callable[[], Files] | None = None,
     ) -> None:
         """`on_change` hears of every job that ends; `on_error` of a commit that
         failed at the end of a turn, when no caller is left to raise to. `mode`
         (`config.RunMode`) is recorded with each request, priced at its tier by
         `prices`, beside what the live tier would have cost. `busy` says whether
-        the event loop, not the API, bounds the run (commits are grouped then)."""
+        the event loop, not the API, bounds the run (commits are grouped then).
+        `recorder`: the process that commits each unit's held rows, with the
+        images `files` gives (taken, the writer's inline ones), before them."""
         self._store = store
         self._counters = counters
         self._prices = prices
@@ -74,10 +83,15 @@ class Ledger:
         self._ends = 0
         #: Called once this turn's unit of work is committed (`after_commit`).
         self._after: list[Callable[[], None]] = []
+        self._recorder = recorder
+        self._files = files or list
+        if recorder is not None:
+            store.attach(recorder, self._settle)
 
     def _open(self) -> None:
         """Join this turn's unit of work, opening it (and its commit) if needed."""
-        self._store.begin()
+        if self._recorder is None:
+            self._store.begin()
         if self._commit_handle is None:
             loop = asyncio.get_running_loop()
             self._grouped = self._busy()
@@ -101,12 +115,38 @@ class Ledger:
 
     def _commit(self) -> None:
         self._forget_unit()
+        if self._recorder is not None:
+            self._send()
+            return
         try:
             self._store.commit()
         except Exception as exc:
             self._on_error(exc)
         finally:
             self._run_after()
+
+    def _send(self) -> None:
+        """Hand the unit's rows and inline images to the recorder; what waits for
+        the commit runs when it answers."""
+        assert self._recorder is not None
+        rows = self._store.take_held()
+        files = self._files()
+        after, self._after = self._after, []
+        if rows or files:
+            self._recorder.send(rows, files, after)
+        else:
+            for fn in after:
+                fn()
+
+    def _settle(self) -> None:
+        """Before any other statement on the run's connection (with a recorder):
+        the open unit goes now, and everything sent is waited for."""
+        assert self._recorder is not None
+        if self._commit_handle is not None:
+            self._commit_handle.cancel()
+            self._forget_unit()
+        self._send()
+        self._recorder.wait()
 
     def _run_after(self) -> None:
         after, self._after = self._after, []
@@ -127,6 +167,10 @@ class Ledger:
         if self._commit_handle is not None:
             self._commit_handle.cancel()
         self._forget_unit()
+        if self._recorder is not None:
+            self._settle()
+            self._store.detach()
+            return
         try:
             self._store.commit()
         finally:

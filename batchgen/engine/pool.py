@@ -49,6 +49,7 @@ from batchgen.output.spool import Spooled
 from batchgen.output.storage import run_output
 from batchgen.output.writer import ExtrasMaker, Writer, Written
 from batchgen.store import Store
+from batchgen.store.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,13 @@ class Pool:
         coalescer: Coalescing | None = None,
         extras: ExtrasMaker | None = None,
         holds: Callable[[str], bool] | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         """`pacer`, `budget` and `coalescer` are this process's own, or (the Ray
         engine) stand-ins for the one of a whole cluster; there, `extras` makes
-        sizes and previews as tasks and `holds` says whether a lease is still ours."""
+        sizes and previews as tasks and `holds` says whether a lease is still ours.
+        `recorder`: a process that commits the job rows and writes the small
+        images of each unit of work (`store/recorder.py`)."""
         self.config = config
         self.pacer = pacer
         self.budget = budget
@@ -92,6 +96,8 @@ class Pool:
         self._on_change = on_change or (lambda c: None)
         output = run_output(config)
         self._writer = Writer(output, sharded=sharded, thumbnails=config.thumbnails, extras=extras)
+        if recorder is not None:
+            self._writer.deferring()
         self._ledger = Ledger(
             store,
             self.counters,
@@ -100,6 +106,8 @@ class Pool:
             on_change=self._on_change,
             on_error=lambda exc: self.request_stop(stop_for(exc, "the state could not be saved")),
             busy=self._writer.busy,
+            recorder=recorder,
+            files=self._writer.take_files,
         )
         self._holds = holds
         #: Jobs dropped unsent: their lease had passed to another worker.

@@ -16,7 +16,7 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from batchgen.engine.budget import Budget
 from batchgen.engine.cache import SharedCache
 from batchgen.engine.limiter import Pacer
 from batchgen.engine.planner import SETTLED_INPUTS, Plan, plan, settled, sources_digest
+from batchgen.engine.policy import stop_for
 from batchgen.engine.pool import Pool
 from batchgen.engine.pricing import PriceTable, TierCosts
 from batchgen.engine.progress import Progress
@@ -55,6 +56,7 @@ from batchgen.report.junit import judge_folder, write_run_junit
 from batchgen.report.summary import summarize, write_reports
 from batchgen.store import DB_NAME, STATE_DIR, Store
 from batchgen.store.open import open_state, state_exists
+from batchgen.store.recorder import Recorder, wanted
 
 log = logging.getLogger(__name__)
 
@@ -382,6 +384,18 @@ def _reports_current(store: Store, result: RunResult, output: Output | None = No
     return present and store.meta(REPORT_CURRENT) == "1"
 
 
+def _recorder(
+    store: Store, config: RunConfig, to_run: int, on_error: Callable[[Exception], None]
+) -> Recorder | None:
+    """A process to commit the pool's job rows and small images (`store/recorder.py`):
+    for SQLite state and a local folder, on runs long enough to pay for it."""
+    if not store.holds_rows or not wanted(to_run):
+        return None
+    if run_output(config).root is None:
+        return None
+    return Recorder(store.path, store.out, on_error=on_error)
+
+
 async def _schedule(
     store: Store,
     config: RunConfig,
@@ -400,6 +414,12 @@ async def _schedule(
         )
         return
     progress = Progress(to_run, enabled=config.progress)
+    recorder = _recorder(
+        store,
+        config,
+        to_run,
+        lambda exc: pool.request_stop(stop_for(exc, "the state could not be saved")),
+    )
     connector = aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=config.concurrency)
     shared = SharedCache(config.cache_dir) if config.cache_dir is not None else None
     async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
@@ -414,6 +434,7 @@ async def _schedule(
             on_change=progress.update,
             shared_cache=shared,
             fresh=redo,
+            recorder=recorder,
         )
         progress.note = pool.outage.note
         watch = Watch(
@@ -435,6 +456,8 @@ async def _schedule(
                 StopKind.INTERRUPTED, "interrupted", EXIT_INTERRUPTED
             )
         finally:
+            if recorder is not None:
+                recorder.close()
             result.stop = pool.stop
             result.counters = pool.counters
             await watch.close()

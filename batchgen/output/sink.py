@@ -33,6 +33,7 @@ __all__ = [
     "DiskFullError",
     "clean_temporaries",
     "image_dir",
+    "image_paths",
     "is_disk_full",
     "write_atomic",
     "write_images",
@@ -59,19 +60,24 @@ def write_atomic(path: Path, data: bytes) -> None:
     LocalOutput(path.parent).write_bytes(path.name, data)
 
 
+def image_paths(job_id: str, images: tuple[GeneratedImage, ...], *, sharded: bool) -> list[str]:
+    """Where a job's images go, relative to OUT. Extra images of one answer
+    become `<id>-2.<ext>`, `<id>-3.<ext>`, …"""
+    prefix = image_prefix(job_id, sharded=sharded)
+    return [
+        f"{prefix}/{job_id}{'' if n == 1 else f'-{n}'}.{extension_for(image.mime_type)}"
+        for n, image in enumerate(images, start=1)
+    ]
+
+
 def write_images(
     out: Path | Output, job_id: str, images: tuple[GeneratedImage, ...], *, sharded: bool
 ) -> list[str]:
-    """Write a job's images (through `storage`); return their paths relative to `out`.
-    Extra images of one answer become `<id>-2.<ext>`, `<id>-3.<ext>`, …"""
+    """Write a job's images (through `storage`); return their paths relative to `out`."""
     output = as_output(out)
-    prefix = image_prefix(job_id, sharded=sharded)
-    paths: list[str] = []
-    for n, image in enumerate(images, start=1):
-        suffix = "" if n == 1 else f"-{n}"
-        rel = f"{prefix}/{job_id}{suffix}.{extension_for(image.mime_type)}"
+    paths = image_paths(job_id, images, sharded=sharded)
+    for rel, image in zip(paths, images, strict=True):
         output.write_bytes(rel, image.data)
-        paths.append(rel)
     return paths
 
 

@@ -25,7 +25,7 @@ from batchgen.models import GeneratedImage, Job
 from batchgen.output import client
 from batchgen.output.handoff import Handoff
 from batchgen.output.mime import extension_for
-from batchgen.output.sink import write_images, write_sizes
+from batchgen.output.sink import image_paths, write_images, write_sizes
 from batchgen.output.storage import Output, as_output
 from batchgen.output.thumbs import is_own_preview, preview
 
@@ -136,6 +136,23 @@ class Writer:
         self._loop_busy = 1.0
         self._load_mark = (0.0, 0.0)
         self._load_timer: asyncio.TimerHandle | None = None
+        #: Inline images left for a recorder to write with their unit's rows
+        #: (`deferring`); None: written here.
+        self._deferred: list[tuple[str, bytes]] | None = None
+
+    def deferring(self) -> None:
+        """From now on, images saved on the loop are not written here: the ledger
+        takes them (`take_files`) and its recorder writes them before the rows
+        of their unit of work (`store/recorder.py`)."""
+        self._deferred = []
+
+    def take_files(self) -> list[tuple[str, bytes]]:
+        """The inline images saved since the last call: (path relative to OUT, bytes)."""
+        files = self._deferred
+        if not files:
+            return []
+        self._deferred = []
+        return files
 
     @property
     def at_once(self) -> int:
@@ -201,8 +218,13 @@ class Writer:
             return None
         first = dims[0]
         head = images[0]
-        if self.thumbnails and not is_own_preview(_suffix(head), first, len(head.data)):
+        own = is_own_preview(_suffix(head), first, len(head.data))
+        if self.thumbnails and not own:
             return await self._threads.submit(self._write, job, images, first)
+        if self._deferred is not None:
+            files = image_paths(job.id, images, sharded=self.sharded)
+            self._deferred += zip(files, (image.data for image in images), strict=True)
+            return Written(files, [], files[0] if self.thumbnails else None, first)
         return self._write(job, images, first)
 
     def _check_and_write(self, job: Job, images: tuple[GeneratedImage, ...]) -> Written | None:

@@ -22,11 +22,14 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from batchgen.errors import AbortError, StateError
 from batchgen.models import StopKind
 from batchgen.store.dialect import SQLITE, Connection, Cursor, Dialect
+
+if TYPE_CHECKING:
+    from batchgen.store.recorder import Recorder
 
 STATE_DIR = ".batchgen"
 DB_NAME = "state.sqlite"
@@ -230,6 +233,11 @@ class _Connection(sqlite3.Connection):
         super().__init__(*args, **kwargs)
         #: Held row writes by statement, in order (see `hold`).
         self.held: dict[str, list[Sequence[Any]]] = {}
+        #: With a recorder (`recorder.py`), called before any statement instead
+        #: of writing what is held: it sends the open unit of work to the other
+        #: process and waits until everything sent is committed, so that no
+        #: statement here misses a row or precedes an image not yet written.
+        self.before_statement: Callable[[], None] | None = None
 
     def hold(self, sql: str, parameters: Sequence[Any]) -> None:
         """Write a row with the next statement on this connection. Only for writes
@@ -248,14 +256,23 @@ class _Connection(sqlite3.Connection):
             self._guarded(super().executemany, sql, rows)
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        if self.before_statement is not None:
+            self.before_statement()
         if self.held:
             self.write_held()
         return self._guarded(super().execute, sql, parameters)
 
     def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        if self.before_statement is not None:
+            self.before_statement()
         if self.held:
             self.write_held()
         return self._guarded(super().executemany, sql, parameters)
+
+    def take_held(self) -> dict[str, list[Sequence[Any]]]:
+        """The held rows, no longer held here (a recorder writes them)."""
+        held, self.held = self.held, {}
+        return held
 
     def read_past_held(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         """A read that cannot see what is held: the caller has looked through
@@ -315,6 +332,8 @@ class Database:
         self.locked = lock
         self._lock_fd: int | None = None
         self.db: Connection
+        #: The process that commits the pool's held rows (`recorder.py`), if any.
+        self.recorder: Recorder | None = None
 
     @property
     def where(self) -> str:
@@ -506,10 +525,38 @@ class Database:
         cur: Cursor = db.execute(sql, parameters)
         return cur
 
+    @property
+    def holds_rows(self) -> bool:
+        """Whether the pool's row writes are held for the commit (SQLite), so
+        that a recorder can take them (`recorder.py`)."""
+        return isinstance(self.db, _Connection)
+
+    def attach(self, recorder: Recorder, settle: Callable[[], None]) -> None:
+        """From now on `recorder` commits the held rows (`take_held`); `settle`
+        runs before any other statement on this connection (see
+        `_Connection.before_statement`)."""
+        assert isinstance(self.db, _Connection)
+        self.recorder = recorder
+        self.db.before_statement = settle
+
+    def detach(self) -> None:
+        """The recorder is done: statements here go on as without one."""
+        if isinstance(self.db, _Connection):
+            self.db.before_statement = None
+        self.recorder = None
+
+    def take_held(self) -> dict[str, list[Sequence[Any]]]:
+        """The held rows by statement, no longer held here (the recorder writes them)."""
+        return self.db.take_held() if isinstance(self.db, _Connection) else {}
+
     def _held_rows(self, sql: str) -> Sequence[Sequence[Any]]:
-        """The rows of `sql` held and not yet written, oldest first."""
+        """The rows of `sql` held and not yet written, oldest first (with a
+        recorder, those it has not yet committed come first)."""
         db = self.db
-        return db.held.get(sql, ()) if isinstance(db, _Connection) else ()
+        here = db.held.get(sql, ()) if isinstance(db, _Connection) else ()
+        if self.recorder is None:
+            return here
+        return [*self.recorder.held(sql), *here]
 
     def _read_past_held(self, sql: str, parameters: tuple[Any, ...]) -> Cursor:
         """A read of a table whose held rows the caller looks through itself
@@ -521,5 +568,8 @@ class Database:
         return cur
 
     def _writing(self) -> None:
-        if not self.db.in_transaction:
+        # With a recorder the pool's writes need no unit here: its rows are held
+        # for the other process, and any other statement commits by itself
+        # after `before_statement` has sent and committed what came before.
+        if not self.db.in_transaction and self.recorder is None:
             raise RuntimeError("store write outside a unit of work (use store.transaction())")
