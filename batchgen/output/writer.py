@@ -218,8 +218,7 @@ class Writer:
             return None
         first = dims[0]
         head = images[0]
-        own = is_own_preview(_suffix(head), first, len(head.data))
-        if self.thumbnails and not own:
+        if self.thumbnails and not is_own_preview(_suffix(head), first, len(head.data)):
             return await self._threads.submit(self._write, job, images, first)
         if self._deferred is not None:
             files = image_paths(job.id, images, sharded=self.sharded)

@@ -124,14 +124,16 @@ class Recorder:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             os.set_blocking(self._from, False)
-            self._loop.add_reader(self._from, self._readable)
+            self._loop.add_reader(self._from, self._receive)
         try:
             self._to.write(_frame((unit, files, rows)))
             self._to.flush()
         except OSError:
             self._ended()
 
-    def _readable(self) -> None:
+    def _receive(self) -> None:
+        """One read of what the recorder said (the loop's reader, and `wait`'s
+        blocking loop): whole answers are taken, an end of file means it is gone."""
         try:
             chunk = os.read(self._from, 65536)
         except BlockingIOError:
@@ -198,15 +200,7 @@ class Recorder:
         os.set_blocking(self._from, True)
         try:
             while self._after and not self._gone:
-                try:
-                    chunk = os.read(self._from, 65536)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    self._ended()
-                    break
-                self._buffer += chunk
-                self._take_answers()
+                self._receive()
         finally:
             if not self._gone:
                 os.set_blocking(self._from, False)
