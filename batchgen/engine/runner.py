@@ -420,50 +420,58 @@ async def _schedule(
         to_run,
         lambda exc: pool.request_stop(stop_for(exc, "the state could not be saved")),
     )
-    connector = aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=config.concurrency)
-    shared = SharedCache(config.cache_dir) if config.cache_dir is not None else None
-    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
-        pool = Pool(
-            config,
-            store,
-            http_sender(session, config),
-            prices=prices,
-            pacer=Pacer(config.rpm, slow_start=True),
-            budget=Budget(config.budget, store.spent()),
-            sharded=sharded,
-            on_change=progress.update,
-            shared_cache=shared,
-            fresh=redo,
-            recorder=recorder,
+    try:
+        connector = aiohttp.TCPConnector(
+            limit=config.concurrency, limit_per_host=config.concurrency
         )
-        progress.note = pool.outage.note
-        watch = Watch(
-            config.out_url or config.out,
-            progress,
-            lambda: pool.counters,
-            report_every=config.report_every,
-            state=config.state,
-        )
-        watch.start()
-        handlers = TwoStage(pool, config.grace_seconds)
-        try:
-            with handlers:
-                result.counters = await pool.run(store.pending(config.limit))
-        except asyncio.CancelledError:
-            if handlers.interrupts < 2:
-                raise
-            pool.stop = pool.stop or StopReason(
-                StopKind.INTERRUPTED, "interrupted", EXIT_INTERRUPTED
+        shared = SharedCache(config.cache_dir) if config.cache_dir is not None else None
+        async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+            pool = Pool(
+                config,
+                store,
+                http_sender(session, config),
+                prices=prices,
+                pacer=Pacer(config.rpm, slow_start=True),
+                budget=Budget(config.budget, store.spent()),
+                sharded=sharded,
+                on_change=progress.update,
+                shared_cache=shared,
+                fresh=redo,
+                recorder=recorder,
             )
-        finally:
-            if recorder is not None:
-                recorder.close()
-            result.stop = pool.stop
-            result.counters = pool.counters
-            await watch.close()
-            progress.close(pool.counters)
-            if shared is not None:
-                shared.close()
+            progress.note = pool.outage.note
+            watch = Watch(
+                config.out_url or config.out,
+                progress,
+                lambda: pool.counters,
+                report_every=config.report_every,
+                state=config.state,
+            )
+            watch.start()
+            handlers = TwoStage(pool, config.grace_seconds)
+            try:
+                with handlers:
+                    result.counters = await pool.run(store.pending(config.limit))
+            except asyncio.CancelledError:
+                if handlers.interrupts < 2:
+                    raise
+                pool.stop = pool.stop or StopReason(
+                    StopKind.INTERRUPTED, "interrupted", EXIT_INTERRUPTED
+                )
+            finally:
+                if recorder is not None:
+                    recorder.close()
+                result.stop = pool.stop
+                result.counters = pool.counters
+                await watch.close()
+                progress.close(pool.counters)
+                if shared is not None:
+                    shared.close()
+    finally:
+        # Again, for a failure before the pool ran (closing twice is harmless):
+        # the process must not outlive the run.
+        if recorder is not None:
+            recorder.close()
 
 
 def _left_to_run(store: Store, config: RunConfig, prices: PriceTable) -> tuple[int, float]:
